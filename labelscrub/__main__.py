@@ -1,0 +1,5 @@
+"""`python -m labelscrub` runs the CLI."""
+
+from labelscrub.cli import main
+
+main()

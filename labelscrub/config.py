@@ -1,0 +1,108 @@
+"""The one configuration object that crosses from the CLI (or a Python caller) into the library.
+
+`CleanConfig` is frozen; `resolve()` fills the values left to "auto" once the data has been looked at, and the
+resolved copy is what gets written, as JSON, into every output file. Each default says its unit or effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from labelscrub.errors import LabelscrubError
+
+STEMS = ("auto", "cifar", "imagenet")
+MANIFEST_FORMATS = ("csv", "jsonl", "parquet")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Images whose typical side is at most this many pixels are trained at native size with the CIFAR stem.
+SMALL_IMAGE_SIDE = 64
+# The standard ResNet input side for the ImageNet stem.
+IMAGENET_SIDE = 224
+# Share of the epochs used for warm-up and for the ramp when the user does not set them (see README "Defaults").
+WARMUP_SHARE = 0.2
+RAMP_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    # --- data ---
+    image_column: str | None = None  # Parquet column holding the image; None = found automatically
+    label_column: str | None = None  # column holding the label; None = found automatically
+    id_column: str | None = None  # column holding a stable sample id; None = "file.parquet:row"
+    holdout: str | None = None  # extra held-out data (any input form); None = the split found in DATA, if any
+    image_memory_gb: float = 4.0  # decoded images beyond this many GB go to a memory-mapped file in the output folder
+    # --- model and input ---
+    stem: str = "auto"  # "cifar" (3x3 conv, no max-pool), "imagenet" (7x7 stride-2 + max-pool) or "auto"
+    image_size: int | None = None  # training side in pixels; None = native side (CIFAR stem) or 224
+    augment: bool = True  # padded random crop / random-resized crop plus horizontal flip
+    # --- optimisation ---
+    epochs: int = 30  # full passes over the kept samples
+    batch_size: int = 128  # samples per SGD step
+    lr: float | None = None  # peak learning rate; None = 0.1 x batch_size / 128
+    lr_warmup: float = 2.0  # epochs over which the learning rate rises linearly from 0 to its peak
+    momentum: float = 0.9  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 penalty on all weights
+    # --- Step-E schedule ---
+    rho_max: float = 0.2  # final share of training samples left out of the gradient updates
+    warmup: int | None = None  # epochs trained on everything; None = 20% of epochs
+    ramp: int | None = None  # epochs over which rho rises linearly to rho_max; None = 20% of epochs
+    # --- run ---
+    device: str = "auto"  # "auto" = cuda, then mps, then cpu
+    seed: int = 0  # drives shuffling, augmentation and initialisation
+    eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
+    manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
+
+    def __post_init__(self) -> None:
+        _check(self.stem in STEMS, f"--stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
+        _check(self.device in DEVICES or self.device.startswith("cuda:"),
+               f"--device must be one of {', '.join(DEVICES)} (or cuda:N), not {self.device!r}")
+        _check(self.manifest_format in (None, *MANIFEST_FORMATS),
+               f"--manifest-format must be one of {', '.join(MANIFEST_FORMATS)}, not {self.manifest_format!r}")
+        _check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
+        _check(self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}")
+        _check(self.eval_batch_size >= 1, f"eval_batch_size must be at least 1, not {self.eval_batch_size}")
+        _check(0.0 <= self.rho_max < 1.0, f"--rho-max must be in [0, 1), not {self.rho_max}")
+        _check(self.warmup is None or self.warmup >= 0, f"--warmup must be >= 0, not {self.warmup}")
+        _check(self.ramp is None or self.ramp >= 0, f"--ramp must be >= 0, not {self.ramp}")
+        _check(self.lr_warmup >= 0, f"lr_warmup must be >= 0, not {self.lr_warmup}")
+        _check(self.image_memory_gb >= 0, f"image_memory_gb must be >= 0, not {self.image_memory_gb}")
+        _check(self.lr is None or self.lr > 0, f"--lr must be positive, not {self.lr}")
+        _check(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4, not {self.image_size}")
+
+    def resolve(self, typical_side: int) -> "CleanConfig":
+        """Return a copy with every "auto"/None training value replaced by the value actually used.
+
+        `typical_side` is the median image side of the training data, in pixels.
+        """
+        stem = self.stem
+        if stem == "auto":
+            stem = "cifar" if typical_side <= SMALL_IMAGE_SIDE else "imagenet"
+        image_size = self.image_size or (typical_side if stem == "cifar" else IMAGENET_SIDE)
+        return dataclasses.replace(
+            self,
+            stem=stem,
+            image_size=image_size,
+            lr=self.lr if self.lr is not None else 0.1 * self.batch_size / 128,
+            warmup=self.warmup if self.warmup is not None else max(1, math.floor(WARMUP_SHARE * self.epochs)),
+            ramp=self.ramp if self.ramp is not None else max(1, math.floor(RAMP_SHARE * self.epochs)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "CleanConfig":
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise LabelscrubError(message)

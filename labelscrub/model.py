@@ -1,0 +1,32 @@
+"""The network: torchvision's ResNet-18, untrained, with the stem chosen for the image size.
+
+- "imagenet": torchvision's own stem (7x7 stride-2 conv, 3x3 max-pool), for images around 224 px.
+- "cifar": a 3x3 stride-1 conv and no max-pool, so small images (CIFAR's 32 px) are not shrunk to nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+
+def build_model(num_classes: int, stem: str) -> nn.Module:
+    model = resnet18(weights=None, num_classes=num_classes)
+    if stem == "cifar":
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif stem != "imagenet":
+        raise ValueError(f"unknown stem {stem!r}")
+    return model
+
+
+def pick_device(requested: str) -> torch.device:
+    """"auto" prefers CUDA, then Apple's MPS, then the CPU."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,231 @@
+"""`clean()`: the whole job, joining the stages in a fixed order: options -> data -> decode -> train -> outputs.
+
+This is the only module that writes files (through `report`, `manifest` and `atomic`); the CLI is a thin layer on
+top of it and Python callers get the same results as a `CleanResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from labelscrub import __version__
+from labelscrub.atomic import atomic_path, write_text
+from labelscrub.config import CleanConfig
+from labelscrub.errors import LabelscrubError
+from labelscrub.images import decode_all, typical_side
+from labelscrub.manifest import manifest_format_for, write_manifest
+from labelscrub.model import pick_device
+from labelscrub.report import build_report, write_report
+from labelscrub.schedule import rho_schedule
+from labelscrub.sources import LabeledImages, open_data, read_heldout
+from labelscrub.train import Progress, train_step_e
+
+OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
+CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
+
+
+@dataclass
+class CleanResult:
+    out_dir: Path
+    report_path: Path
+    manifest_path: Path
+    model_path: Path
+    run_json_path: Path
+    class_names: list[str]
+    n_samples: int
+    n_dropped: int
+    n_unreadable: int
+    heldout_accuracy: float | None
+    dropped_ids: list[str]
+    summary: dict[str, Any] = field(repr=False)  # the content of run.json
+
+    def report(self):
+        """The report as a pyarrow Table (`.to_pandas()` for a DataFrame)."""
+        return pq.read_table(self.report_path)
+
+
+def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progress: Progress | None = None,
+          **options: Any) -> CleanResult:
+    """Train a ResNet-18 with the Step-E schedule on DATA and write report.parquet, the cleaned manifest,
+    model.pt and run.json into `out`. `options` are the fields of `CleanConfig`.
+
+    Example:
+        result = labelscrub.clean("sample_data/digits", "runs/digits", epochs=15, rho_max=0.2)
+        print(result.n_dropped, result.manifest_path)
+    """
+    started = time.perf_counter()
+    config = _make_config(options)
+    data_path, out_dir = Path(data), Path(out)
+    _prepare_out_dir(out_dir, data_path, overwrite)
+
+    split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
+                      id_column=config.id_column)
+    train_set = split.train
+    heldout_set = split.heldout
+    if config.holdout is not None:
+        heldout_set = read_heldout(config.holdout, train_set.class_names, image_column=config.image_column,
+                                   label_column=config.label_column, id_column=config.id_column)
+    manifest_format = manifest_format_for(train_set, config.manifest_format)
+    config = config.resolve(typical_side(train_set))
+    device = pick_device(config.device)
+
+    cache_dir = out_dir / CACHE_FOLDER
+    try:
+        budget = int(config.image_memory_gb * 1e9)
+        pixels, errors = decode_all(train_set, config.image_size, memory_budget_bytes=budget,
+                                    spill_path=_spill(cache_dir, "train.npy"))
+        heldout = None
+        if heldout_set is not None:
+            heldout_pixels, heldout_errors = decode_all(heldout_set, config.image_size, memory_budget_bytes=budget,
+                                                        spill_path=_spill(cache_dir, "heldout.npy"))
+            heldout_labels = np.where([e is None for e in heldout_errors], heldout_set.labels, -1)
+            heldout = (_to_tensor(heldout_pixels, device), heldout_labels)
+        eligible = np.array([error is None for error in errors], dtype=bool) & (train_set.labels >= 0)
+        _check_trainable(train_set, eligible)
+        load_seconds = time.perf_counter() - started
+
+        outcome = train_step_e(_to_tensor(pixels, device), train_set.labels, train_set.sample_ids, eligible,
+                               len(train_set.class_names), config, device, heldout=heldout, progress=progress)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+    dropped = eligible & ~outcome.final_kept
+    metadata = _metadata(config, train_set, outcome)
+    report = build_report(
+        sample_ids=train_set.sample_ids, labels=train_set.labels, class_names=train_set.class_names,
+        predicted=outcome.predicted, p_label=outcome.p_label, final_loss=outcome.final_loss,
+        score=outcome.final_loss, loss_history=outcome.loss_history, kept_history=outcome.kept_history,
+        dropped=dropped, errors=errors, metadata=metadata)
+    report_path = out_dir / "report.parquet"
+    write_report(report, report_path)
+    manifest_path = write_manifest(train_set, outcome.final_kept & eligible, out_dir, manifest_format, metadata)
+    model_path = out_dir / "model.pt"
+    _save_model(outcome.model, model_path, train_set.class_names, config, outcome.normalization)
+
+    summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, errors, outcome,
+                           load_seconds, time.perf_counter() - started, device,
+                           outputs={"report": report_path, "manifest": manifest_path, "model": model_path,
+                                    "run": out_dir / "run.json"})
+    run_json_path = out_dir / "run.json"
+    write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
+    return CleanResult(
+        out_dir=out_dir, report_path=report_path, manifest_path=manifest_path, model_path=model_path,
+        run_json_path=run_json_path, class_names=train_set.class_names, n_samples=len(train_set),
+        n_dropped=int(dropped.sum()), n_unreadable=int((~eligible).sum()),
+        heldout_accuracy=summary["heldout_accuracy"],
+        dropped_ids=[sample_id for sample_id, flag in zip(train_set.sample_ids, dropped.tolist()) if flag],
+        summary=summary)
+
+
+def _make_config(options: dict[str, Any]) -> CleanConfig:
+    known = {f.name for f in dataclasses.fields(CleanConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise LabelscrubError(f"unknown option(s) {', '.join(unknown)}; valid options are {', '.join(sorted(known))}")
+    return CleanConfig(**options)
+
+
+def _prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool) -> None:
+    data_root = (data_path if data_path.is_dir() else data_path.parent).resolve()
+    if data_path.is_dir() and out_dir.resolve().is_relative_to(data_root):
+        raise LabelscrubError(f"{out_dir}: the output folder is inside the input {data_path}; "
+                              "labelscrub never writes into its input, choose a folder outside it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LabelscrubError(f"{out_dir}: exists and is not a folder; choose another --out")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise LabelscrubError(f"{out_dir}: the output folder is not empty; pass --overwrite to replace its "
+                              "labelscrub outputs, or choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LabelscrubError(f"{out_dir}: cannot create the output folder ({error.strerror or error})") from None
+
+
+def _spill(cache_dir: Path, name: str) -> Path:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return cache_dir / name
+
+
+def _to_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(pixels)  # shares memory with a memory-mapped array instead of loading it
+    # Small decoded datasets live on the accelerator so batches never cross the bus; others stay in host memory.
+    if device.type == "cuda" and tensor.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
+        return tensor.to(device)
+    return tensor
+
+
+def _check_trainable(images: LabeledImages, eligible: np.ndarray) -> None:
+    if not eligible.any():
+        first = next((f"{i}: {e}" for i, e in zip(images.sample_ids, images.errors) if e), "")
+        raise LabelscrubError(f"{images.location}: no sample could be read ({first}); check the images")
+    present = sorted({images.class_names[label] for label in images.labels[eligible]})
+    if len(present) < 2:
+        raise LabelscrubError(f"{images.location}: only one class ({present[0]}) has readable samples; "
+                              "cleaning labels needs at least two classes")
+
+
+def _metadata(config: CleanConfig, images: LabeledImages, outcome) -> dict[str, Any]:
+    return {
+        "labelscrub_version": __version__,
+        "config": config.to_dict(),
+        "class_names": images.class_names,
+        "rho_schedule": rho_schedule(config.epochs, rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp),
+        "epochs": [dataclasses.asdict(summary) for summary in outcome.epochs],
+        "normalization": outcome.normalization,
+        "score": "final probe loss (cross-entropy of the given label, un-augmented); higher = more likely mislabeled",
+    }
+
+
+def _save_model(model: torch.nn.Module, target: Path, class_names: list[str], config: CleanConfig,
+                normalization: dict[str, list[float]]) -> None:
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    payload = {"state_dict": state, "class_names": class_names, "config": config.to_dict(),
+               "normalization": normalization, "labelscrub_version": __version__}
+    with atomic_path(target) as temporary:
+        torch.save(payload, temporary)
+
+
+def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, heldout: LabeledImages | None,
+                 eligible: np.ndarray, dropped: np.ndarray, errors: list[str | None], outcome,
+                 load_seconds: float, total_seconds: float, device: torch.device,
+                 outputs: dict[str, Path]) -> dict[str, Any]:
+    epochs = outcome.epochs
+    dropped_by_class = Counter(images.class_names[label] for label in images.labels[dropped])
+    train_seconds = sum(e.train_seconds for e in epochs)
+    probe_seconds = sum(e.probe_seconds for e in epochs)
+    return {
+        "labelscrub_version": __version__,
+        "data": str(data_path),
+        "device": str(device),
+        "counts": {
+            "samples": len(images), "trainable": int(eligible.sum()), "unreadable": int((~eligible).sum()),
+            "dropped": int(dropped.sum()), "kept": int((eligible & ~dropped).sum()),
+            "classes": len(images.class_names), "heldout_samples": len(heldout) if heldout is not None else 0,
+        },
+        "class_names": images.class_names,
+        "dropped_by_class": {name: dropped_by_class.get(name, 0) for name in images.class_names},
+        "unreadable_samples": [{"sample_id": sample_id, "error": error}
+                               for sample_id, error in zip(images.sample_ids, errors) if error][:100],
+        "rho_schedule": [e.rho for e in epochs],
+        "heldout_accuracy": epochs[-1].heldout_accuracy if epochs else None,
+        "epochs": [dataclasses.asdict(e) for e in epochs],
+        "timings": {"load_seconds": load_seconds, "train_seconds": train_seconds, "probe_seconds": probe_seconds,
+                    "total_seconds": total_seconds},
+        "throughput": {
+            "train_images_per_second": sum(e.trained for e in epochs) / max(train_seconds, 1e-9),
+            "probe_images_per_second": int(eligible.sum()) * len(epochs) / max(probe_seconds, 1e-9),
+        },
+        "outputs": {name: str(path) for name, path in outputs.items()},
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,58 @@
+"""What the user sees while a run goes: a progress bar per epoch on a terminal, one line per epoch otherwise
+(logs, CI), nothing with --quiet; and the closing summary."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import click
+
+from labelscrub.train import EpochSummary, Progress
+
+
+class ConsoleProgress(Progress):
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
+        self.bar = None
+
+    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.interactive:
+            self.bar = click.progressbar(length=batches, label=f"epoch {epoch + 1}/{epochs}", file=self.stream,
+                                         show_eta=True, show_percent=True)
+            self.bar.__enter__()
+
+    def batch_done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def epoch_done(self, summary: EpochSummary, epochs: int) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+        click.echo(describe_epoch(summary, epochs), file=self.stream)
+
+
+def describe_epoch(summary: EpochSummary, epochs: int) -> str:
+    heldout = "" if summary.heldout_accuracy is None else f"  held-out acc {summary.heldout_accuracy:.1%}"
+    return (f"epoch {summary.epoch + 1}/{epochs}  rho {summary.rho:.3f}  dropped {summary.dropped}  "
+            f"train loss {summary.train_loss:.3f}  probe loss {summary.probe_loss:.3f}{heldout}  "
+            f"({summary.train_seconds + summary.probe_seconds:.1f}s)")
+
+
+def closing_summary(result) -> str:
+    counts = result.summary["counts"]
+    by_class = sorted(result.summary["dropped_by_class"].items(), key=lambda item: (-item[1], item[0]))
+    top = ", ".join(f"{name} ({count})" for name, count in by_class[:3] if count) or "none"
+    share = counts["dropped"] / max(1, counts["trainable"])
+    lines = [
+        f"{counts['samples']} samples, {counts['classes']} classes: dropped {counts['dropped']} ({share:.1%}), "
+        f"kept {counts['kept']}, unreadable {counts['unreadable']}",
+        f"most drops: {top}",
+    ]
+    if result.heldout_accuracy is not None:
+        lines.append(f"held-out accuracy (final model): {result.heldout_accuracy:.1%}")
+    lines += [f"report:   {result.report_path}", f"manifest: {result.manifest_path}",
+              f"model:    {result.model_path}", f"run:      {result.run_json_path}"]
+    return "\n".join(lines)

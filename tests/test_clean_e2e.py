@@ -1,0 +1,112 @@
+"""End to end: `labelscrub clean` on the bundled sample data, through the CLI, as a user would run it."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from labelscrub.cli import cli
+from labelscrub.report import REPORT_SCHEMA, read_report_metadata
+from labelscrub.sources import open_data
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "sample_data" / "digits"
+DIGITS_PARQUET = ROOT / "sample_data" / "digits-parquet"
+FLIPPED = ROOT / "sample_data" / "digits_flipped.csv"
+PLANTED_NOISE = 0.2  # sample_data/make_digits.py FLIP_SHARE
+
+pytestmark = pytest.mark.e2e
+
+
+def flipped(column: str) -> set[str]:
+    with FLIPPED.open() as handle:
+        return {row[column] for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("folder-run")
+    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(out), "--overwrite", "--epochs", "15",
+                                      "--rho-max", str(PLANTED_NOISE), "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_finds_the_planted_flips(folder_run):
+    out, _ = folder_run
+    report = pq.read_table(out / "report.parquet").to_pylist()
+    dropped = {row["sample_id"] for row in report if row["dropped"]}
+    truth = flipped("folder_sample_id")
+    precision = len(dropped & truth) / len(dropped)
+    recall = len(dropped & truth) / len(truth)
+    print(f"precision {precision:.3f} recall {recall:.3f}")
+    assert precision >= 0.8 and recall >= 0.8
+
+
+def test_report_has_one_row_per_sample_with_the_documented_schema(folder_run):
+    out, _ = folder_run
+    table = pq.read_table(out / "report.parquet")
+    assert table.schema.remove_metadata().equals(REPORT_SCHEMA)
+    assert table.num_rows == len(open_data(DIGITS).train)
+    rows = table.to_pylist()
+    assert all(len(row["loss_trajectory"]) == 15 for row in rows)
+    assert all(row["error"] is None for row in rows)
+    for row in rows:
+        if row["dropped"]:
+            assert row["first_dropped_epoch"] is not None or row["epochs_dropped"] == 0
+        if row["first_dropped_epoch"] is None:
+            assert row["epochs_dropped"] == 0
+        assert row["label_name"] == row["sample_id"].split("/")[1]
+        assert row["loss"] == pytest.approx(row["loss_trajectory"][-1])
+        assert row["p_label"] == pytest.approx(float(np.exp(-row["loss"])), rel=1e-3, abs=1e-6)
+    metadata = read_report_metadata(out / "report.parquet")
+    assert metadata["class_names"] == [str(digit) for digit in range(10)]
+    assert metadata["config"]["rho_max"] == PLANTED_NOISE and metadata["config"]["stem"] == "cifar"
+    assert len(metadata["rho_schedule"]) == 15 and metadata["rho_schedule"][0] == 0.0
+    assert metadata["rho_schedule"][-1] == pytest.approx(PLANTED_NOISE)
+    assert all(epoch["heldout_accuracy"] is not None for epoch in metadata["epochs"])
+    assert "labelscrub_version" in metadata
+
+
+def test_manifest_lists_exactly_the_kept_samples_and_reads_back_as_input(folder_run):
+    out, _ = folder_run
+    report = pq.read_table(out / "report.parquet").to_pylist()
+    kept = {(str((DIGITS / row["sample_id"]).resolve()), row["label_name"]) for row in report if not row["dropped"]}
+    reread = open_data(out / "manifest.csv").train
+    assert {(str(path), reread.class_names[label]) for path, label in zip(reread.paths, reread.labels)} == kept
+
+
+def test_model_and_run_json_are_complete(folder_run):
+    out, output = folder_run
+    checkpoint = torch.load(out / "model.pt", weights_only=True)
+    assert checkpoint["class_names"] == [str(digit) for digit in range(10)]
+    assert checkpoint["state_dict"]["fc.weight"].shape == (10, 512)
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"]["samples"] == 1438 and run["counts"]["dropped"] == 288
+    assert run["counts"]["kept"] == 1438 - 288 and run["counts"]["heldout_samples"] == 359
+    assert run["heldout_accuracy"] > 0.8
+    assert set(run["outputs"]) == {"report", "manifest", "model", "run"}
+    assert run["throughput"]["train_images_per_second"] > 0
+    assert "dropped 288 (20.0%)" in output and "manifest.csv" in output
+
+
+def test_parquet_input_gives_a_parquet_manifest_with_the_input_schema(tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(DIGITS_PARQUET), "--out", str(tmp_path), "--epochs", "3",
+                                      "--warmup", "1", "--ramp", "1", "--rho-max", "0.1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = pq.read_table(tmp_path / "report.parquet").to_pylist()
+    assert report[0]["sample_id"] == "train.parquet:0"
+    manifest = pq.read_table(tmp_path / "manifest.parquet")
+    source = pq.read_table(DIGITS_PARQUET / "train.parquet")
+    assert manifest.schema.remove_metadata().equals(source.schema.remove_metadata())
+    assert manifest.schema.metadata[b"huggingface"] == source.schema.metadata[b"huggingface"]
+    kept_rows = [int(row["sample_id"].split(":")[1]) for row in report if not row["dropped"]]
+    assert manifest.num_rows == len(kept_rows) == len(report) - int(np.ceil(0.1 * len(report)))
+    assert manifest.column("id").to_pylist() == source.take(pa.array(kept_rows)).column("id").to_pylist()
+    assert result.output == ""

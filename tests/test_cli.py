@@ -1,0 +1,55 @@
+"""The CLI surface: help, errors as one line without a traceback, the output-folder guard."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from labelscrub.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_has_help_with_an_example_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for name, command in cli.commands.items():
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0
+        assert "Example:" in result.output
+        assert f"labelscrub {name}" in readme
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "labelscrub", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and "labelscrub" in result.stdout
+
+
+def test_missing_data_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0
+    assert "nope" in result.output and "no such file or folder" in result.output
+
+
+def test_non_empty_output_folder_is_refused_without_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep-me.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["clean", str(ROOT / "sample_data" / "digits"), "--out", str(out)])
+    assert result.exit_code != 0 and "--overwrite" in result.output
+    assert (out / "keep-me.txt").read_text() == "mine"
+
+
+def test_output_folder_inside_the_input_is_refused(tmp_path):
+    data = ROOT / "sample_data" / "digits"
+    result = CliRunner().invoke(cli, ["clean", str(data), "--out", str(data / "out")])
+    assert result.exit_code != 0 and "inside the input" in result.output
+    assert not (data / "out").exists()
+
+
+def test_bad_option_values_name_the_option(tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(ROOT / "sample_data" / "digits"), "--out", str(tmp_path / "o"),
+                                      "--rho-max", "1.5"])
+    assert result.exit_code != 0 and "--rho-max" in result.output and "Traceback" not in result.output
