@@ -54,6 +54,8 @@ def cli() -> None:
 @click.option("--id-column", default=None, help="Column with stable sample ids [default: file.parquet:row].")
 @click.option("--holdout", default=None, type=click.Path(path_type=str),
               help="Held-out data to report accuracy on [default: the val/test split of DATA, if any].")
+@click.option("--image-memory-gb", type=float, default=4.0, show_default=True,
+              help="Decoded images beyond this size are kept in a memory-mapped file in --out instead of RAM.")
 @click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=None,
               help="Manifest file type [default: parquet for Parquet input, csv otherwise].")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")

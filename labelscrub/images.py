@@ -72,7 +72,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if array.max(initial=0) > 255 else 255.0
         image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
-    if image.mode == "P" and "transparency" in image.info:
+    # Palette, grey and RGB PNGs/GIFs mark a transparent colour in `info` rather than an alpha band.
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
         rgba = image.convert("RGBA")

@@ -12,7 +12,6 @@ After the last epoch the same rule with the last epoch's rho gives the final `dr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -127,6 +126,9 @@ def train_step_e(pixels: torch.Tensor, labels: np.ndarray, sample_ids: list[str]
         train_index = np.flatnonzero(kept)
         order = train_index[torch.randperm(len(train_index), generator=generator).numpy()]
         batches = [order[start:start + config.batch_size] for start in range(0, len(order), config.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            # Batch norm cannot train on a batch of one; the straggler joins the previous batch.
+            batches[-2:] = [np.concatenate(batches[-2:])]
         progress.epoch_started(epoch, epochs, len(batches))
 
         # 1. train on the kept samples

@@ -28,7 +28,9 @@ def open_data(data: str | Path, *, image_column: str | None = None, label_column
         if suffix in LABEL_FILE_SUFFIXES:
             return read_label_file(path)
         raise LabelscrubError(f"{path}: unsupported file type {suffix or '(none)'}; expected .parquet, .csv or .jsonl")
-    has_parquet = any(path.glob("*.parquet")) or any(path.glob("*/*.parquet"))
+    # Only the top two levels are looked at: walking a large image folder just to rule out Parquet would be slow.
+    has_parquet = any(not any(part.startswith(".") for part in found.relative_to(path).parts)
+                      for pattern in ("*.parquet", "*/*.parquet") for found in path.glob(pattern))
     has_subfolders = any(entry.is_dir() and not entry.name.startswith(".") for entry in path.iterdir())
     if has_parquet:  # a Parquet dataset may keep its images beside it (path column), so Parquet wins
         return read_parquet(path, **columns)

@@ -79,8 +79,10 @@ def iter_file_bytes(paths: list[Path], errors: list[str | None]) -> EncodedStrea
 
 def sorted_class_names(names: set[str]) -> list[str]:
     """Class names in index order: numeric names sort as numbers ("2" before "10"), anything else by name."""
-    if names and all(name.lstrip("-").isdigit() for name in names):
-        return sorted(names, key=int)
+    # isdecimal, not isdigit: int() rejects digits such as "²". The name breaks ties ("1" vs "01"), else their order
+    # would follow the set's per-process string hashing and class indices would change between runs.
+    if names and all(name.lstrip("-").isdecimal() for name in names):
+        return sorted(names, key=lambda name: (int(name), name))
     return sorted(names)
 
 

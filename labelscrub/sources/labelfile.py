@@ -79,7 +79,8 @@ def _read_csv(path: Path) -> list[tuple[str, str, int]]:
 def _read_jsonl(path: Path) -> list[tuple[str, str, int]]:
     rows = []
     try:
-        with path.open(encoding="utf-8") as handle:
+        # utf-8-sig: Windows tools often start the file with a BOM, which json.loads rejects.
+        with path.open(encoding="utf-8-sig") as handle:
             path_key = label_key = None
             for line, text in enumerate(handle, start=1):
                 if not text.strip():

@@ -82,7 +82,17 @@ def _read_files(files: list[Path], *, root: Path, image_column: str | None, labe
                                       "all Parquet files of a dataset need the same columns")
         columns = [label_col] + ([id_column] if id_column else [])
         table = parquet_file.read(columns=columns)
-        raw_labels.append(table.column(label_col))
+        column = table.column(label_col)
+        if raw_labels and column.type != raw_labels[0].type:
+            # Files written by different tools store the same labels as int32 vs int64 (or string vs large_string);
+            # Arrow refuses to join chunks of different types.
+            try:
+                column = column.cast(raw_labels[0].type)
+            except pa.ArrowException:
+                raise LabelscrubError(f"{file}: label column {label_col!r} has type {column.type} but it is "
+                                      f"{raw_labels[0].type} in {files[0].name}; all Parquet files of a dataset "
+                                      "need the same label type") from None
+        raw_labels.append(column)
         rows = table.num_rows
         if id_column:
             sample_ids.extend(str(value) for value in table.column(id_column).to_pylist())
