@@ -1,7 +1,8 @@
 """Parquet datasets: one `.parquet` file, or a folder of them (searched recursively).
 
 - Image column: encoded bytes (binary), the Hugging Face Image struct `{bytes, path}`, or a string path relative to
-  the Parquet file. Found by name (`image`, `img`), else the single binary/struct column; `image_column` overrides.
+  the Parquet file. Found by name (`image`, `img`), else the single binary/struct column, else a `path` column;
+  `image_column` overrides.
 - Label column: `label`, `labels`, `target` or `class` (or `label_column`); ints or strings. Int labels with a
   Hugging Face ClassLabel in the `huggingface` schema metadata take its names; other ints keep their value as index.
 - Split layout: in a folder whose file names all start with a split name (`train-00000-of-00002.parquet`,
@@ -27,6 +28,7 @@ from labelscrub.sources.base import (
 
 IMAGE_COLUMN_NAMES = ("image", "img")
 LABEL_COLUMN_NAMES = ("label", "labels", "target", "class")
+PATH_COLUMN = "path"  # image paths, when no column holds the images themselves
 # Rows decoded per read: large enough to amortise Parquet overhead, small enough that big images stay in budget.
 STREAM_BATCH_ROWS = 256
 _SPLIT_FILE = re.compile(r"^(train|val|valid|validation|test)(?:[-_.].*)?\.parquet$", re.IGNORECASE)
@@ -129,6 +131,8 @@ def _find_image_column(file: Path, schema: pa.Schema, requested: str | None) -> 
     image_like = [f.name for f in schema if _is_binary(f.type) or _is_image_struct(f.type)]
     if len(image_like) == 1:
         return image_like[0]
+    if not image_like and PATH_COLUMN in schema.names:  # a path,label manifest written as Parquet
+        return PATH_COLUMN
     raise LabelscrubError(f"{file}: cannot tell which column holds the images (columns: {', '.join(schema.names)}); "
                           "name it with --image-column")
 

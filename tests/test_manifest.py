@@ -1,0 +1,56 @@
+"""The cleaned manifest: every format re-reads, as `clean` input, to exactly the kept samples."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from imagedata import colour_for, encode, write_image, write_parquet
+from labelscrub.manifest import manifest_format_for, write_manifest
+from labelscrub.errors import LabelscrubError
+from labelscrub.sources import open_data
+
+KEEP = np.array([True, False, True, True, False, True])
+
+
+def image_folder(root):
+    for index in range(6):
+        write_image(root / ("cat" if index % 2 else "dog") / f"{index}.png", colour_for(index))
+    return open_data(root).train
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_folder_manifest_reads_back_as_the_kept_samples(tmp_path, fmt):
+    images = image_folder(tmp_path / "data")
+    manifest = write_manifest(images, KEEP, tmp_path, fmt, metadata={"note": "test"})
+    assert manifest.name == f"manifest.{fmt}"
+    again = open_data(manifest).train
+    reread = [(data, again.class_names[label]) for (_, data, _), label in zip(again.iter_encoded(), again.labels)]
+    expected = [(path.read_bytes(), images.class_names[label])
+                for path, label, keep in zip(images.paths, images.labels, KEEP) if keep]
+    assert sorted(reread) == sorted(expected)
+
+
+def test_parquet_manifest_keeps_the_input_rows_schema_and_metadata(tmp_path):
+    source = write_parquet(tmp_path / "data.parquet", {
+        "image": [encode(colour_for(index)) for index in range(6)],
+        "label": [index % 3 for index in range(6)],
+        "note": [f"row {index}" for index in range(6)],
+    }, labels_names=["a", "b", "c"], row_group_size=2)
+    images = open_data(source).train
+    (tmp_path / "out").mkdir()
+    manifest = write_manifest(images, KEEP, tmp_path / "out", manifest_format_for(images, None),
+                              metadata={"note": "test"})
+    table = pq.read_table(manifest)
+    assert table.column("note").to_pylist() == [f"row {index}" for index in range(6) if KEEP[index]]
+    assert table.schema.metadata[b"huggingface"] == pq.read_schema(source).metadata[b"huggingface"]
+    again = open_data(manifest).train
+    assert again.class_names == ["a", "b", "c"]
+    assert again.labels.tolist() == [index % 3 for index in range(6) if KEEP[index]]
+    assert [data for _, data, _ in again.iter_encoded()] == [encode(colour_for(i)) for i in range(6) if KEEP[i]]
+
+
+def test_a_parquet_input_cannot_get_a_csv_manifest(tmp_path):
+    source = write_parquet(tmp_path / "d.parquet", {"image": [encode(colour_for(0))], "label": pa.array([0])})
+    with pytest.raises(LabelscrubError, match="manifest.parquet"):
+        manifest_format_for(open_data(source).train, "csv")
