@@ -9,5 +9,6 @@ __version__ = "0.1.0"
 from labelscrub.config import CleanConfig  # noqa: E402
 from labelscrub.errors import LabelscrubError  # noqa: E402
 from labelscrub.pipeline import CleanResult, clean  # noqa: E402
+from labelscrub.retrain import RetrainResult, retrain  # noqa: E402
 
-__all__ = ["CleanConfig", "CleanResult", "LabelscrubError", "__version__", "clean"]
+__all__ = ["CleanConfig", "CleanResult", "LabelscrubError", "RetrainResult", "__version__", "clean", "retrain"]

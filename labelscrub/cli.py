@@ -8,29 +8,42 @@ import functools
 import click
 
 from labelscrub import __version__
-from labelscrub.config import MANIFEST_FORMATS, STEMS
+from labelscrub.config import MANIFEST_FORMATS, METHOD_NAMES, STEMS
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
-from labelscrub.progress import ConsoleProgress, closing_summary
+from labelscrub.retrain import retrain as retrain_data
+from labelscrub.progress import ConsoleProgress, closing_summary, retrain_summary
 
 
-def training_options(command):
-    """Options shared by every command that trains a model, declared once."""
+def training_options(*, from_run: bool):
+    """Options shared by every command that trains a model, declared once. With `from_run` (retrain) every default
+    is "the clean run's value", so only what the user types overrides the recipe."""
+
+    def default(value):
+        return None if from_run else value
+
+    def show(help_text: str, value) -> str:
+        return help_text + (" [default: the clean run's]" if from_run else f" [default: {value}]")
+
     options = [
-        click.option("--epochs", type=int, default=30, show_default=True, help="Training epochs."),
-        click.option("--batch-size", type=int, default=128, show_default=True, help="Samples per SGD step."),
-        click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 x batch-size/128]."),
-        click.option("--stem", type=click.Choice(STEMS), default="auto", show_default=True,
-                     help="ResNet stem: cifar for small images, imagenet for large; auto picks by image size."),
+        click.option("--epochs", type=int, default=default(30), help=show("Training epochs.", 30)),
+        click.option("--batch-size", type=int, default=default(128), help=show("Samples per SGD step.", 128)),
+        click.option("--lr", type=float, default=None, help=show("Peak learning rate.", "0.1 x batch-size/128")),
+        click.option("--stem", type=click.Choice(STEMS), default=default("auto"),
+                     help=show("ResNet stem: cifar for small images, imagenet for large; auto picks by size.", "auto")),
         click.option("--image-size", type=int, default=None,
-                     help="Training side in pixels [default: native size (cifar stem) or 224]."),
-        click.option("--no-augment", "augment", flag_value=False, default=True,
+                     help=show("Training side in pixels.", "native size (cifar stem) or 224")),
+        click.option("--no-augment", "augment", flag_value=False, default=default(True),
                      help="Train without random crops and flips."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, order and "
-                     "augmentation."),
+        click.option("--device", default=default("auto"), help=show("auto, cpu, cuda, cuda:N or mps.", "auto")),
+        click.option("--seed", type=int, default=default(0),
+                     help=show("Seed for initialisation, order and augmentation.", 0)),
     ]
-    return functools.reduce(lambda wrapped, option: option(wrapped), reversed(options), command)
+
+    def decorate(command):
+        return functools.reduce(lambda wrapped, option: option(wrapped), reversed(options), command)
+
+    return decorate
 
 
 @click.group()
@@ -44,7 +57,9 @@ def cli() -> None:
 @click.option("--out", "out", type=click.Path(path_type=str), default="labelscrub-out", show_default=True,
               help="Output folder (report.parquet, manifest, model.pt, run.json).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
-@training_options
+@training_options(from_run=False)
+@click.option("--method", type=click.Choice(METHOD_NAMES), default="stepe", show_default=True,
+              help="stepe, or a baseline to compare with: erm (no dropping), truncation, spl, oneshot.")
 @click.option("--rho-max", type=float, default=0.2, show_default=True,
               help="Final share of samples left out of training (your estimate of the noise rate).")
 @click.option("--warmup", type=int, default=None, help="Epochs trained on all samples [default: 20% of epochs].")
@@ -76,6 +91,37 @@ def clean(data: str, out: str, overwrite: bool, quiet: bool, **options) -> None:
         raise click.ClickException(str(error)) from None
     if not quiet:
         click.echo(closing_summary(result))
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=str))
+@click.option("--test", default=None, type=click.Path(path_type=str),
+              help="Data to measure on, labels taken as true [default: the clean run's held-out split].")
+@click.option("--out", "out", type=click.Path(path_type=str), default=None,
+              help="Output folder for metrics.json and model.pt [default: SOURCE's folder/retrain].")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
+@click.option("--compare", is_flag=True, help="Also train on every original sample (the noisy baseline) and "
+              "print both accuracies.")
+@training_options(from_run=True)
+@click.option("--quiet", is_flag=True, help="Print nothing but errors and the accuracy.")
+def retrain(source: str, test: str | None, out: str | None, overwrite: bool, compare: bool, quiet: bool,
+            **options) -> None:
+    """Train a fresh ResNet-18 on the samples a clean run kept and measure it on held-out data.
+
+    SOURCE is the --out folder of `labelscrub clean`, or its manifest. The recipe is the clean run's unless
+    options override it; training is plain cross-entropy on every kept sample.
+
+    Example:
+
+        labelscrub retrain runs/digits --compare
+    """
+    progress = None if quiet else ConsoleProgress()
+    try:
+        result = retrain_data(source, test=test, out=out, compare=compare, overwrite=overwrite, progress=progress,
+                              **options)
+    except LabelscrubError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(retrain_summary(result))
 
 
 def main() -> None:

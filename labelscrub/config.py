@@ -17,6 +17,7 @@ from labelscrub.errors import LabelscrubError
 STEMS = ("auto", "cifar", "imagenet")
 MANIFEST_FORMATS = ("csv", "jsonl", "parquet")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+METHOD_NAMES = ("stepe", "erm", "truncation", "spl", "oneshot")  # see methods.py
 
 # Images whose typical side is at most this many pixels are trained at native size with the CIFAR stem.
 SMALL_IMAGE_SIDE = 64
@@ -46,7 +47,9 @@ class CleanConfig:
     lr_warmup: float = 2.0  # epochs over which the learning rate rises linearly from 0 to its peak
     momentum: float = 0.9  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 penalty on all weights
-    # --- Step-E schedule ---
+    # --- which samples train when (methods.py) ---
+    method: str = "stepe"  # stepe | erm | truncation | spl | oneshot
+    # Step-E schedule (also the drop share of truncation, the start of spl and the cut of oneshot)
     rho_max: float = 0.2  # final share of training samples left out of the gradient updates
     warmup: int | None = None  # epochs trained on everything; None = 20% of epochs
     ramp: int | None = None  # epochs over which rho rises linearly to rho_max; None = 20% of epochs
@@ -57,6 +60,8 @@ class CleanConfig:
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
 
     def __post_init__(self) -> None:
+        _check(self.method in METHOD_NAMES,
+               f"--method must be one of {', '.join(METHOD_NAMES)}, not {self.method!r}")
         _check(self.stem in STEMS, f"--stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
         _check(self.device in DEVICES or self.device.startswith("cuda:"),
                f"--device must be one of {', '.join(DEVICES)} (or cuda:N), not {self.device!r}")

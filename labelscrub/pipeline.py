@@ -20,19 +20,25 @@ import pyarrow.parquet as pq
 import torch
 
 from labelscrub import __version__
-from labelscrub.atomic import atomic_path, write_text
+from labelscrub.atomic import write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_all, typical_side
 from labelscrub.manifest import manifest_format_for, write_manifest
+from labelscrub.outputs import CACHE_FOLDER, prepare_out_dir, save_model, spill_path, to_device
 from labelscrub.model import pick_device
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
-from labelscrub.train import Progress, train_step_e
+from labelscrub.methods import Task, train_with_method
+from labelscrub.train import Progress
 
 OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
-CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
+SCORE_MEANING = {
+    **dict.fromkeys(("stepe", "erm", "truncation", "spl"),
+                    "final probe loss (cross-entropy of the given label, un-augmented); higher = more likely mislabeled"),
+    "oneshot": "probe loss of the ranking model after the warm-up epochs; higher = more likely mislabeled",
+}
 
 
 @dataclass
@@ -67,7 +73,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progres
     started = time.perf_counter()
     config = _make_config(options)
     data_path, out_dir = Path(data), Path(out)
-    _prepare_out_dir(out_dir, data_path, overwrite)
+    prepare_out_dir(out_dir, data_path, overwrite)
 
     split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
                       id_column=config.id_column)
@@ -84,34 +90,36 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progres
     try:
         budget = int(config.image_memory_gb * 1e9)
         pixels, errors = decode_all(train_set, config.image_size, memory_budget_bytes=budget,
-                                    spill_path=_spill(cache_dir, "train.npy"))
+                                    spill_path=spill_path(cache_dir, "train.npy"))
         heldout = None
         if heldout_set is not None:
             heldout_pixels, heldout_errors = decode_all(heldout_set, config.image_size, memory_budget_bytes=budget,
-                                                        spill_path=_spill(cache_dir, "heldout.npy"))
+                                                        spill_path=spill_path(cache_dir, "heldout.npy"))
             heldout_labels = np.where([e is None for e in heldout_errors], heldout_set.labels, -1)
-            heldout = (_to_tensor(heldout_pixels, device), heldout_labels)
+            heldout = (to_device(heldout_pixels, device), heldout_labels)
         eligible = np.array([error is None for error in errors], dtype=bool) & (train_set.labels >= 0)
         _check_trainable(train_set, eligible)
         load_seconds = time.perf_counter() - started
 
-        outcome = train_step_e(_to_tensor(pixels, device), train_set.labels, train_set.sample_ids, eligible,
-                               len(train_set.class_names), config, device, heldout=heldout, progress=progress)
+        outcome = train_with_method(Task(
+            pixels=to_device(pixels, device), labels=train_set.labels, sample_ids=train_set.sample_ids,
+            eligible=eligible, num_classes=len(train_set.class_names), config=config, device=device,
+            heldout=heldout, progress=progress or Progress()))
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
     dropped = eligible & ~outcome.final_kept
-    metadata = _metadata(config, train_set, outcome)
+    metadata = _metadata(config, data_path, train_set, outcome)
     report = build_report(
         sample_ids=train_set.sample_ids, labels=train_set.labels, class_names=train_set.class_names,
         predicted=outcome.predicted, p_label=outcome.p_label, final_loss=outcome.final_loss,
-        score=outcome.final_loss, loss_history=outcome.loss_history, kept_history=outcome.kept_history,
+        score=outcome.score, loss_history=outcome.loss_history, kept_history=outcome.kept_history,
         dropped=dropped, errors=errors, metadata=metadata)
     report_path = out_dir / "report.parquet"
     write_report(report, report_path)
     manifest_path = write_manifest(train_set, outcome.final_kept & eligible, out_dir, manifest_format, metadata)
     model_path = out_dir / "model.pt"
-    _save_model(outcome.model, model_path, train_set.class_names, config, outcome.normalization)
+    save_model(outcome.model, model_path, train_set.class_names, config, outcome.normalization)
 
     summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, errors, outcome,
                            load_seconds, time.perf_counter() - started, device,
@@ -136,35 +144,6 @@ def _make_config(options: dict[str, Any]) -> CleanConfig:
     return CleanConfig(**options)
 
 
-def _prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool) -> None:
-    data_root = (data_path if data_path.is_dir() else data_path.parent).resolve()
-    if data_path.is_dir() and out_dir.resolve().is_relative_to(data_root):
-        raise LabelscrubError(f"{out_dir}: the output folder is inside the input {data_path}; "
-                              "labelscrub never writes into its input, choose a folder outside it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LabelscrubError(f"{out_dir}: exists and is not a folder; choose another --out")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise LabelscrubError(f"{out_dir}: the output folder is not empty; pass --overwrite to replace its "
-                              "labelscrub outputs, or choose another --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise LabelscrubError(f"{out_dir}: cannot create the output folder ({error.strerror or error})") from None
-
-
-def _spill(cache_dir: Path, name: str) -> Path:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return cache_dir / name
-
-
-def _to_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(pixels)  # shares memory with a memory-mapped array instead of loading it
-    # Small decoded datasets live on the accelerator so batches never cross the bus; others stay in host memory.
-    if device.type == "cuda" and tensor.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
-        return tensor.to(device)
-    return tensor
-
-
 def _check_trainable(images: LabeledImages, eligible: np.ndarray) -> None:
     if not eligible.any():
         first = next((f"{i}: {e}" for i, e in zip(images.sample_ids, images.errors) if e), "")
@@ -175,25 +154,18 @@ def _check_trainable(images: LabeledImages, eligible: np.ndarray) -> None:
                               "cleaning labels needs at least two classes")
 
 
-def _metadata(config: CleanConfig, images: LabeledImages, outcome) -> dict[str, Any]:
+def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outcome) -> dict[str, Any]:
     return {
         "labelscrub_version": __version__,
+        "data": str(data_path.resolve()),  # retrain --compare and its held-out data come from here
         "config": config.to_dict(),
         "class_names": images.class_names,
         "rho_schedule": rho_schedule(config.epochs, rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp),
         "epochs": [dataclasses.asdict(summary) for summary in outcome.epochs],
         "normalization": outcome.normalization,
-        "score": "final probe loss (cross-entropy of the given label, un-augmented); higher = more likely mislabeled",
+        "method": config.method,
+        "score": SCORE_MEANING[config.method],
     }
-
-
-def _save_model(model: torch.nn.Module, target: Path, class_names: list[str], config: CleanConfig,
-                normalization: dict[str, list[float]]) -> None:
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    payload = {"state_dict": state, "class_names": class_names, "config": config.to_dict(),
-               "normalization": normalization, "labelscrub_version": __version__}
-    with atomic_path(target) as temporary:
-        torch.save(payload, temporary)
 
 
 def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, heldout: LabeledImages | None,

@@ -35,10 +35,18 @@ class ConsoleProgress(Progress):
 
 
 def describe_epoch(summary: EpochSummary, epochs: int) -> str:
-    heldout = "" if summary.heldout_accuracy is None else f"  held-out acc {summary.heldout_accuracy:.1%}"
-    return (f"epoch {summary.epoch + 1}/{epochs}  rho {summary.rho:.3f}  dropped {summary.dropped}  "
-            f"train loss {summary.train_loss:.3f}  probe loss {summary.probe_loss:.3f}{heldout}  "
-            f"({summary.train_seconds + summary.probe_seconds:.1f}s)")
+    parts = [f"epoch {summary.epoch + 1}/{epochs}"]
+    if summary.phase != "main":
+        parts.append(f"[{summary.phase}]")
+    if summary.phase != "retrain":
+        parts.append(f"rho {summary.rho:.3f}  dropped {summary.dropped}")
+    parts.append(f"train loss {summary.train_loss:.3f}")
+    if summary.phase != "retrain":
+        parts.append(f"probe loss {summary.probe_loss:.3f}")
+    if summary.heldout_accuracy is not None:
+        parts.append(f"held-out acc {summary.heldout_accuracy:.1%}")
+    parts.append(f"({summary.train_seconds + summary.probe_seconds:.1f}s)")
+    return "  ".join(parts)
 
 
 def closing_summary(result) -> str:
@@ -55,4 +63,16 @@ def closing_summary(result) -> str:
         lines.append(f"held-out accuracy (final model): {result.heldout_accuracy:.1%}")
     lines += [f"report:   {result.report_path}", f"manifest: {result.manifest_path}",
               f"model:    {result.model_path}", f"run:      {result.run_json_path}"]
+    return "\n".join(lines)
+
+
+def retrain_summary(result) -> str:
+    cleaned = result.metrics["cleaned"]
+    lines = [f"retrained on {cleaned['train_samples']} kept samples: test accuracy {result.accuracy:.2%} "
+             f"({cleaned['test_samples']} test samples)"]
+    if result.baseline_accuracy is not None:
+        baseline = result.metrics["noisy_baseline"]
+        lines.append(f"noisy baseline on all {baseline['train_samples']} samples: {result.baseline_accuracy:.2%}")
+        lines.append(f"difference: {100 * result.difference:+.2f} points")
+    lines.append(f"metrics: {result.metrics_path}")
     return "\n".join(lines)

@@ -1,19 +1,15 @@
-"""The Step-E training loop. Reads top to bottom; does no file I/O (progress goes to a callback).
+"""Training primitives shared by every method: set-up, one training epoch, the probe pass, held-out accuracy.
 
-Per epoch t:
-  1. train on the kept samples (shuffled, augmented), SGD with Nesterov momentum and per-step cosine decay;
-  2. probe: every readable training sample's cross-entropy with the model in eval mode, no augmentation, no
-     gradient, dropped samples included so a dropped sample can come back;
-  3. held-out accuracy, when there is held-out data;
-  4. keep mask for epoch t+1 = `select_kept(probe losses, rho_at(t+1))`.
-After the last epoch the same rule with the last epoch's rho gives the final `dropped` status.
+No file I/O here: progress goes to a `Progress` callback and results come back as arrays. The methods that decide
+which samples train (Step-E and the baselines) live in `methods.py` and are built from these pieces.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,15 +18,15 @@ import torch.nn.functional as F
 from labelscrub.augment import channel_stats, normalize, random_crop_flip, random_resized_crop_flip
 from labelscrub.config import CleanConfig
 from labelscrub.model import build_model
-from labelscrub.schedule import learning_rate, rho_at, select_kept
+from labelscrub.schedule import drop_count, learning_rate
 
 
 @dataclass
 class EpochSummary:
     epoch: int
-    rho: float  # share of samples excluded from this epoch's updates
-    trained: int  # samples that took part in gradient updates
-    dropped: int  # samples excluded by the schedule
+    rho: float  # the method's target share of withheld samples this epoch (0 for erm)
+    trained: int  # samples in this epoch's batches
+    dropped: int  # readable samples whose gradient was withheld (left out of batches, or truncated inside them)
     train_loss: float  # mean training cross-entropy over the epoch's batches (augmented)
     probe_loss: float  # mean probe cross-entropy over all readable samples
     heldout_accuracy: float | None
@@ -38,30 +34,19 @@ class EpochSummary:
     probe_seconds: float
     train_images_per_second: float
     probe_images_per_second: float
-
-
-@dataclass
-class TrainingOutcome:
-    model: torch.nn.Module
-    loss_history: np.ndarray  # (epochs, N) float32 probe losses; NaN for samples never probed
-    kept_history: np.ndarray  # (epochs, N) bool: True where the sample took part in that epoch's updates
-    final_kept: np.ndarray  # (N,) bool: the final selection (eligible samples only)
-    predicted: np.ndarray  # (N,) int64 final prediction, -1 for unreadable samples
-    p_label: np.ndarray  # (N,) float32 final probability of the given label
-    final_loss: np.ndarray  # (N,) float32 final probe loss
-    normalization: dict[str, list[float]]
-    epochs: list[EpochSummary] = field(default_factory=list)
+    phase: str = "main"  # "warmup-ranking" for the first training of the one-shot method
 
 
 @dataclass
 class Probe:
-    losses: np.ndarray
-    predicted: np.ndarray
-    p_label: np.ndarray
+    losses: np.ndarray  # (N,) float32 cross-entropy of the given label; NaN where not probed
+    predicted: np.ndarray  # (N,) int64 argmax class; -1 where not probed
+    p_label: np.ndarray  # (N,) float32 probability of the given label; NaN where not probed
+    probabilities: np.ndarray | None = None  # (N, classes) float32 softmax, only when asked for
 
 
 class Progress:
-    """Callbacks the loop calls; the default does nothing. The CLI passes one that draws bars or prints lines."""
+    """Callbacks the loops call; the default does nothing. The CLI passes one that draws bars or prints lines."""
 
     def epoch_started(self, epoch: int, epochs: int, batches: int) -> None: ...
 
@@ -70,118 +55,138 @@ class Progress:
     def epoch_done(self, summary: EpochSummary, epochs: int) -> None: ...
 
 
-def train_step_e(pixels: torch.Tensor, labels: np.ndarray, sample_ids: list[str], eligible: np.ndarray,
-                 num_classes: int, config: CleanConfig, device: torch.device, *,
-                 heldout: tuple[torch.Tensor, np.ndarray] | None = None,
-                 progress: Progress | None = None) -> TrainingOutcome:
-    """Train with the Step-E schedule. `pixels` is uint8 (N, 3, S, S); `eligible` marks the samples that may be
-    trained on (readable, labelled). `config` must be resolved."""
-    progress = progress or Progress()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    on_cuda = device.type == "cuda"
-    n_samples, epochs = len(labels), config.epochs
-    eligible_index = np.flatnonzero(eligible)
-    mean, std = channel_stats(pixels[torch.from_numpy(eligible_index)] if len(eligible_index) else pixels)
-    mean_t = torch.tensor(mean, device=device)[None, :, None, None]
-    std_t = torch.tensor(std, device=device)[None, :, None, None]
-    labels_t = torch.from_numpy(np.where(labels >= 0, labels, 0)).to(device)
-    augment = random_crop_flip if config.stem == "cifar" else random_resized_crop_flip
+@dataclass
+class Setup:
+    """Everything one training run holds on its device."""
 
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    pixels: torch.Tensor  # uint8 (N, 3, S, S), on the device when it fits
+    labels: torch.Tensor  # int64 (N,) on the device; unlabelled samples hold 0 and are never trained on
+    mean: torch.Tensor
+    std: torch.Tensor
+    generator: torch.Generator  # drives shuffling and augmentation
+    device: torch.device
+    config: CleanConfig
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    autocast: Callable[[], AbstractContextManager]
+    normalization: dict[str, list[float]]
+
+    @property
+    def channels_last(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, num_classes: int,
+               config: CleanConfig, device: torch.device, *, seed: int | None = None) -> Setup:
+    """A freshly initialised model and optimiser. `config` must be resolved; `seed` defaults to config.seed."""
+    seed = config.seed if seed is None else seed
+    torch.manual_seed(seed)
+    eligible_index = np.flatnonzero(eligible)
+    mean, std = channel_stats(pixels[torch.from_numpy(eligible_index).to(pixels.device)] if len(eligible_index) else pixels)
     model = build_model(num_classes, config.stem).to(device)
+    on_cuda = device.type == "cuda"
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext
+    return Setup(
+        model=model, optimizer=optimizer, pixels=pixels,
+        labels=torch.from_numpy(np.where(labels >= 0, labels, 0)).to(device),
+        mean=torch.tensor(mean, device=device)[None, :, None, None],
+        std=torch.tensor(std, device=device)[None, :, None, None],
+        generator=torch.Generator().manual_seed(seed), device=device, config=config,
+        augment=random_crop_flip if config.stem == "cifar" else random_resized_crop_flip,
+        autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext,
+        normalization={"mean": mean, "std": std})
 
-    def prepare(index: torch.Tensor) -> torch.Tensor:
-        batch = normalize(pixels[index.to(pixels.device)].to(device, non_blocking=True), mean_t, std_t)
-        return batch.contiguous(memory_format=torch.channels_last) if on_cuda else batch
 
-    def probe(images: torch.Tensor, targets: torch.Tensor, index: np.ndarray) -> Probe:
-        model.eval()
-        losses, predicted, p_label = (np.full(len(targets), np.nan, np.float32), np.full(len(targets), -1, np.int64),
-                                      np.full(len(targets), np.nan, np.float32))
-        with torch.no_grad(), autocast():
-            for start in range(0, len(index), config.eval_batch_size):
-                chunk = torch.from_numpy(index[start:start + config.eval_batch_size])
-                batch = normalize(images[chunk.to(images.device)].to(device), mean_t, std_t)
-                logits = model(batch.contiguous(memory_format=torch.channels_last) if on_cuda else batch).float()
-                target = targets[chunk.to(targets.device)]
-                log_probs = F.log_softmax(logits, dim=1)
-                picked = log_probs.gather(1, target[:, None])[:, 0]
-                losses[chunk.numpy()] = (-picked).cpu().numpy()
-                predicted[chunk.numpy()] = logits.argmax(1).cpu().numpy()
-                p_label[chunk.numpy()] = picked.exp().cpu().numpy()
-        return Probe(losses, predicted, p_label)
+def _batch(setup: Setup, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    batch = normalize(images[index.to(images.device)].to(setup.device, non_blocking=True), setup.mean, setup.std)
+    return batch.contiguous(memory_format=torch.channels_last) if setup.channels_last else batch
 
-    loss_history = np.full((epochs, n_samples), np.nan, dtype=np.float32)
-    kept_history = np.zeros((epochs, n_samples), dtype=bool)
-    kept = eligible.copy()
-    summaries: list[EpochSummary] = []
-    for epoch in range(epochs):
-        rho = rho_at(epoch, rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp)
-        kept_history[epoch] = kept
-        train_index = np.flatnonzero(kept)
-        order = train_index[torch.randperm(len(train_index), generator=generator).numpy()]
-        batches = [order[start:start + config.batch_size] for start in range(0, len(order), config.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            # Batch norm cannot train on a batch of one; the straggler joins the previous batch.
-            batches[-2:] = [np.concatenate(batches[-2:])]
-        progress.epoch_started(epoch, epochs, len(batches))
 
-        # 1. train on the kept samples
-        model.train()
-        started, loss_sum = time.perf_counter(), 0.0
-        for step, batch_index in enumerate(batches):
-            # Progress is counted in epochs, so an epoch with fewer (kept) samples does not stretch the decay.
-            lr = learning_rate(epoch + step / max(1, len(batches)), peak=config.lr, epochs=epochs,
-                               warmup_epochs=config.lr_warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            index = torch.from_numpy(batch_index)
-            images = prepare(index)
-            if config.augment:
-                images = augment(images, generator)
-            with autocast():
-                loss = F.cross_entropy(model(images), labels_t[index.to(device)])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item()
-            progress.batch_done()
-        train_seconds = time.perf_counter() - started
+def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: int, truncate_rho: float = 0.0,
+                progress: Progress | None = None) -> tuple[float, float, int]:
+    """One pass over the samples where `kept` is True, shuffled and augmented.
 
-        # 2. probe every readable sample, dropped ones included
-        started = time.perf_counter()
-        measured = probe(pixels, labels_t, eligible_index)
-        probe_seconds = time.perf_counter() - started
-        loss_history[epoch] = measured.losses
+    `truncate_rho` > 0 is loss truncation: inside every batch the ceil(rho * B) highest losses get no gradient.
+    The learning rate follows `learning_rate` over `schedule_epochs`. Returns (mean loss, seconds, truncated).
+    """
+    progress = progress or Progress()
+    config = setup.config
+    train_index = np.flatnonzero(kept)
+    order = train_index[torch.randperm(len(train_index), generator=setup.generator).numpy()]
+    batches = [order[start:start + config.batch_size] for start in range(0, len(order), config.batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        # Batch norm cannot train on a batch of one; the straggler joins the previous batch.
+        batches[-2:] = [np.concatenate(batches[-2:])]
+    progress.epoch_started(epoch, schedule_epochs, len(batches))
+    setup.model.train()
+    started, loss_sum, truncated = time.perf_counter(), 0.0, 0
+    for step, batch_index in enumerate(batches):
+        # Progress is counted in epochs, so an epoch with fewer (kept) samples does not stretch the decay.
+        lr = learning_rate(epoch + step / len(batches), peak=config.lr, epochs=schedule_epochs,
+                           warmup_epochs=config.lr_warmup)
+        for group in setup.optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.from_numpy(batch_index)
+        images = _batch(setup, setup.pixels, index)
+        if config.augment:
+            images = setup.augment(images, setup.generator)
+        with setup.autocast():
+            losses = F.cross_entropy(setup.model(images), setup.labels[index.to(setup.device)], reduction="none")
+        losses = losses.float()
+        n_cut = drop_count(truncate_rho, len(batch_index)) if truncate_rho > 0 else 0
+        if n_cut:
+            keep_in_batch = torch.ones_like(losses, dtype=torch.bool)
+            keep_in_batch[losses.detach().topk(n_cut).indices] = False
+            loss = losses[keep_in_batch].mean()
+            truncated += n_cut
+        else:
+            loss = losses.mean()
+        setup.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        setup.optimizer.step()
+        loss_sum += loss.item()
+        progress.batch_done()
+    return loss_sum / max(1, len(batches)), time.perf_counter() - started, truncated
 
-        # 3. held-out accuracy
-        heldout_accuracy = None
-        if heldout is not None:
-            heldout_pixels, heldout_labels = heldout
-            readable = np.flatnonzero(heldout_labels >= 0)
-            if len(readable):
-                result = probe(heldout_pixels, torch.from_numpy(np.where(heldout_labels >= 0, heldout_labels, 0)).to(device),
-                               readable)
-                heldout_accuracy = float((result.predicted[readable] == heldout_labels[readable]).mean())
 
-        # 4. the keep mask for the next epoch (after the last one: the final selection)
-        next_rho = rho_at(min(epoch + 1, epochs - 1), rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp)
-        kept = select_kept(measured.losses, sample_ids, next_rho, eligible)
+def probe(setup: Setup, images: torch.Tensor, targets: np.ndarray, index: np.ndarray, *,
+          keep_probabilities: bool = False) -> Probe:
+    """Cross-entropy, prediction and probability of the given label for the samples in `index`: eval mode, no
+    augmentation, no gradient. Entries outside `index` stay NaN / -1."""
+    count = len(targets)
+    losses = np.full(count, np.nan, np.float32)
+    predicted = np.full(count, -1, np.int64)
+    p_label = np.full(count, np.nan, np.float32)
+    probabilities = None
+    targets_t = torch.from_numpy(np.where(targets >= 0, targets, 0))
+    setup.model.eval()
+    with torch.no_grad(), setup.autocast():
+        for start in range(0, len(index), setup.config.eval_batch_size):
+            chunk = torch.from_numpy(index[start:start + setup.config.eval_batch_size])
+            log_probs = F.log_softmax(setup.model(_batch(setup, images, chunk)).float(), dim=1)
+            picked = log_probs.gather(1, targets_t[chunk].to(setup.device)[:, None])[:, 0]
+            rows = chunk.numpy()
+            losses[rows] = (-picked).cpu().numpy()
+            predicted[rows] = log_probs.argmax(1).cpu().numpy()
+            p_label[rows] = picked.exp().cpu().numpy()
+            if keep_probabilities:
+                if probabilities is None:
+                    probabilities = np.full((count, log_probs.shape[1]), np.nan, np.float32)
+                probabilities[rows] = log_probs.exp().cpu().numpy()
+    return Probe(losses, predicted, p_label, probabilities)
 
-        summaries.append(EpochSummary(
-            epoch=epoch, rho=rho, trained=len(train_index), dropped=int(eligible.sum() - len(train_index)),
-            train_loss=loss_sum / max(1, len(batches)), probe_loss=float(np.nanmean(measured.losses)) if len(eligible_index) else float("nan"),
-            heldout_accuracy=heldout_accuracy, train_seconds=train_seconds, probe_seconds=probe_seconds,
-            train_images_per_second=len(train_index) / max(train_seconds, 1e-9),
-            probe_images_per_second=len(eligible_index) / max(probe_seconds, 1e-9)))
-        progress.epoch_done(summaries[-1], epochs)
 
-    return TrainingOutcome(
-        model=model, loss_history=loss_history, kept_history=kept_history, final_kept=kept,
-        predicted=measured.predicted, p_label=measured.p_label, final_loss=measured.losses,
-        normalization={"mean": mean, "std": std}, epochs=summaries)
+def heldout_accuracy(setup: Setup, heldout: tuple[torch.Tensor, np.ndarray] | None) -> float | None:
+    """Top-1 accuracy on the readable held-out samples (labels < 0 mark unreadable ones)."""
+    if heldout is None:
+        return None
+    pixels, labels = heldout
+    readable = np.flatnonzero(labels >= 0)
+    if not len(readable):
+        return None
+    result = probe(setup, pixels, labels, readable)
+    return float((result.predicted[readable] == labels[readable]).mean())

@@ -2,7 +2,6 @@
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,11 +14,7 @@ from labelscrub.cli import cli
 from labelscrub.report import REPORT_SCHEMA, read_report_metadata
 from labelscrub.sources import open_data
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "sample_data" / "digits"
-DIGITS_PARQUET = ROOT / "sample_data" / "digits-parquet"
-FLIPPED = ROOT / "sample_data" / "digits_flipped.csv"
-PLANTED_NOISE = 0.2  # sample_data/make_digits.py FLIP_SHARE
+from conftest import DIGITS, DIGITS_PARQUET, FLIPPED, PLANTED_NOISE
 
 pytestmark = pytest.mark.e2e
 
@@ -27,15 +22,6 @@ pytestmark = pytest.mark.e2e
 def flipped(column: str) -> set[str]:
     with FLIPPED.open() as handle:
         return {row[column] for row in csv.DictReader(handle)}
-
-
-@pytest.fixture(scope="module")
-def folder_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("folder-run")
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(out), "--overwrite", "--epochs", "15",
-                                      "--rho-max", str(PLANTED_NOISE), "--seed", "0"])
-    assert result.exit_code == 0, result.output
-    return out, result.output
 
 
 def test_finds_the_planted_flips(folder_run):

@@ -5,7 +5,8 @@ import torch
 
 from labelscrub.config import CleanConfig
 from labelscrub.schedule import rho_at, select_kept
-from labelscrub.train import Progress, train_step_e
+from labelscrub.methods import SPL_GROWTH, Task, train_with_method
+from labelscrub.train import Progress
 
 N, CLASSES, SIDE = 40, 4, 8
 
@@ -24,8 +25,9 @@ def tiny_data(seed=0):
 def run(config, eligible=None, progress=None):
     pixels, labels, ids = tiny_data()
     eligible = np.ones(N, dtype=bool) if eligible is None else eligible
-    return train_step_e(pixels, labels, ids, eligible, CLASSES, config.resolve(typical_side=SIDE),
-                        torch.device("cpu"), progress=progress), ids
+    task = Task(pixels=pixels, labels=labels, sample_ids=ids, eligible=eligible, num_classes=CLASSES,
+                config=config.resolve(typical_side=SIDE), device=torch.device("cpu"), progress=progress or Progress())
+    return train_with_method(task), ids
 
 
 CONFIG = CleanConfig(epochs=4, warmup=1, ramp=2, rho_max=0.25, batch_size=8, seed=3)
@@ -72,3 +74,38 @@ def test_the_same_seed_gives_the_same_run_on_cpu():
     np.testing.assert_array_equal(first.kept_history, second.kept_history)
     other, _ = run(CleanConfig(**{**CONFIG.to_dict(), "seed": 4}))
     assert not np.array_equal(first.loss_history, other.loss_history)
+
+
+def method_run(method, **overrides):
+    return run(CleanConfig(**{**CONFIG.to_dict(), "method": method, **overrides}))[0]
+
+
+def test_erm_drops_nothing_but_still_ranks_by_final_loss():
+    outcome = method_run("erm")
+    assert outcome.kept_history.all() and outcome.final_kept.all()
+    np.testing.assert_array_equal(outcome.score, outcome.final_loss)
+
+
+def test_truncation_trains_on_every_sample_and_withholds_a_share_inside_batches():
+    outcome = method_run("truncation")
+    assert outcome.kept_history.all()
+    assert [summary.dropped > 0 for summary in outcome.epochs] == [False, True, True, True]
+    assert (~outcome.final_kept).sum() == 10  # ceil(0.25 * 40) on the final probe
+
+
+def test_spl_trains_samples_below_a_threshold_that_grows_each_epoch():
+    outcome = method_run("spl", epochs=6)
+    assert outcome.kept_history[0].all()  # warm-up
+    threshold = np.quantile(outcome.loss_history[0], 1 - 0.25)  # starts so that about rho_max is above it
+    for epoch in range(1, 6):
+        assert (outcome.kept_history[epoch] == (outcome.loss_history[epoch - 1] < threshold)).all()
+        threshold *= SPL_GROWTH
+
+
+def test_oneshot_ranks_once_after_warmup_then_trains_a_fresh_model_on_the_rest():
+    outcome = method_run("oneshot")
+    assert outcome.loss_history.shape == (1 + 4, N)  # 1 ranking epoch, then the full 4 epochs
+    assert [summary.phase for summary in outcome.epochs] == ["warmup-ranking"] + ["main"] * 4
+    assert (outcome.kept_history[1:] == outcome.final_kept).all()
+    assert (~outcome.final_kept).sum() == 10
+    np.testing.assert_array_equal(outcome.score, outcome.loss_history[0])

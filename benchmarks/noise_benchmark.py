@@ -1,0 +1,184 @@
+"""Plant label noise in a labelled Parquet dataset, clean it with every method and with cleanlab, retrain on each
+cleaned set, and print one table. Run by hand, never in CI (see BENCHMARKS.md for the protocols and results).
+
+    python benchmarks/noise_benchmark.py --data ../shared/datasets/cifar10 --noise sym40 \
+        --train-per-class 800 --test-per-class 200 --epochs 15 --stem imagenet --image-size 32
+
+Per method and noise setting: precision, recall and F1 of the final dropped set against the planted flips, AUROC
+of the report's `score`, retrain test accuracy, cleaning wall time, and that time relative to `erm` in the same
+run. cleanlab (pip install -e ".[bench]") gets out-of-sample probabilities from 5-fold cross-validation with the
+same network, recipe and epochs, then `cleanlab.filter.find_label_issues`; its kept set is retrained the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+import labelscrub
+from labelscrub.config import METHOD_NAMES, CleanConfig
+from labelscrub.images import decode_all
+from labelscrub.model import pick_device
+from labelscrub.planted import CIFAR10_ASYMMETRIC, auroc, detection_scores, inject_noise
+from labelscrub.sources import open_data
+from labelscrub.train import make_setup, probe, train_epoch
+
+NOISE_SETTINGS = {"sym0": ("symmetric", 0.0), "sym10": ("symmetric", 0.1), "sym20": ("symmetric", 0.2),
+                  "sym40": ("symmetric", 0.4), "asym40": ("asymmetric", 0.4)}
+CV_FOLDS = 5
+
+
+def main() -> None:
+    args = _arguments()
+    out_root = Path(args.out or f"benchmarks/results/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
+    out_root.mkdir(parents=True, exist_ok=True)
+    results = []
+    for setting in args.noise:
+        with tempfile.TemporaryDirectory(prefix="labelscrub-bench-") as scratch:
+            results += run_setting(setting, args, Path(scratch), out_root / setting)
+            (out_root / "results.json").write_text(json.dumps(results, indent=2))
+    table = markdown_table(results)
+    (out_root / "results.md").write_text(table + "\n")
+    print(table)
+    print(f"\nresults: {out_root}")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/datasets/cifar10", help="folder with train.parquet, test.parquet")
+    parser.add_argument("--noise", nargs="+", default=["sym40"], choices=sorted(NOISE_SETTINGS))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    parser.add_argument("--no-cleanlab", dest="cleanlab", action="store_false")
+    parser.add_argument("--train-per-class", type=int, default=800, help="0 = all")
+    parser.add_argument("--test-per-class", type=int, default=200, help="0 = all")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--stem", default="imagenet")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--rho-max", type=float, default=None, help="default: the planted noise rate")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    return parser.parse_args()
+
+
+def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Row numbers of the first `per_class` samples of every class, in file order (all rows when 0)."""
+    if per_class <= 0:
+        return np.arange(len(labels))
+    chosen = [np.flatnonzero(labels == label)[:per_class] for label in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
+
+
+def write_subset(source: Path, rows: np.ndarray, labels: np.ndarray, target: Path) -> None:
+    """The chosen rows of `source`, labels replaced, schema metadata (ClassLabel names) kept."""
+    table = pq.read_table(source).take(pa.array(rows))
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels, pa.int64()))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(pq.read_schema(source).metadata), target)
+
+
+def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path) -> list[dict]:
+    kind, rate = NOISE_SETTINGS[setting]
+    source = Path(args.data)
+    train_labels_all = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
+    test_labels_all = pq.read_table(source / "test.parquet", columns=["label"]).column("label").to_numpy()
+    train_rows = first_per_class(train_labels_all, args.train_per_class)
+    test_rows = first_per_class(test_labels_all, args.test_per_class)
+    true_labels = train_labels_all[train_rows]
+    names = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])["info"]["features"]["label"]["names"]
+    mapping = {names.index(a): names.index(b) for a, b in CIFAR10_ASYMMETRIC.items()} if kind == "asymmetric" else None
+    noisy = inject_noise(true_labels, kind=kind, rate=rate, num_classes=len(names), seed=args.seed, mapping=mapping)
+    flipped = noisy != true_labels
+    data = scratch / "data"
+    write_subset(source / "train.parquet", train_rows, noisy, data / "train.parquet")
+    write_subset(source / "test.parquet", test_rows, test_labels_all[test_rows], data / "test.parquet")
+    rho_max = args.rho_max if args.rho_max is not None else max(float(flipped.mean()), 0.0)
+    recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
+    print(f"== {setting}: {len(train_rows)} train ({int(flipped.sum())} flipped), {len(test_rows)} test, "
+          f"rho_max {rho_max:.3f}", flush=True)
+
+    rows, erm_seconds = [], None
+    for method in sorted(args.methods, key=lambda name: name != "erm"):  # erm first: the time reference
+        started = time.perf_counter()
+        result = labelscrub.clean(data, out / method, overwrite=True, method=method, rho_max=rho_max, **recipe)
+        seconds = time.perf_counter() - started
+        erm_seconds = seconds if method == "erm" else erm_seconds
+        report = result.report()
+        row_of = [int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()]
+        dropped = np.zeros(len(train_rows), bool)
+        dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
+        score = np.full(len(train_rows), np.nan)
+        score[row_of] = report.column("score").to_numpy(zero_copy_only=False)
+        retrained = labelscrub.retrain(out / method, out=out / method / "retrain", overwrite=True)
+        rows.append(_row(setting, method, detection_scores(dropped, flipped), auroc(score, flipped),
+                         retrained.accuracy, seconds, erm_seconds, trainings=2 if method == "oneshot" else 1,
+                         heldout=result.heldout_accuracy))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.cleanlab:
+        rows.append(run_cleanlab(setting, data, noisy, flipped, recipe, out / "cleanlab", erm_seconds))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def run_cleanlab(setting: str, data: Path, noisy: np.ndarray, flipped: np.ndarray, recipe: dict, out: Path,
+                 erm_seconds: float | None) -> dict:
+    """5-fold out-of-sample probabilities with labelscrub's own network and recipe, then cleanlab's filter."""
+    from cleanlab.filter import find_label_issues
+
+    started = time.perf_counter()
+    images = open_data(data).train
+    config = CleanConfig(method="erm", **recipe).resolve(typical_side=recipe["image_size"] or 32)
+    device = pick_device(config.device)
+    pixels, _ = decode_all(images, config.image_size, memory_budget_bytes=int(4e9))
+    pixels_t = torch.from_numpy(pixels).to(device) if device.type == "cuda" else torch.from_numpy(pixels)
+    folds = np.random.default_rng(config.seed).permutation(len(noisy)) % CV_FOLDS
+    pred_probs = np.zeros((len(noisy), len(images.class_names)), np.float32)
+    for fold in range(CV_FOLDS):
+        train_mask = folds != fold
+        setup = make_setup(pixels_t, noisy, train_mask, len(images.class_names), config, device)
+        for epoch in range(config.epochs):
+            train_epoch(setup, train_mask, epoch, schedule_epochs=config.epochs)
+        held = np.flatnonzero(~train_mask)
+        pred_probs[held] = probe(setup, pixels_t, noisy, held, keep_probabilities=True).probabilities[held]
+    issues = find_label_issues(labels=noisy, pred_probs=pred_probs)
+    seconds = time.perf_counter() - started
+    # Self-confidence (probability of the given label) is cleanlab's default ranking; lower = more suspect.
+    score = 1.0 - pred_probs[np.arange(len(noisy)), noisy]
+    out.mkdir(parents=True, exist_ok=True)
+    kept_table = pq.read_table(data / "train.parquet").filter(pa.array(~issues))
+    pq.write_table(kept_table, out / "manifest.parquet")
+    retrained = labelscrub.retrain(out / "manifest.parquet", test=data / "test.parquet", out=out / "retrain",
+                                   overwrite=True, **recipe)
+    return _row(setting, "cleanlab (5-fold CV)", detection_scores(issues, flipped), auroc(score, flipped),
+                retrained.accuracy, seconds, erm_seconds, trainings=CV_FOLDS, heldout=None)
+
+
+def _row(setting, method, detection, area, accuracy, seconds, erm_seconds, *, trainings, heldout) -> dict:
+    return {"noise": setting, "method": method, **detection, "auroc": area, "retrain_accuracy": accuracy,
+            "clean_heldout_accuracy": heldout, "seconds": seconds,
+            "time_vs_erm": seconds / erm_seconds if erm_seconds else None, "trainings": trainings}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| noise | method | precision | recall | F1 | AUROC | retrain acc | clean-run acc | wall s | x erm | trainings |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        heldout = "" if row["clean_heldout_accuracy"] is None else f"{row['clean_heldout_accuracy']:.1%}"
+        ratio = "" if row["time_vs_erm"] is None else f"{row['time_vs_erm']:.2f}"
+        lines.append(f"| {row['noise']} | {row['method']} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                     f"{row['f1']:.3f} | {row['auroc']:.3f} | {row['retrain_accuracy']:.1%} | {heldout} | "
+                     f"{row['seconds']:.0f} | {ratio} | {row['trainings']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Which samples train when: Step-E and the methods it is compared with, all built from `train.py`'s pieces.
+
+Every method probes every readable sample after every epoch (so each report has the same loss trajectories) and
+ends with a keep mask, the final selection, and a ranking score:
+
+- stepe: before epoch t, the ceil(rho_t * N) highest probe losses of epoch t-1 are left out of the batches; rho_t
+  follows `schedule.rho_at`. Final selection: the same rule on the last probe with the last rho. Score: last loss.
+- erm: plain training on everything; nothing is dropped. Score: last probe loss (a ranking only).
+- truncation: loss truncation; inside every batch the ceil(rho_t * B) highest losses get no gradient. Final
+  selection and score as stepe.
+- spl: self-paced learning; after the warm-up a sample trains only while its last probe loss is below lambda_t.
+  lambda starts at the (1 - rho_max) quantile of the losses after the warm-up and grows by SPL_GROWTH per epoch.
+  Final selection: samples whose last loss is below the last lambda. Score: last loss.
+- oneshot: train plainly for the warm-up epochs, rank once by that model's probe losses, drop the top rho_max for
+  good, then train a fresh model on the rest for the full schedule. Score: the ranking losses. Its trajectories
+  hold the ranking run's epochs followed by the fresh run's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from labelscrub.config import METHOD_NAMES, CleanConfig
+from labelscrub.schedule import rho_at, select_kept
+from labelscrub.train import EpochSummary, Probe, Progress, Setup, heldout_accuracy, make_setup, probe, train_epoch
+
+# Self-paced learning: growth of the loss threshold per epoch (x1.1: all samples are back within ~25 epochs of a
+# typical loss spread, the classic annealing of SPL).
+SPL_GROWTH = 1.1
+
+
+@dataclass
+class TrainingOutcome:
+    model: torch.nn.Module
+    loss_history: np.ndarray  # (epochs, N) float32 probe losses; NaN for samples never probed
+    kept_history: np.ndarray  # (epochs, N) bool: True where the sample was in that epoch's batches
+    final_kept: np.ndarray  # (N,) bool: the final selection (readable samples only)
+    predicted: np.ndarray  # (N,) int64 final prediction, -1 for unreadable samples
+    p_label: np.ndarray  # (N,) float32 final probability of the given label
+    final_loss: np.ndarray  # (N,) float32 final probe loss
+    score: np.ndarray  # (N,) float32 ranking score, higher = more likely mislabeled
+    normalization: dict[str, list[float]]
+    epochs: list[EpochSummary] = field(default_factory=list)
+
+
+@dataclass
+class Task:
+    """What every method gets: the decoded data, the readable-and-labelled mask and the resolved config."""
+
+    pixels: torch.Tensor
+    labels: np.ndarray
+    sample_ids: list[str]
+    eligible: np.ndarray
+    num_classes: int
+    config: CleanConfig
+    device: torch.device
+    heldout: tuple[torch.Tensor, np.ndarray] | None = None
+    progress: Progress = field(default_factory=Progress)
+
+    def fresh_setup(self) -> Setup:
+        return make_setup(self.pixels, self.labels, self.eligible, self.num_classes, self.config, self.device)
+
+    def rho(self, epoch: int) -> float:
+        config = self.config
+        return rho_at(epoch, rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp)
+
+
+@dataclass
+class _History:
+    losses: list[np.ndarray] = field(default_factory=list)
+    kept: list[np.ndarray] = field(default_factory=list)
+    summaries: list[EpochSummary] = field(default_factory=list)
+
+
+def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
+                kept_for: Callable[[int, Probe | None], np.ndarray], rho_for: Callable[[int], float] | None = None,
+                truncate: bool = False, phase: str = "main") -> Probe:
+    """Train and probe for `epochs`; `kept_for(epoch, last probe)` picks each epoch's samples. Returns the last probe."""
+    eligible_index = np.flatnonzero(task.eligible)
+    readable = len(eligible_index)
+    last: Probe | None = None
+    for epoch in epochs:
+        kept = kept_for(epoch, last)
+        target_rho = rho_for(epoch) if rho_for is not None else None
+        train_loss, train_seconds, truncated = train_epoch(
+            setup, kept, epoch, schedule_epochs=task.config.epochs,
+            truncate_rho=target_rho if truncate and target_rho else 0.0, progress=task.progress)
+        started = time.perf_counter()
+        last = probe(setup, task.pixels, task.labels, eligible_index)
+        probe_seconds = time.perf_counter() - started
+        trained = int(kept.sum())
+        left_out = readable - trained + truncated
+        summary = EpochSummary(
+            epoch=epoch, rho=target_rho if target_rho is not None else left_out / max(1, readable),
+            trained=trained, dropped=left_out, train_loss=train_loss,
+            probe_loss=float(np.nanmean(last.losses)) if readable else float("nan"),
+            heldout_accuracy=heldout_accuracy(setup, task.heldout), train_seconds=train_seconds,
+            probe_seconds=probe_seconds, train_images_per_second=trained / max(train_seconds, 1e-9),
+            probe_images_per_second=readable / max(probe_seconds, 1e-9), phase=phase)
+        history.losses.append(last.losses)
+        history.kept.append(kept)
+        history.summaries.append(summary)
+        task.progress.epoch_done(summary, task.config.epochs)
+    assert last is not None
+    return last
+
+
+def _outcome(setup: Setup, history: _History, last: Probe, final_kept: np.ndarray, score: np.ndarray) -> TrainingOutcome:
+    return TrainingOutcome(
+        model=setup.model, loss_history=np.stack(history.losses), kept_history=np.stack(history.kept),
+        final_kept=final_kept, predicted=last.predicted, p_label=last.p_label, final_loss=last.losses,
+        score=score, normalization=setup.normalization, epochs=history.summaries)
+
+
+def _stepe(task: Task) -> TrainingOutcome:
+    setup, history = task.fresh_setup(), _History()
+
+    def kept_for(epoch: int, last: Probe | None) -> np.ndarray:
+        if last is None:  # nothing measured yet: the first epoch trains on everything
+            return task.eligible.copy()
+        return select_kept(last.losses, task.sample_ids, task.rho(epoch), task.eligible)
+
+    last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=kept_for, rho_for=task.rho)
+    final = select_kept(last.losses, task.sample_ids, task.rho(task.config.epochs - 1), task.eligible)
+    return _outcome(setup, history, last, final, last.losses)
+
+
+def _erm(task: Task) -> TrainingOutcome:
+    setup, history = task.fresh_setup(), _History()
+    last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: task.eligible.copy(),
+                       rho_for=lambda _: 0.0)
+    return _outcome(setup, history, last, task.eligible.copy(), last.losses)
+
+
+def _truncation(task: Task) -> TrainingOutcome:
+    setup, history = task.fresh_setup(), _History()
+    last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: task.eligible.copy(),
+                       rho_for=task.rho, truncate=True)
+    final = select_kept(last.losses, task.sample_ids, task.rho(task.config.epochs - 1), task.eligible)
+    return _outcome(setup, history, last, final, last.losses)
+
+
+def _spl(task: Task) -> TrainingOutcome:
+    setup, history = task.fresh_setup(), _History()
+    threshold: list[float] = []  # lambda_t of the epochs after the warm-up
+
+    def kept_for(epoch: int, last: Probe | None) -> np.ndarray:
+        if last is None or epoch < task.config.warmup:
+            return task.eligible.copy()
+        if not threshold:
+            threshold.append(float(np.quantile(last.losses[task.eligible], 1.0 - task.config.rho_max)))
+        else:
+            threshold.append(threshold[-1] * SPL_GROWTH)
+        return task.eligible & (last.losses < threshold[-1])
+
+    last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=kept_for)
+    final = task.eligible & (last.losses < threshold[-1]) if threshold else task.eligible.copy()
+    return _outcome(setup, history, last, final, last.losses)
+
+
+def _oneshot(task: Task) -> TrainingOutcome:
+    history = _History()
+    ranking_setup = task.fresh_setup()
+    ranking_epochs = max(1, task.config.warmup)  # ranking with an untrained network would be noise
+    ranked = _run_epochs(task, ranking_setup, history, range(ranking_epochs),
+                         kept_for=lambda *_: task.eligible.copy(), rho_for=lambda _: 0.0, phase="warmup-ranking")
+    kept_once = select_kept(ranked.losses, task.sample_ids, task.config.rho_max, task.eligible)
+    del ranking_setup
+    setup = task.fresh_setup()
+    last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: kept_once.copy(),
+                       rho_for=lambda _: task.config.rho_max)
+    return _outcome(setup, history, last, kept_once, ranked.losses)
+
+
+METHODS: dict[str, Callable[[Task], TrainingOutcome]] = {
+    "stepe": _stepe, "erm": _erm, "truncation": _truncation, "spl": _spl, "oneshot": _oneshot,
+}
+assert tuple(METHODS) == METHOD_NAMES
+
+
+def train_with_method(task: Task) -> TrainingOutcome:
+    return METHODS[task.config.method](task)
+

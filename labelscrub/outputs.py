@@ -1,0 +1,54 @@
+"""Files and folders every command shares: the output-folder guard, decoded-image spill files, the model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelscrub import __version__
+from labelscrub.atomic import atomic_path
+from labelscrub.errors import LabelscrubError
+
+CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
+
+
+def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool) -> None:
+    data_root = (data_path if data_path.is_dir() else data_path.parent).resolve()
+    if data_path.is_dir() and out_dir.resolve().is_relative_to(data_root):
+        raise LabelscrubError(f"{out_dir}: the output folder is inside the input {data_path}; "
+                              "labelscrub never writes into its input, choose a folder outside it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LabelscrubError(f"{out_dir}: exists and is not a folder; choose another --out")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise LabelscrubError(f"{out_dir}: the output folder is not empty; pass --overwrite to replace its "
+                              "labelscrub outputs, or choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LabelscrubError(f"{out_dir}: cannot create the output folder ({error.strerror or error})") from None
+
+
+def spill_path(cache_dir: Path, name: str) -> Path:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return cache_dir / name
+
+
+def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(pixels)  # shares memory with a memory-mapped array instead of loading it
+    # Small decoded datasets live on the accelerator so batches never cross the bus; others stay in host memory.
+    if device.type == "cuda" and tensor.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
+        return tensor.to(device)
+    return tensor
+
+
+def save_model(model: torch.nn.Module, target: Path, class_names: list[str], config: Any,
+               normalization: dict[str, list[float]]) -> None:
+    """State dict plus what is needed to use it; only tensors and plain values, so weights_only=True loads it."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    payload = {"state_dict": state, "class_names": class_names, "config": config.to_dict(),
+               "normalization": normalization, "labelscrub_version": __version__}
+    with atomic_path(target) as temporary:
+        torch.save(payload, temporary)

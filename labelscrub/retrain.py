@@ -1,0 +1,203 @@
+"""`retrain()`: train a fresh ResNet-18 on a cleaned manifest and measure it on held-out data.
+
+The recipe comes from the clean run (the `labelscrub` metadata of report.parquet beside the manifest, or of a
+manifest.parquet) with any training options overriding it; training is plain cross-entropy on every kept sample.
+Test data is `test` (any input form, labels taken as true) or the held-out data the clean run found. With
+`compare=True` the same recipe and seed also train on every sample of the original input (the noisy baseline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelscrub.atomic import write_text
+from labelscrub.config import CleanConfig
+from labelscrub.errors import LabelscrubError
+from labelscrub.images import decode_all, typical_side
+from labelscrub.model import pick_device
+from labelscrub.outputs import CACHE_FOLDER, prepare_out_dir, save_model, spill_path, to_device
+from labelscrub.report import read_report_metadata
+from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
+from labelscrub.train import EpochSummary, Progress, Setup, heldout_accuracy, make_setup, probe, train_epoch
+
+# Options of the clean run that retrain may override (shared with `clean` in the CLI).
+TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed")
+MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl", "manifest.parquet")
+
+
+@dataclass
+class RetrainResult:
+    out_dir: Path
+    metrics_path: Path
+    model_path: Path
+    accuracy: float
+    baseline_accuracy: float | None  # with compare=True: the same recipe on every original sample
+    metrics: dict[str, Any] = field(repr=False)
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.baseline_accuracy is None else self.accuracy - self.baseline_accuracy
+
+
+def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Path | None = None,
+            compare: bool = False, overwrite: bool = False, progress: Progress | None = None,
+            **training_options: Any) -> RetrainResult:
+    """Train on the kept samples of a clean run (its folder, or its manifest) and measure held-out accuracy.
+
+    Example:
+        result = labelscrub.retrain("runs/digits", compare=True, epochs=15)
+        print(result.accuracy, result.baseline_accuracy)
+    """
+    started = time.perf_counter()
+    unknown = sorted(set(training_options) - set(TRAINING_OPTIONS))
+    if unknown:
+        raise LabelscrubError(f"unknown option(s) {', '.join(unknown)}; retrain takes {', '.join(TRAINING_OPTIONS)}")
+    manifest, metadata = _locate(Path(source))
+    config = _recipe(metadata, {k: v for k, v in training_options.items() if v is not None})
+    class_names = metadata.get("class_names")
+    out_dir = Path(out) if out is not None else manifest.parent / "retrain"
+    prepare_out_dir(out_dir, manifest, overwrite)
+
+    kept = open_data(manifest, image_column=config.image_column, label_column=config.label_column,
+                     id_column=config.id_column).train
+    class_names = class_names or kept.class_names
+    kept = align_classes(kept, class_names)  # a class may have lost every sample to cleaning
+    test_set = _test_data(test, metadata, config, class_names)
+    config = config.resolve(typical_side(kept)) if config.image_size is None or config.lr is None else config
+    device = pick_device(config.device)
+    progress = progress or Progress()
+
+    cache = out_dir / CACHE_FOLDER
+    try:
+        test_pixels, test_labels = _decode(test_set, config, cache, "test.npy", device)
+        setup, cleaned = _fit_and_measure(kept, config, device, (test_pixels, test_labels), class_names, cache, progress)
+        baseline = None
+        if compare:
+            original = _original_data(metadata, config, class_names)
+            _, baseline = _fit_and_measure(original, config, device, (test_pixels, test_labels), class_names, cache,
+                                           progress)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+    metrics = {"test_data": str(test_set.location), "manifest": str(manifest), "config": config.to_dict(),
+               "cleaned": cleaned, "wall_seconds": time.perf_counter() - started}
+    if baseline is not None:
+        metrics["noisy_baseline"] = baseline
+        metrics["accuracy_difference"] = cleaned["accuracy"] - baseline["accuracy"]
+    model_path, metrics_path = out_dir / "model.pt", out_dir / "metrics.json"
+    save_model(setup.model, model_path, class_names, config, setup.normalization)
+    write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    return RetrainResult(out_dir=out_dir, metrics_path=metrics_path, model_path=model_path,
+                         accuracy=cleaned["accuracy"], baseline_accuracy=baseline["accuracy"] if baseline else None,
+                         metrics=metrics)
+
+
+def _locate(source: Path) -> tuple[Path, dict[str, Any]]:
+    """The manifest to train on and the clean run's metadata (empty if there is none)."""
+    if not source.exists():
+        raise LabelscrubError(f"{source}: no such file or folder; pass a clean run's folder or its manifest")
+    if source.is_dir():
+        found = [source / name for name in MANIFEST_NAMES if (source / name).exists()]
+        if not found:
+            raise LabelscrubError(f"{source}: no manifest.csv/.jsonl/.parquet here; pass the --out folder of "
+                                  "`labelscrub clean` or a manifest file")
+        manifest = found[0]
+    else:
+        manifest = source
+    for candidate in (manifest.parent / "report.parquet", manifest):
+        if candidate.suffix == ".parquet" and candidate.exists():
+            metadata = read_report_metadata(candidate)
+            if metadata:
+                return manifest, metadata
+    return manifest, {}
+
+
+def _recipe(metadata: dict[str, Any], overrides: dict[str, Any]) -> CleanConfig:
+    values = dict(metadata.get("config", {}))
+    if "batch_size" in overrides and "lr" not in overrides:
+        values["lr"] = None  # the learning rate scales with the batch size again
+    if "stem" in overrides and "image_size" not in overrides:
+        values["image_size"] = None  # the new stem picks its own input size
+    values.update(overrides)
+    values["method"] = "erm"
+    return CleanConfig.from_dict(values)
+
+
+def _test_data(test: str | Path | None, metadata: dict[str, Any], config: CleanConfig,
+               class_names: list[str]) -> LabeledImages:
+    columns = dict(image_column=config.image_column, label_column=config.label_column, id_column=config.id_column)
+    if test is not None:
+        return read_heldout(test, class_names, **columns)
+    if config.holdout:
+        return read_heldout(config.holdout, class_names, **columns)
+    data = metadata.get("data")
+    heldout = open_data(data, **columns).heldout if data and Path(data).exists() else None
+    if heldout is None:
+        raise LabelscrubError("no held-out data: the clean run found no val/test split; pass --test DATA")
+    return align_classes(heldout, class_names)
+
+
+def _original_data(metadata: dict[str, Any], config: CleanConfig, class_names: list[str]) -> LabeledImages:
+    data = metadata.get("data")
+    if not data or not Path(data).exists():
+        raise LabelscrubError(f"--compare needs the clean run's original input, which is not found ({data}); "
+                              "it trains on every original sample")
+    original = open_data(data, image_column=config.image_column, label_column=config.label_column,
+                         id_column=config.id_column).train
+    return align_classes(original, class_names)
+
+
+def _decode(images: LabeledImages, config: CleanConfig, cache: Path, name: str,
+            device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    pixels, errors = decode_all(images, config.image_size, memory_budget_bytes=int(config.image_memory_gb * 1e9),
+                                spill_path=spill_path(cache, name))
+    labels = np.where([error is None for error in errors], images.labels, -1)
+    return to_device(pixels, device), labels
+
+
+def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.device,
+                     test: tuple[torch.Tensor, np.ndarray], class_names: list[str], cache: Path,
+                     progress: Progress) -> tuple[Setup, dict[str, Any]]:
+    """Plain training on every readable sample of `images`, then top-1, per-class accuracy and confusion matrix."""
+    started = time.perf_counter()
+    pixels, labels = _decode(images, config, cache, "train.npy", device)
+    eligible = labels >= 0
+    if not eligible.any():
+        raise LabelscrubError(f"{images.location}: no readable, labelled sample to train on")
+    setup = make_setup(pixels, labels, eligible, len(class_names), config, device)
+    for epoch in range(config.epochs):
+        train_loss, seconds, _ = train_epoch(setup, eligible, epoch, schedule_epochs=config.epochs, progress=progress)
+        accuracy = heldout_accuracy(setup, test) if epoch == config.epochs - 1 else None
+        progress.epoch_done(EpochSummary(
+            epoch=epoch, rho=0.0, trained=int(eligible.sum()), dropped=0, train_loss=train_loss,
+            probe_loss=float("nan"), heldout_accuracy=accuracy, train_seconds=seconds, probe_seconds=0.0,
+            train_images_per_second=int(eligible.sum()) / max(seconds, 1e-9), probe_images_per_second=0.0,
+            phase="retrain"), config.epochs)
+    test_pixels, test_labels = test
+    readable = np.flatnonzero(test_labels >= 0)
+    predicted = probe(setup, test_pixels, test_labels, readable).predicted[readable]
+    truth = test_labels[readable]
+    confusion = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
+                 for i, name in enumerate(class_names)}
+    return setup, {
+        "accuracy": float((predicted == truth).mean()) if len(readable) else float("nan"),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted class
+        "class_names": class_names,
+        "train_samples": int(eligible.sum()),
+        "test_samples": len(readable),
+        "epochs": config.epochs,
+        "wall_seconds": time.perf_counter() - started,
+        "recipe": dataclasses.asdict(config),
+    }

@@ -1,0 +1,56 @@
+"""Noise injection and detection metrics used by the benchmark, on tiny inputs with answers worked by hand."""
+
+import numpy as np
+import pytest
+
+from labelscrub.planted import auroc, detection_scores, inject_noise
+
+
+def test_symmetric_noise_flips_exactly_the_rate_to_other_classes():
+    labels = np.arange(1000) % 10
+    noisy = inject_noise(labels, kind="symmetric", rate=0.4, num_classes=10, seed=1)
+    flipped = noisy != labels
+    assert flipped.sum() == 400
+    assert set(np.unique(noisy[flipped])) == set(range(10))  # every class receives flips
+    again = inject_noise(labels, kind="symmetric", rate=0.4, num_classes=10, seed=1)
+    np.testing.assert_array_equal(noisy, again)
+    assert not np.array_equal(noisy, inject_noise(labels, kind="symmetric", rate=0.4, num_classes=10, seed=2))
+
+
+def test_asymmetric_noise_moves_only_mapped_classes_to_their_target():
+    labels = np.repeat(np.arange(4), 10)
+    noisy = inject_noise(labels, kind="asymmetric", rate=0.3, num_classes=4, seed=0, mapping={0: 1, 2: 3, 3: 2})
+    flipped = noisy != labels
+    assert flipped.sum() == 9  # 3 of class 0, 3 of class 2, 3 of class 3
+    assert (noisy[flipped & (labels == 0)] == 1).all()
+    assert (noisy[flipped & (labels == 2)] == 3).all() and (noisy[flipped & (labels == 3)] == 2).all()
+    assert not flipped[labels == 1].any()
+
+
+def test_zero_noise_changes_nothing():
+    labels = np.arange(50) % 5
+    np.testing.assert_array_equal(inject_noise(labels, kind="symmetric", rate=0.0, num_classes=5, seed=0), labels)
+
+
+def test_bad_noise_kind_is_rejected():
+    with pytest.raises(ValueError, match="symmetric"):
+        inject_noise(np.zeros(3), kind="pairflip", rate=0.1, num_classes=2, seed=0)
+
+
+def test_detection_scores_worked_example():
+    flipped = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+    dropped = np.array([1, 1, 0, 1, 0, 0, 0, 0], bool)
+    scores = detection_scores(dropped, flipped)
+    assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 / 3)
+    assert detection_scores(np.zeros(8, bool), flipped)["f1"] == 0.0
+
+
+def test_auroc_perfect_inverted_tied_and_hand_worked():
+    flipped = np.array([0, 0, 1, 1], bool)
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), flipped) == 1.0
+    assert auroc(np.array([0.9, 0.8, 0.2, 0.1]), flipped) == 0.0
+    assert auroc(np.ones(4), flipped) == 0.5
+    # pairs (flipped, clean): (0.5 vs 0.1, 0.6) -> 1 + 0; (0.7 vs 0.1, 0.6) -> 1 + 1: 3 of 4
+    assert auroc(np.array([0.1, 0.6, 0.5, 0.7]), flipped) == pytest.approx(0.75)
+    assert auroc(np.array([0.1, np.nan, 0.5, 0.7]), flipped) == 1.0

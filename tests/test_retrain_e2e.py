@@ -1,0 +1,69 @@
+"""End to end: `labelscrub retrain` on the sample's clean run, and every `clean --method` on the sample."""
+
+import json
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import DIGITS, PLANTED_NOISE
+from labelscrub.cli import cli
+from labelscrub.report import read_report_metadata
+
+pytestmark = pytest.mark.e2e
+
+
+def test_retrain_compare_shows_the_cleaned_labels_train_a_better_model(folder_run, tmp_path):
+    run, _ = folder_run
+    result = CliRunner().invoke(cli, ["retrain", str(run), "--compare", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    cleaned, baseline = metrics["cleaned"], metrics["noisy_baseline"]
+    print(f"retrain accuracy cleaned {cleaned['accuracy']:.3f} vs noisy {baseline['accuracy']:.3f}")
+    assert cleaned["train_samples"] == 1438 - 288 and baseline["train_samples"] == 1438
+    assert cleaned["test_samples"] == 359 and cleaned["epochs"] == 15  # the clean run's recipe and held-out split
+    assert sum(map(sum, cleaned["confusion_matrix"])) == 359
+    assert cleaned["accuracy"] > baseline["accuracy"]
+    assert metrics["accuracy_difference"] == pytest.approx(cleaned["accuracy"] - baseline["accuracy"])
+    assert f"{cleaned['accuracy']:.2%}" in result.output and "difference" in result.output
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert checkpoint["config"]["method"] == "erm" and len(checkpoint["class_names"]) == 10
+
+
+def test_retrain_takes_a_manifest_file_options_override_the_recipe(folder_run, tmp_path):
+    run, _ = folder_run
+    result = CliRunner().invoke(cli, ["retrain", str(run / "manifest.csv"), "--test", str(DIGITS / "val"),
+                                      "--epochs", "2", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["cleaned"]["epochs"] == 2 and metrics["config"]["stem"] == "cifar"
+    assert metrics["config"]["batch_size"] == 128 and "noisy_baseline" not in metrics
+
+
+def test_retrain_without_a_manifest_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(cli, ["retrain", str(tmp_path)])
+    assert result.exit_code != 0 and "no manifest" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("method", ["stepe", "erm", "truncation", "spl", "oneshot"])
+def test_every_method_writes_the_same_outputs(method, tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(tmp_path), "--method", method,
+                                      "--epochs", "3", "--warmup", "1", "--ramp", "1",
+                                      "--rho-max", str(PLANTED_NOISE), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = pq.read_table(tmp_path / "report.parquet")
+    dropped = sum(report.column("dropped").to_pylist())
+    expected_rows = 3 + (1 if method == "oneshot" else 0)  # oneshot: the ranking epoch, then a fresh run
+    assert all(len(row) == expected_rows for row in report.column("loss_trajectory").to_pylist())
+    if method == "erm":
+        assert dropped == 0
+    elif method == "spl":
+        assert 0 < dropped < 1438
+    else:
+        assert dropped == math.ceil(PLANTED_NOISE * 1438)
+    metadata = read_report_metadata(tmp_path / "report.parquet")
+    assert metadata["method"] == method and metadata["config"]["method"] == method
+    kept_rows = sum(1 for _ in (tmp_path / "manifest.csv").open()) - 1
+    assert kept_rows == 1438 - dropped
