@@ -69,6 +69,10 @@ def cli() -> None:
 @click.option("--id-column", default=None, help="Column with stable sample ids [default: file.parquet:row].")
 @click.option("--holdout", default=None, type=click.Path(path_type=str),
               help="Held-out data to report accuracy on [default: the val/test split of DATA, if any].")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Let a CSV/JSONL label file name relative paths outside its own folder (../).")
+@click.option("--max-bad-fraction", type=float, default=0.1, show_default=True,
+              help="Stop before training when more than this share of the samples cannot be read.")
 @click.option("--image-memory-gb", type=float, default=4.0, show_default=True,
               help="Decoded images beyond this size are kept in a memory-mapped file in --out instead of RAM.")
 @click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=None,

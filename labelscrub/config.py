@@ -35,6 +35,8 @@ class CleanConfig:
     label_column: str | None = None  # column holding the label; None = found automatically
     id_column: str | None = None  # column holding a stable sample id; None = "file.parquet:row"
     holdout: str | None = None  # extra held-out data (any input form); None = the split found in DATA, if any
+    allow_outside_root: bool = False  # label files may name relative paths outside their folder (../)
+    max_bad_fraction: float = 0.1  # stop before training when more than this share of samples cannot be read
     image_memory_gb: float = 4.0  # decoded images beyond this many GB go to a memory-mapped file in the output folder
     # --- model and input ---
     stem: str = "auto"  # "cifar" (3x3 conv, no max-pool), "imagenet" (7x7 stride-2 + max-pool) or "auto"
@@ -74,6 +76,8 @@ class CleanConfig:
         _check(self.warmup is None or self.warmup >= 0, f"--warmup must be >= 0, not {self.warmup}")
         _check(self.ramp is None or self.ramp >= 0, f"--ramp must be >= 0, not {self.ramp}")
         _check(self.lr_warmup >= 0, f"lr_warmup must be >= 0, not {self.lr_warmup}")
+        _check(0.0 <= self.max_bad_fraction <= 1.0,
+               f"--max-bad-fraction must be in [0, 1], not {self.max_bad_fraction}")
         _check(self.image_memory_gb >= 0, f"image_memory_gb must be >= 0, not {self.image_memory_gb}")
         _check(self.lr is None or self.lr > 0, f"--lr must be positive, not {self.lr}")
         _check(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4, not {self.image_size}")

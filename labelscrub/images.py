@@ -40,8 +40,10 @@ def typical_side(images: LabeledImages, sample: int = SIDE_SAMPLE) -> int:
         for _, data, error in stream:
             if error is None and data is not None:
                 try:
-                    with Image.open(io.BytesIO(data)) as image:
-                        sides.append(max(image.size))
+                    with warnings.catch_warnings():  # a bomb is refused (and reported) by decode_all
+                        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                        with Image.open(io.BytesIO(data)) as image:
+                            sides.append(max(image.size))
                 except Exception:  # a broken image does not vote; decode_all reports it
                     continue
             if len(sides) >= sample:

@@ -76,7 +76,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progres
     prepare_out_dir(out_dir, data_path, overwrite)
 
     split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
-                      id_column=config.id_column)
+                      id_column=config.id_column, allow_outside_root=config.allow_outside_root)
     train_set = split.train
     heldout_set = split.heldout
     if config.holdout is not None:
@@ -98,7 +98,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progres
             heldout_labels = np.where([e is None for e in heldout_errors], heldout_set.labels, -1)
             heldout = (to_device(heldout_pixels, device), heldout_labels)
         eligible = np.array([error is None for error in errors], dtype=bool) & (train_set.labels >= 0)
-        _check_trainable(train_set, eligible)
+        _check_trainable(train_set, eligible, errors, config.max_bad_fraction)
         load_seconds = time.perf_counter() - started
 
         outcome = train_with_method(Task(
@@ -144,10 +144,16 @@ def _make_config(options: dict[str, Any]) -> CleanConfig:
     return CleanConfig(**options)
 
 
-def _check_trainable(images: LabeledImages, eligible: np.ndarray) -> None:
+def _check_trainable(images: LabeledImages, eligible: np.ndarray, errors: list[str | None],
+                     max_bad_fraction: float) -> None:
+    bad = [(sample_id, error) for sample_id, error in zip(images.sample_ids, errors) if error]
+    if len(bad) > max_bad_fraction * len(images):
+        listed = "; ".join(f"{sample_id}: {error}" for sample_id, error in bad[:3])
+        raise LabelscrubError(f"{images.location}: {len(bad)} of {len(images)} samples cannot be read, more than "
+                              f"--max-bad-fraction {max_bad_fraction:g} allows (first: {listed}); fix the data or "
+                              "raise the limit")
     if not eligible.any():
-        first = next((f"{i}: {e}" for i, e in zip(images.sample_ids, images.errors) if e), "")
-        raise LabelscrubError(f"{images.location}: no sample could be read ({first}); check the images")
+        raise LabelscrubError(f"{images.location}: no sample could be read; check the images")
     present = sorted({images.class_names[label] for label in images.labels[eligible]})
     if len(present) < 2:
         raise LabelscrubError(f"{images.location}: only one class ({present[0]}) has readable samples; "
@@ -187,6 +193,7 @@ def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, he
         },
         "class_names": images.class_names,
         "dropped_by_class": {name: dropped_by_class.get(name, 0) for name in images.class_names},
+        "notes": images.notes,
         "unreadable_samples": [{"sample_id": sample_id, "error": error}
                                for sample_id, error in zip(images.sample_ids, errors) if error][:100],
         "rho_schedule": [e.rho for e in epochs],

@@ -59,6 +59,11 @@ def closing_summary(result) -> str:
         f"kept {counts['kept']}, unreadable {counts['unreadable']}",
         f"most drops: {top}",
     ]
+    lines += [f"note: {note}" for note in result.summary.get("notes", [])]
+    unreadable = result.summary.get("unreadable_samples", [])
+    if unreadable:
+        lines.append(f"unreadable (listed in the report's error column), first: {unreadable[0]['sample_id']}: "
+                     f"{unreadable[0]['error']}")
     if result.heldout_accuracy is not None:
         lines.append(f"held-out accuracy (final model): {result.heldout_accuracy:.1%}")
     lines += [f"report:   {result.report_path}", f"manifest: {result.manifest_path}",

@@ -15,7 +15,7 @@ __all__ = ["LabeledImages", "ParquetRows", "SplitData", "open_data", "read_heldo
 
 
 def open_data(data: str | Path, *, image_column: str | None = None, label_column: str | None = None,
-              id_column: str | None = None) -> SplitData:
+              id_column: str | None = None, allow_outside_root: bool = False) -> SplitData:
     path = Path(data)
     if not path.exists():
         raise LabelscrubError(f"{path}: no such file or folder; pass an image folder, a Parquet file/folder or a "
@@ -26,7 +26,7 @@ def open_data(data: str | Path, *, image_column: str | None = None, label_column
         if suffix == ".parquet":
             return read_parquet(path, **columns)
         if suffix in LABEL_FILE_SUFFIXES:
-            return read_label_file(path)
+            return read_label_file(path, allow_outside_root=allow_outside_root)
         raise LabelscrubError(f"{path}: unsupported file type {suffix or '(none)'}; expected .parquet, .csv or .jsonl")
     # Only the top two levels are looked at: walking a large image folder just to rule out Parquet would be slow.
     has_parquet = any(not any(part.startswith(".") for part in found.relative_to(path).parts)

@@ -43,6 +43,7 @@ class LabeledImages:
     errors: list[str | None] = field(default_factory=list)  # read-time problems per sample (None = fine)
     paths: list[Path] | None = None  # absolute image path per sample when images are files
     parquet: ParquetRows | None = None  # set for Parquet inputs
+    notes: list[str] = field(default_factory=list)  # things skipped on purpose, shown in the summary and run.json
 
     def __post_init__(self) -> None:
         if not self.errors:
@@ -58,6 +59,11 @@ class SplitData:
 
     train: LabeledImages
     heldout: LabeledImages | None = None
+
+
+def printable(text: str) -> str:
+    """`text` safe to write as UTF-8: bytes of a non-UTF-8 file name (kept by Python as surrogates) become \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_file_bytes(path: Path) -> tuple[bytes | None, str | None]:

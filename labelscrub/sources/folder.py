@@ -15,7 +15,7 @@ import numpy as np
 
 from labelscrub.errors import LabelscrubError
 from labelscrub.sources.base import (
-    HELDOUT_SPLITS, TRAIN_SPLIT, LabeledImages, SplitData, align_classes, iter_file_bytes, sorted_class_names)
+    HELDOUT_SPLITS, TRAIN_SPLIT, LabeledImages, SplitData, align_classes, iter_file_bytes, printable, sorted_class_names)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -34,27 +34,42 @@ def read_image_folder(root: Path) -> SplitData:
     return SplitData(train=_read_classes(root, id_root=root))
 
 
+def _loose_files(folder: Path) -> list[str]:
+    """Visible files sitting directly in `folder`, where only class folders belong."""
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_file() and not entry.name.startswith("."))
+
+
 def _read_classes(folder: Path, *, id_root: Path) -> LabeledImages:
     class_folders = _visible_subfolders(folder)
     if not class_folders:
         raise LabelscrubError(
             f"{folder}: no class folders found; an image folder needs one subfolder per class (DATA/<class>/<image>)")
-    class_names = sorted_class_names({class_folder.name for class_folder in class_folders})
-    by_name = {class_folder.name: class_folder for class_folder in class_folders}
+    class_names = sorted_class_names({printable(class_folder.name) for class_folder in class_folders})
+    by_name = {printable(class_folder.name): class_folder for class_folder in class_folders}
     paths: list[Path] = []
     labels: list[int] = []
+    notes: list[str] = []
     for label, name in enumerate(class_names):
-        for path in _image_files(by_name[name]):
-            paths.append(path)
-            labels.append(label)
+        found = _image_files(by_name[name])
+        if not found:
+            notes.append(f"class folder {name!r} holds no images; the class is kept (index {label}) but has no samples")
+        paths.extend(found)
+        labels.extend([label] * len(found))
     if not paths:
         raise LabelscrubError(f"{folder}: the class folders hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    sample_ids = [path.relative_to(id_root).as_posix() for path in paths]
-    absolute = [path.resolve() for path in paths]
-    errors: list[str | None] = [None] * len(paths)
+    loose = _loose_files(folder)
+    if loose:
+        notes.append(f"{len(loose)} file(s) directly in {folder} have no class folder and were ignored "
+                     f"(first: {printable(loose[0])})")
+    sample_ids = [printable(path.relative_to(id_root).as_posix()) for path in paths]
+    # abspath, not resolve(): a symlink loop must become one unreadable sample, not an exception here.
+    absolute = [Path(os.path.abspath(path)) for path in paths]
+    errors: list[str | None] = [
+        None if printable(str(path)) == str(path) else "file name is not valid UTF-8; rename the file"
+        for path in paths]
     return LabeledImages(
         kind="folder", location=folder, sample_ids=sample_ids, labels=np.array(labels, dtype=np.int64),
-        class_names=class_names, paths=absolute, errors=errors,
+        class_names=class_names, paths=absolute, errors=errors, notes=notes,
         iter_encoded=lambda: iter_file_bytes(absolute, errors))
 
 

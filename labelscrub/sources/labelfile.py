@@ -3,13 +3,15 @@ writes, so a cleaned manifest can be cleaned again or retrained on).
 
 - CSV needs a header; JSONL is one JSON object per line. The path column is `path` (or `file`, `filename`,
   `file_name`, `image`); the label column is `label` (or `labels`, `class`, `target`). Labels are class names.
-- Paths are relative to the label file's folder, or absolute. The sample id is the path as written in the file.
+- Paths are relative to the label file's folder, or absolute. A relative path that leaves the folder (`../x.jpg`)
+  is refused unless `allow_outside_root`. The sample id is the path as written in the file.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ LABEL_KEYS = ("label", "labels", "class", "target")
 LABEL_FILE_SUFFIXES = {".csv", ".jsonl", ".ndjson"}
 
 
-def read_label_file(path: Path) -> SplitData:
+def read_label_file(path: Path, *, allow_outside_root: bool = False) -> SplitData:
     rows = _read_jsonl(path) if path.suffix.lower() in {".jsonl", ".ndjson"} else _read_csv(path)
     if not rows:
         raise LabelscrubError(f"{path}: the label file lists no samples")
@@ -32,6 +34,13 @@ def read_label_file(path: Path) -> SplitData:
     index_of = {name: index for index, name in enumerate(class_names)}
     labels = np.array([index_of[label] for _, label, _ in rows], dtype=np.int64)
     paths = [Path(image) if Path(image).is_absolute() else folder / image for image in sample_ids]
+    for (image, _, line), resolved in zip(rows, paths):
+        # A relative path that climbs out of the label file's folder is how a shared manifest reads files it was
+        # never meant to; absolute paths are explicit and allowed (labelscrub's own manifests use them).
+        if not allow_outside_root and not Path(image).is_absolute() and \
+                not os.path.normpath(resolved).startswith(str(folder) + os.sep):
+            raise LabelscrubError(f"{path}:{line}: path {image!r} points outside {folder}; pass "
+                                  "--allow-outside-root if that is intended")
     errors: list[str | None] = [None] * len(rows)
     seen: dict[str, int] = {}
     for number, image in enumerate(sample_ids):

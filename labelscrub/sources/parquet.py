@@ -103,6 +103,8 @@ def _read_files(files: list[Path], *, root: Path, image_column: str | None, labe
             sample_ids.extend(f"{name}:{row}" for row in range(rows))
         file_index.append(np.full(rows, number, dtype=np.int32))
         row_index.append(np.arange(rows, dtype=np.int64))
+    if not sample_ids:
+        raise LabelscrubError(f"{files[0]}: the Parquet data has no rows; nothing to clean")
     if len(set(sample_ids)) != len(sample_ids):
         raise LabelscrubError(f"{files[0]}: the id column {id_column!r} has repeated values; ids must be unique")
     labels_column = pa.chunked_array([chunk for array in raw_labels for chunk in array.chunks],
