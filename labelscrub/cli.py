@@ -4,6 +4,8 @@ library call, and turns `LabelscrubError` into a one-line message and a non-zero
 from __future__ import annotations
 
 import functools
+import shlex
+import sys
 
 import click
 
@@ -57,6 +59,8 @@ def cli() -> None:
 @click.option("--out", "out", type=click.Path(path_type=str), default="labelscrub-out", show_default=True,
               help="Output folder (report.parquet, manifest, model.pt, run.json).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint in --out "
+              "(same DATA and options).")
 @training_options(from_run=False)
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="stepe", show_default=True,
               help="stepe, or a baseline to compare with: erm (no dropping), truncation, spl, oneshot.")
@@ -78,7 +82,7 @@ def cli() -> None:
 @click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=None,
               help="Manifest file type [default: parquet for Parquet input, csv otherwise].")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def clean(data: str, out: str, overwrite: bool, quiet: bool, **options) -> None:
+def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **options) -> None:
     """Train on DATA with the Step-E schedule and write a report and a cleaned manifest.
 
     DATA is an image folder (DATA/<class>/<image>, or train/ and val/ splits), a Parquet file or folder, or a
@@ -90,9 +94,11 @@ def clean(data: str, out: str, overwrite: bool, quiet: bool, **options) -> None:
     """
     progress = None if quiet else ConsoleProgress()
     try:
-        result = clean_data(data, out, overwrite=overwrite, progress=progress, **options)
+        result = clean_data(data, out, overwrite=overwrite, resume=resume, progress=progress, **options)
     except LabelscrubError as error:
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        _interrupted(out)
     if not quiet:
         click.echo(closing_summary(result))
 
@@ -126,6 +132,14 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, com
     except LabelscrubError as error:
         raise click.ClickException(str(error)) from None
     click.echo(retrain_summary(result))
+
+
+def _interrupted(out: str) -> None:
+    """Ctrl-C: the epoch in progress is discarded, the last epoch's checkpoint stays; say how to go on."""
+    arguments = [argument for argument in sys.argv[1:] if argument not in ("--resume", "--overwrite")]
+    command = shlex.join(["labelscrub", *arguments, "--resume"])
+    click.echo(f"\ninterrupted; the last finished epoch is saved in {out}. Resume with:\n  {command}", err=True)
+    sys.exit(130)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from labelscrub import checkpoint
 from labelscrub.config import METHOD_NAMES, CleanConfig
 from labelscrub.schedule import rho_at, select_kept
 from labelscrub.train import EpochSummary, Probe, Progress, Setup, heldout_accuracy, make_setup, probe, train_epoch
@@ -61,6 +62,19 @@ class Task:
     device: torch.device
     heldout: tuple[torch.Tensor, np.ndarray] | None = None
     progress: Progress = field(default_factory=Progress)
+    # Resuming: `on_checkpoint` receives the packed state after every epoch; `resume` is a checkpoint to continue
+    # from (it is used by the phase it was written in, then dropped); `state` is the method's own resumable state.
+    on_checkpoint: Callable[[dict], None] | None = None
+    resume: dict | None = None
+    fingerprint: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.resume is not None:
+            self.state.update(checkpoint.method_state(self.resume))
+
+    def resume_phase(self) -> str | None:
+        return None if self.resume is None else self.resume["phase"]
 
     def fresh_setup(self) -> Setup:
         return make_setup(self.pixels, self.labels, self.eligible, self.num_classes, self.config, self.device)
@@ -84,7 +98,11 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
     eligible_index = np.flatnonzero(task.eligible)
     readable = len(eligible_index)
     last: Probe | None = None
-    for epoch in epochs:
+    first = epochs.start
+    if task.resume is not None and task.resume["phase"] == phase:
+        first, last = checkpoint.restore(task.resume, setup, history, EpochSummary)
+        task.resume = None
+    for epoch in range(first, epochs.stop):
         kept = kept_for(epoch, last)
         target_rho = rho_for(epoch) if rho_for is not None else None
         train_loss, train_seconds, truncated = train_epoch(
@@ -106,6 +124,9 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
         history.kept.append(kept)
         history.summaries.append(summary)
         task.progress.epoch_done(summary, task.config.epochs)
+        if task.on_checkpoint is not None:
+            task.on_checkpoint(checkpoint.pack(phase=phase, epoch=epoch, setup=setup, history=history, last=last,
+                                               state=task.state, fingerprint=task.fingerprint))
     assert last is not None
     return last
 
@@ -147,7 +168,7 @@ def _truncation(task: Task) -> TrainingOutcome:
 
 def _spl(task: Task) -> TrainingOutcome:
     setup, history = task.fresh_setup(), _History()
-    threshold: list[float] = []  # lambda_t of the epochs after the warm-up
+    threshold: list[float] = task.state.setdefault("spl_threshold", [])  # lambda_t of the epochs after the warm-up
 
     def kept_for(epoch: int, last: Probe | None) -> np.ndarray:
         if last is None or epoch < task.config.warmup:
@@ -165,16 +186,19 @@ def _spl(task: Task) -> TrainingOutcome:
 
 def _oneshot(task: Task) -> TrainingOutcome:
     history = _History()
-    ranking_setup = task.fresh_setup()
-    ranking_epochs = max(1, task.config.warmup)  # ranking with an untrained network would be noise
-    ranked = _run_epochs(task, ranking_setup, history, range(ranking_epochs),
-                         kept_for=lambda *_: task.eligible.copy(), rho_for=lambda _: 0.0, phase="warmup-ranking")
-    kept_once = select_kept(ranked.losses, task.sample_ids, task.config.rho_max, task.eligible)
-    del ranking_setup
+    if task.resume_phase() != "main":
+        ranking_setup = task.fresh_setup()
+        ranking_epochs = max(1, task.config.warmup)  # ranking with an untrained network would be noise
+        ranked = _run_epochs(task, ranking_setup, history, range(ranking_epochs),
+                             kept_for=lambda *_: task.eligible.copy(), rho_for=lambda _: 0.0, phase="warmup-ranking")
+        del ranking_setup
+        task.state["ranking_losses"] = ranked.losses
+        task.state["kept_once"] = select_kept(ranked.losses, task.sample_ids, task.config.rho_max, task.eligible)
+    kept_once, ranking_losses = task.state["kept_once"], task.state["ranking_losses"]
     setup = task.fresh_setup()
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: kept_once.copy(),
                        rho_for=lambda _: task.config.rho_max)
-    return _outcome(setup, history, last, kept_once, ranked.losses)
+    return _outcome(setup, history, last, kept_once, ranking_losses)
 
 
 METHODS: dict[str, Callable[[Task], TrainingOutcome]] = {

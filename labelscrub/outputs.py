@@ -13,15 +13,22 @@ from labelscrub.atomic import atomic_path
 from labelscrub.errors import LabelscrubError
 
 CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
+CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
 
 
-def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool) -> None:
+def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool, *, resume: bool = False) -> None:
+    """Refuse an output folder inside the input, or one holding files, unless --overwrite or --resume."""
     data_root = (data_path if data_path.is_dir() else data_path.parent).resolve()
     if data_path.is_dir() and out_dir.resolve().is_relative_to(data_root):
         raise LabelscrubError(f"{out_dir}: the output folder is inside the input {data_path}; "
                               "labelscrub never writes into its input, choose a folder outside it")
     if out_dir.exists() and not out_dir.is_dir():
         raise LabelscrubError(f"{out_dir}: exists and is not a folder; choose another --out")
+    if resume:
+        if not (out_dir / CHECKPOINT_NAME).exists():
+            raise LabelscrubError(f"{out_dir}: no {CHECKPOINT_NAME} to resume from (the run finished, or never "
+                                  "completed an epoch); run again without --resume")
+        return
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise LabelscrubError(f"{out_dir}: the output folder is not empty; pass --overwrite to replace its "
                               "labelscrub outputs, or choose another --out")
@@ -52,3 +59,17 @@ def save_model(model: torch.nn.Module, target: Path, class_names: list[str], con
                "normalization": normalization, "labelscrub_version": __version__}
     with atomic_path(target) as temporary:
         torch.save(payload, temporary)
+
+
+def save_checkpoint(out_dir: Path, payload: dict) -> None:
+    with atomic_path(out_dir / CHECKPOINT_NAME) as temporary:
+        torch.save(payload, temporary)
+
+
+def load_checkpoint(out_dir: Path) -> dict:
+    path = out_dir / CHECKPOINT_NAME
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged or foreign file: say so instead of a pickle traceback
+        raise LabelscrubError(f"{path}: cannot read the checkpoint ({type(error).__name__}); run again without "
+                              "--resume (use --overwrite)") from None

@@ -25,7 +25,9 @@ from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_all, typical_side
 from labelscrub.manifest import manifest_format_for, write_manifest
-from labelscrub.outputs import CACHE_FOLDER, prepare_out_dir, save_model, spill_path, to_device
+from labelscrub import checkpoint
+from labelscrub.outputs import (
+    CACHE_FOLDER, CHECKPOINT_NAME, load_checkpoint, prepare_out_dir, save_checkpoint, save_model, spill_path, to_device)
 from labelscrub.model import pick_device
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
@@ -61,10 +63,11 @@ class CleanResult:
         return pq.read_table(self.report_path)
 
 
-def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progress: Progress | None = None,
-          **options: Any) -> CleanResult:
+def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume: bool = False,
+          progress: Progress | None = None, **options: Any) -> CleanResult:
     """Train a ResNet-18 with the Step-E schedule on DATA and write report.parquet, the cleaned manifest,
-    model.pt and run.json into `out`. `options` are the fields of `CleanConfig`.
+    model.pt and run.json into `out`. `options` are the fields of `CleanConfig`. With `resume=True` the run
+    continues from the checkpoint an interrupted run with the same data and options left in `out`.
 
     Example:
         result = labelscrub.clean("sample_data/digits", "runs/digits", epochs=15, rho_max=0.2)
@@ -73,7 +76,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progres
     started = time.perf_counter()
     config = _make_config(options)
     data_path, out_dir = Path(data), Path(out)
-    prepare_out_dir(out_dir, data_path, overwrite)
+    prepare_out_dir(out_dir, data_path, overwrite, resume=resume)
 
     split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
                       id_column=config.id_column, allow_outside_root=config.allow_outside_root)
@@ -101,10 +104,20 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progres
         _check_trainable(train_set, eligible, errors, config.max_bad_fraction)
         load_seconds = time.perf_counter() - started
 
+        current = checkpoint.fingerprint(data=str(data_path.resolve()), config=config.to_dict(),
+                                         sample_ids=train_set.sample_ids, labels=train_set.labels)
+        saved = load_checkpoint(out_dir) if resume else None
+        if saved is not None:
+            problems = checkpoint.mismatch(saved["fingerprint"], current)
+            if saved.get("format") != checkpoint.FORMAT or problems:
+                raise LabelscrubError(f"{out_dir / CHECKPOINT_NAME}: cannot resume, the run differs "
+                                      f"({'; '.join(problems) or 'older checkpoint format'}); pass the same DATA "
+                                      "and options, or start again with --overwrite")
         outcome = train_with_method(Task(
             pixels=to_device(pixels, device), labels=train_set.labels, sample_ids=train_set.sample_ids,
             eligible=eligible, num_classes=len(train_set.class_names), config=config, device=device,
-            heldout=heldout, progress=progress or Progress()))
+            heldout=heldout, progress=progress or Progress(), resume=saved, fingerprint=current,
+            on_checkpoint=lambda payload: save_checkpoint(out_dir, payload)))
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
@@ -127,6 +140,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, progres
                                     "run": out_dir / "run.json"})
     run_json_path = out_dir / "run.json"
     write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # every output is in place; nothing left to resume
     return CleanResult(
         out_dir=out_dir, report_path=report_path, manifest_path=manifest_path, model_path=model_path,
         run_json_path=run_json_path, class_names=train_set.class_names, n_samples=len(train_set),

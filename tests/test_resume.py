@@ -1,0 +1,72 @@
+"""Interrupt and resume: a run killed with SIGKILL mid-way and resumed ends exactly where an uninterrupted run of
+the same seed ends."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from conftest import DIGITS
+from labelscrub.cli import cli
+
+pytestmark = pytest.mark.e2e
+
+OPTIONS = ["--epochs", "5", "--warmup", "1", "--ramp", "2", "--rho-max", "0.2", "--seed", "7"]
+
+
+def report(out):
+    table = pq.read_table(out / "report.parquet").sort_by("sample_id")
+    return np.array(table.column("loss_trajectory").to_pylist(), dtype=np.float32), table.column("dropped").to_pylist()
+
+
+@pytest.mark.parametrize("method", ["stepe", "oneshot"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, method):
+    complete, killed = tmp_path / "complete", tmp_path / "killed"
+    options = OPTIONS + ["--method", method]
+    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(complete), "--quiet", *options])
+    assert result.exit_code == 0, result.output
+
+    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(killed),
+                                *options], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in process.stderr:  # one line per finished epoch when not on a terminal
+        if line.startswith("epoch 3/5"):
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert (killed / "checkpoint.pt").exists() and not (killed / "report.parquet").exists()
+
+    refused = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(killed), "--quiet", *options])
+    assert refused.exit_code != 0 and "--overwrite" in refused.output  # never silently restarted over it
+
+    resumed = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(killed), "--quiet", "--resume", *options])
+    assert resumed.exit_code == 0, resumed.output
+    expected_losses, expected_dropped = report(complete)
+    losses, dropped = report(killed)
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-4, atol=1e-5)
+    assert dropped == expected_dropped
+    assert not (killed / "checkpoint.pt").exists()
+
+
+def test_resume_with_different_options_is_refused(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(out),
+                                *OPTIONS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in process.stderr:
+        if line.startswith("epoch 2/5"):  # the first checkpoint is on disk by now
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    changed = [*OPTIONS[:1], "6", *OPTIONS[2:]]  # --epochs 6
+    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(out), "--resume", *changed])
+    assert result.exit_code != 0 and "epochs was 5, now 6" in result.output and "Traceback" not in result.output
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(tmp_path), "--resume"])
+    assert result.exit_code != 0 and "no checkpoint.pt to resume from" in result.output
