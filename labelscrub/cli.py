@@ -110,12 +110,13 @@ def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **opt
 @click.option("--out", "out", type=click.Path(path_type=str), default=None,
               help="Output folder for metrics.json and model.pt [default: SOURCE's folder/retrain].")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted retrain from the checkpoint in --out.")
 @click.option("--compare", is_flag=True, help="Also train on every original sample (the noisy baseline) and "
               "print both accuracies.")
 @training_options(from_run=True)
 @click.option("--quiet", is_flag=True, help="Print nothing but errors and the accuracy.")
-def retrain(source: str, test: str | None, out: str | None, overwrite: bool, compare: bool, quiet: bool,
-            **options) -> None:
+def retrain(source: str, test: str | None, out: str | None, overwrite: bool, resume: bool, compare: bool,
+            quiet: bool, **options) -> None:
     """Train a fresh ResNet-18 on the samples a clean run kept and measure it on held-out data.
 
     SOURCE is the --out folder of `labelscrub clean`, or its manifest. The recipe is the clean run's unless
@@ -127,10 +128,12 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, com
     """
     progress = None if quiet else ConsoleProgress()
     try:
-        result = retrain_data(source, test=test, out=out, compare=compare, overwrite=overwrite, progress=progress,
-                              **options)
+        result = retrain_data(source, test=test, out=out, compare=compare, overwrite=overwrite, resume=resume,
+                              progress=progress, **options)
     except LabelscrubError as error:
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        _interrupted(out or "the output folder")
     click.echo(retrain_summary(result))
 
 

@@ -51,10 +51,10 @@ def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor
 
 
-def save_model(model: torch.nn.Module, target: Path, class_names: list[str], config: Any,
+def save_model(state: dict[str, torch.Tensor], target: Path, class_names: list[str], config: Any,
                normalization: dict[str, list[float]]) -> None:
     """State dict plus what is needed to use it; only tensors and plain values, so weights_only=True loads it."""
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    state = {key: value.detach().cpu() for key, value in state.items()}
     payload = {"state_dict": state, "class_names": class_names, "config": config.to_dict(),
                "normalization": normalization, "labelscrub_version": __version__}
     with atomic_path(target) as temporary:

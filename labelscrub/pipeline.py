@@ -132,7 +132,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     write_report(report, report_path)
     manifest_path = write_manifest(train_set, outcome.final_kept & eligible, out_dir, manifest_format, metadata)
     model_path = out_dir / "model.pt"
-    save_model(outcome.model, model_path, train_set.class_names, config, outcome.normalization)
+    save_model(outcome.model.state_dict(), model_path, train_set.class_names, config, outcome.normalization)
 
     summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, errors, outcome,
                            load_seconds, time.perf_counter() - started, device,

@@ -4,6 +4,7 @@ The recipe comes from the clean run (the `labelscrub` metadata of report.parquet
 manifest.parquet) with any training options overriding it; training is plain cross-entropy on every kept sample.
 Test data is `test` (any input form, labels taken as true) or the held-out data the clean run found. With
 `compare=True` the same recipe and seed also train on every sample of the original input (the noisy baseline).
+A checkpoint after every epoch lets `resume=True` continue an interrupted retrain.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_all, typical_side
 from labelscrub.model import pick_device
-from labelscrub.outputs import CACHE_FOLDER, prepare_out_dir, save_model, spill_path, to_device
+from labelscrub import checkpoint
+from labelscrub.outputs import (
+    CACHE_FOLDER, CHECKPOINT_NAME, load_checkpoint, prepare_out_dir, save_checkpoint, save_model, spill_path, to_device)
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
-from labelscrub.train import EpochSummary, Progress, Setup, heldout_accuracy, make_setup, probe, train_epoch
+from labelscrub.train import EpochSummary, Progress, Setup, make_setup, probe, train_epoch
 
 # Options of the clean run that retrain may override (shared with `clean` in the CLI).
 TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed")
@@ -49,8 +52,8 @@ class RetrainResult:
 
 
 def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Path | None = None,
-            compare: bool = False, overwrite: bool = False, progress: Progress | None = None,
-            **training_options: Any) -> RetrainResult:
+            compare: bool = False, overwrite: bool = False, resume: bool = False,
+            progress: Progress | None = None, **training_options: Any) -> RetrainResult:
     """Train on the kept samples of a clean run (its folder, or its manifest) and measure held-out accuracy.
 
     Example:
@@ -65,7 +68,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     config = _recipe(metadata, {k: v for k, v in training_options.items() if v is not None})
     class_names = metadata.get("class_names")
     out_dir = Path(out) if out is not None else manifest.parent / "retrain"
-    prepare_out_dir(out_dir, manifest, overwrite)
+    prepare_out_dir(out_dir, manifest, overwrite, resume=resume)
 
     kept = open_data(manifest, image_column=config.image_column, label_column=config.label_column,
                      id_column=config.id_column).train
@@ -76,17 +79,34 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     device = pick_device(config.device)
     progress = progress or Progress()
 
+    current = checkpoint.fingerprint(
+        data=str(manifest.resolve()), sample_ids=kept.sample_ids, labels=kept.labels,
+        config={**config.to_dict(), "test": str(test_set.location), "compare": compare})
+    saved = _saved_checkpoint(out_dir, current) if resume else None
+    # Each finished training ("cleaned", then "baseline") keeps its metrics and weights in the checkpoint, so a
+    # resumed --compare run does not train the finished one again.
+    finished: dict[str, Any] = saved["finished"] if saved else {}
     cache = out_dir / CACHE_FOLDER
     try:
-        test_pixels, test_labels = _decode(test_set, config, cache, "test.npy", device)
-        setup, cleaned = _fit_and_measure(kept, config, device, (test_pixels, test_labels), class_names, cache, progress)
-        baseline = None
-        if compare:
-            original = _original_data(metadata, config, class_names)
-            _, baseline = _fit_and_measure(original, config, device, (test_pixels, test_labels), class_names, cache,
-                                           progress)
+        test = _decode(test_set, config, cache, "test.npy", device)
+        for phase in ("cleaned", "baseline") if compare else ("cleaned",):
+            if phase in finished:
+                continue
+            images = kept if phase == "cleaned" else _original_data(metadata, config, class_names)
+
+            def on_epoch(epoch: int, setup: Setup, phase: str = phase) -> None:
+                save_checkpoint(out_dir, {
+                    "format": checkpoint.FORMAT, "fingerprint": current, "phase": phase, "epoch": epoch,
+                    "model": _cpu_state(setup), "optimizer": setup.optimizer.state_dict(),
+                    "generator": setup.generator.get_state(), "finished": finished})
+
+            resume_from = saved if saved is not None and saved["phase"] == phase else None
+            finished[phase] = _fit_and_measure(images, config, device, test, class_names, cache, progress,
+                                               resume_from=resume_from, on_epoch=on_epoch)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    cleaned = finished["cleaned"]["metrics"]
+    baseline = finished["baseline"]["metrics"] if compare else None
 
     metrics = {"test_data": str(test_set.location), "manifest": str(manifest), "config": config.to_dict(),
                "cleaned": cleaned, "wall_seconds": time.perf_counter() - started}
@@ -94,8 +114,9 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         metrics["noisy_baseline"] = baseline
         metrics["accuracy_difference"] = cleaned["accuracy"] - baseline["accuracy"]
     model_path, metrics_path = out_dir / "model.pt", out_dir / "metrics.json"
-    save_model(setup.model, model_path, class_names, config, setup.normalization)
+    save_model(finished["cleaned"]["model"], model_path, class_names, config, finished["cleaned"]["normalization"])
     write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return RetrainResult(out_dir=out_dir, metrics_path=metrics_path, model_path=model_path,
                          accuracy=cleaned["accuracy"], baseline_accuracy=baseline["accuracy"] if baseline else None,
                          metrics=metrics)
@@ -164,24 +185,45 @@ def _decode(images: LabeledImages, config: CleanConfig, cache: Path, name: str,
     return to_device(pixels, device), labels
 
 
+def _saved_checkpoint(out_dir: Path, current: dict[str, Any]) -> dict[str, Any]:
+    saved = load_checkpoint(out_dir)
+    problems = checkpoint.mismatch(saved["fingerprint"], current)
+    if saved.get("format") != checkpoint.FORMAT or problems:
+        raise LabelscrubError(f"{out_dir / CHECKPOINT_NAME}: cannot resume, the run differs "
+                              f"({'; '.join(problems) or 'older checkpoint format'}); pass the same SOURCE and "
+                              "options, or start again with --overwrite")
+    return saved
+
+
+def _cpu_state(setup: Setup) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu() for key, value in setup.model.state_dict().items()}
+
+
 def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.device,
-                     test: tuple[torch.Tensor, np.ndarray], class_names: list[str], cache: Path,
-                     progress: Progress) -> tuple[Setup, dict[str, Any]]:
-    """Plain training on every readable sample of `images`, then top-1, per-class accuracy and confusion matrix."""
+                     test: tuple[torch.Tensor, np.ndarray], class_names: list[str], cache: Path, progress: Progress,
+                     *, resume_from: dict | None, on_epoch) -> dict[str, Any]:
+    """Plain training on every readable sample of `images`, then top-1, per-class accuracy and confusion matrix.
+    Returns the metrics with the trained weights and normalisation."""
     started = time.perf_counter()
     pixels, labels = _decode(images, config, cache, "train.npy", device)
     eligible = labels >= 0
     if not eligible.any():
         raise LabelscrubError(f"{images.location}: no readable, labelled sample to train on")
     setup = make_setup(pixels, labels, eligible, len(class_names), config, device)
-    for epoch in range(config.epochs):
+    first = 0
+    if resume_from is not None:
+        setup.model.load_state_dict(resume_from["model"])
+        setup.optimizer.load_state_dict(resume_from["optimizer"])
+        setup.generator.set_state(resume_from["generator"])
+        first = resume_from["epoch"] + 1
+    for epoch in range(first, config.epochs):
         train_loss, seconds, _ = train_epoch(setup, eligible, epoch, schedule_epochs=config.epochs, progress=progress)
-        accuracy = heldout_accuracy(setup, test) if epoch == config.epochs - 1 else None
         progress.epoch_done(EpochSummary(
             epoch=epoch, rho=0.0, trained=int(eligible.sum()), dropped=0, train_loss=train_loss,
-            probe_loss=float("nan"), heldout_accuracy=accuracy, train_seconds=seconds, probe_seconds=0.0,
+            probe_loss=float("nan"), heldout_accuracy=None, train_seconds=seconds, probe_seconds=0.0,
             train_images_per_second=int(eligible.sum()) / max(seconds, 1e-9), probe_images_per_second=0.0,
             phase="retrain"), config.epochs)
+        on_epoch(epoch, setup)
     test_pixels, test_labels = test
     readable = np.flatnonzero(test_labels >= 0)
     predicted = probe(setup, test_pixels, test_labels, readable).predicted[readable]
@@ -190,7 +232,7 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.d
     np.add.at(confusion, (truth, predicted), 1)
     per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
                  for i, name in enumerate(class_names)}
-    return setup, {
+    metrics = {
         "accuracy": float((predicted == truth).mean()) if len(readable) else float("nan"),
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted class
@@ -201,3 +243,4 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.d
         "wall_seconds": time.perf_counter() - started,
         "recipe": dataclasses.asdict(config),
     }
+    return {"metrics": metrics, "model": _cpu_state(setup), "normalization": setup.normalization}

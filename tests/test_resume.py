@@ -1,6 +1,7 @@
 """Interrupt and resume: a run killed with SIGKILL mid-way and resumed ends exactly where an uninterrupted run of
 the same seed ends."""
 
+import json
 import os
 import signal
 import subprocess
@@ -70,3 +71,29 @@ def test_resume_with_different_options_is_refused(tmp_path):
 def test_resume_without_a_checkpoint_says_so(tmp_path):
     result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(tmp_path), "--resume"])
     assert result.exit_code != 0 and "no checkpoint.pt to resume from" in result.output
+
+
+def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
+    run, _ = folder_run
+    options = ["--compare", "--epochs", "3", "--seed", "5"]
+    complete = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(tmp_path / "a"), "--quiet", *options])
+    assert complete.exit_code == 0, complete.output
+
+    killed = tmp_path / "b"
+    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "retrain", str(run), "--out", str(killed),
+                                *options], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    finished_epochs = 0
+    for line in process.stderr:
+        finished_epochs += line.startswith("epoch ")
+        if finished_epochs == 5:  # the cleaned training is done, the baseline is in its second epoch
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert not (killed / "metrics.json").exists()
+    resumed = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(killed), "--resume", "--quiet", *options])
+    assert resumed.exit_code == 0, resumed.output
+    expected = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    got = json.loads((killed / "metrics.json").read_text())
+    for part in ("cleaned", "noisy_baseline"):
+        assert got[part]["accuracy"] == pytest.approx(expected[part]["accuracy"], abs=1e-9)
+        assert got[part]["confusion_matrix"] == expected[part]["confusion_matrix"]
