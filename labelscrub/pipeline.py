@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from labelscrub import __version__
-from labelscrub.atomic import write_text
+from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_all, typical_side
@@ -128,18 +128,16 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         predicted=outcome.predicted, p_label=outcome.p_label, final_loss=outcome.final_loss,
         score=outcome.score, loss_history=outcome.loss_history, kept_history=outcome.kept_history,
         dropped=dropped, errors=errors, metadata=metadata)
-    report_path = out_dir / "report.parquet"
-    write_report(report, report_path)
-    manifest_path = write_manifest(train_set, outcome.final_kept & eligible, out_dir, manifest_format, metadata)
-    model_path = out_dir / "model.pt"
-    save_model(outcome.model.state_dict(), model_path, train_set.class_names, config, outcome.normalization)
-
-    summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, errors, outcome,
-                           load_seconds, time.perf_counter() - started, device,
-                           outputs={"report": report_path, "manifest": manifest_path, "model": model_path,
-                                    "run": out_dir / "run.json"})
-    run_json_path = out_dir / "run.json"
-    write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
+    report_path, model_path, run_json_path = out_dir / "report.parquet", out_dir / "model.pt", out_dir / "run.json"
+    with outputs_together():  # the report, manifest, model and run.json appear together or not at all
+        write_report(report, report_path)
+        manifest_path = write_manifest(train_set, outcome.final_kept & eligible, out_dir, manifest_format, metadata)
+        save_model(outcome.model.state_dict(), model_path, train_set.class_names, config, outcome.normalization)
+        summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, errors, outcome,
+                               load_seconds, time.perf_counter() - started, device,
+                               outputs={"report": report_path, "manifest": manifest_path, "model": model_path,
+                                        "run": run_json_path})
+        write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # every output is in place; nothing left to resume
     return CleanResult(
         out_dir=out_dir, report_path=report_path, manifest_path=manifest_path, model_path=model_path,

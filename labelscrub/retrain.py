@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelscrub.atomic import write_text
+from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_all, typical_side
@@ -114,8 +114,10 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         metrics["noisy_baseline"] = baseline
         metrics["accuracy_difference"] = cleaned["accuracy"] - baseline["accuracy"]
     model_path, metrics_path = out_dir / "model.pt", out_dir / "metrics.json"
-    save_model(finished["cleaned"]["model"], model_path, class_names, config, finished["cleaned"]["normalization"])
-    write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    with outputs_together():
+        save_model(finished["cleaned"]["model"], model_path, class_names, config,
+                   finished["cleaned"]["normalization"])
+        write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return RetrainResult(out_dir=out_dir, metrics_path=metrics_path, model_path=model_path,
                          accuracy=cleaned["accuracy"], baseline_accuracy=baseline["accuracy"] if baseline else None,

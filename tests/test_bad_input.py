@@ -246,15 +246,17 @@ def test_label_file_paths_outside_its_folder_need_allow_outside_root(tmp_path):
     assert allowed.exit_code == 0, allowed.output
 
 
-def test_output_errors_leave_no_partial_file(tmp_path, monkeypatch):
-    """A full disk while the report is written: a clear error and no half-written report."""
+@pytest.mark.parametrize("failing", ["labelscrub.manifest.csv.writer", "labelscrub.report.pq.write_table"])
+def test_a_full_disk_leaves_no_partial_outputs(tmp_path, monkeypatch, failing):
+    """The disk fills while the outputs are written: a clear error, and none of the outputs (no report without
+    its manifest), no temporary files left behind."""
     for index in range(6):
         write_image(tmp_path / "data" / "ab"[index % 2] / f"{index}.png", colour_for(index))
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("labelscrub.report.pq.write_table", disk_full)
+    monkeypatch.setattr(failing, disk_full)
     with pytest.raises(LabelscrubError, match="No space left on device"):
         labelscrub.clean(tmp_path / "data", tmp_path / "out", **TINY_RUN)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint.pt"]  # the run can resume
