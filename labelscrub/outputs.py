@@ -66,10 +66,18 @@ def save_checkpoint(out_dir: Path, payload: dict) -> None:
         torch.save(payload, temporary)
 
 
-def load_checkpoint(out_dir: Path) -> dict:
+def load_checkpoint(out_dir: Path, current_fingerprint: dict) -> dict:
+    """The checkpoint in `out_dir`, refused with the differences named when it belongs to another run."""
+    from labelscrub import checkpoint
+
     path = out_dir / CHECKPOINT_NAME
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file: say so instead of a pickle traceback
         raise LabelscrubError(f"{path}: cannot read the checkpoint ({type(error).__name__}); run again without "
                               "--resume (use --overwrite)") from None
+    problems = checkpoint.mismatch(saved["fingerprint"], current_fingerprint)
+    if saved.get("format") != checkpoint.FORMAT or problems:
+        raise LabelscrubError(f"{path}: cannot resume, the run differs ({'; '.join(problems) or 'older format'}); "
+                              "pass the same input and options, or start again with --overwrite")
+    return saved

@@ -106,13 +106,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
 
         current = checkpoint.fingerprint(data=str(data_path.resolve()), config=config.to_dict(),
                                          sample_ids=train_set.sample_ids, labels=train_set.labels)
-        saved = load_checkpoint(out_dir) if resume else None
-        if saved is not None:
-            problems = checkpoint.mismatch(saved["fingerprint"], current)
-            if saved.get("format") != checkpoint.FORMAT or problems:
-                raise LabelscrubError(f"{out_dir / CHECKPOINT_NAME}: cannot resume, the run differs "
-                                      f"({'; '.join(problems) or 'older checkpoint format'}); pass the same DATA "
-                                      "and options, or start again with --overwrite")
+        saved = load_checkpoint(out_dir, current) if resume else None
         outcome = train_with_method(Task(
             pixels=to_device(pixels, device), labels=train_set.labels, sample_ids=train_set.sample_ids,
             eligible=eligible, num_classes=len(train_set.class_names), config=config, device=device,

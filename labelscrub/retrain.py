@@ -82,7 +82,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     current = checkpoint.fingerprint(
         data=str(manifest.resolve()), sample_ids=kept.sample_ids, labels=kept.labels,
         config={**config.to_dict(), "test": str(test_set.location), "compare": compare})
-    saved = _saved_checkpoint(out_dir, current) if resume else None
+    saved = load_checkpoint(out_dir, current) if resume else None
     # Each finished training ("cleaned", then "baseline") keeps its metrics and weights in the checkpoint, so a
     # resumed --compare run does not train the finished one again.
     finished: dict[str, Any] = saved["finished"] if saved else {}
@@ -185,16 +185,6 @@ def _decode(images: LabeledImages, config: CleanConfig, cache: Path, name: str,
                                 spill_path=spill_path(cache, name))
     labels = np.where([error is None for error in errors], images.labels, -1)
     return to_device(pixels, device), labels
-
-
-def _saved_checkpoint(out_dir: Path, current: dict[str, Any]) -> dict[str, Any]:
-    saved = load_checkpoint(out_dir)
-    problems = checkpoint.mismatch(saved["fingerprint"], current)
-    if saved.get("format") != checkpoint.FORMAT or problems:
-        raise LabelscrubError(f"{out_dir / CHECKPOINT_NAME}: cannot resume, the run differs "
-                              f"({'; '.join(problems) or 'older checkpoint format'}); pass the same SOURCE and "
-                              "options, or start again with --overwrite")
-    return saved
 
 
 def _cpu_state(setup: Setup) -> dict[str, torch.Tensor]:
