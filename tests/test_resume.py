@@ -97,3 +97,19 @@ def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
     for part in ("cleaned", "noisy_baseline"):
         assert got[part]["accuracy"] == pytest.approx(expected[part]["accuracy"], abs=1e-9)
         assert got[part]["confusion_matrix"] == expected[part]["confusion_matrix"]
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(out),
+                                *OPTIONS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in process.stderr:
+        if line.startswith("epoch 2/5"):
+            process.send_signal(signal.SIGINT)
+            break
+    message = process.stderr.read()
+    process.wait()
+    assert process.returncode == 130
+    assert "Traceback" not in message and "interrupted" in message
+    assert f"labelscrub clean {DIGITS} --out {out}" in message and message.strip().endswith("--resume")
+    assert (out / "checkpoint.pt").exists() and not (out / "report.parquet").exists()
