@@ -64,6 +64,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--stem", default="imagenet")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--rho-max", type=float, default=None, help="default: the planted noise rate")
+    parser.add_argument("--warmup", type=int, default=None, help="Step-E warm-up epochs (default: labelscrub's)")
+    parser.add_argument("--ramp", type=int, default=None, help="Step-E ramp epochs (default: labelscrub's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
@@ -103,13 +105,15 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
     write_subset(source / "test.parquet", test_rows, test_labels_all[test_rows], data / "test.parquet")
     rho_max = args.rho_max if args.rho_max is not None else max(float(flipped.mean()), 0.0)
     recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
+    schedule = dict(warmup=args.warmup, ramp=args.ramp)
     print(f"== {setting}: {len(train_rows)} train ({int(flipped.sum())} flipped), {len(test_rows)} test, "
           f"rho_max {rho_max:.3f}", flush=True)
 
     rows, erm_seconds = [], None
     for method in sorted(args.methods, key=lambda name: name != "erm"):  # erm first: the time reference
         started = time.perf_counter()
-        result = labelscrub.clean(data, out / method, overwrite=True, method=method, rho_max=rho_max, **recipe)
+        result = labelscrub.clean(data, out / method, overwrite=True, method=method, rho_max=rho_max, **schedule,
+                                  **recipe)
         seconds = time.perf_counter() - started
         erm_seconds = seconds if method == "erm" else erm_seconds
         report = result.report()
