@@ -101,8 +101,10 @@ def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(tmp_path):
     out = tmp_path / "run"
+    # A shell's background job inherits SIGINT as ignored; give the child the default, as a terminal would.
     process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(out),
-                                *OPTIONS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                                *OPTIONS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
         if line.startswith("epoch 2/5"):
             process.send_signal(signal.SIGINT)
