@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 import labelscrub
 from labelscrub.config import METHOD_NAMES, CleanConfig
-from labelscrub.images import decode_all
 from labelscrub.model import pick_device
+from labelscrub.outputs import decode_to_device
 from labelscrub.planted import CIFAR10_ASYMMETRIC, auroc, detection_scores, inject_noise
 from labelscrub.sources import open_data
 from labelscrub.train import make_setup, probe, train_epoch
@@ -142,8 +141,7 @@ def run_cleanlab(setting: str, data: Path, noisy: np.ndarray, flipped: np.ndarra
     images = open_data(data).train
     config = CleanConfig(method="erm", **recipe).resolve(typical_side=recipe["image_size"] or 32)
     device = pick_device(config.device)
-    pixels, _ = decode_all(images, config.image_size, memory_budget_bytes=int(4e9))
-    pixels_t = torch.from_numpy(pixels).to(device) if device.type == "cuda" else torch.from_numpy(pixels)
+    pixels_t, _, _ = decode_to_device(images, config, out / ".cache", "cv.npy", device)
     folds = np.random.default_rng(config.seed).permutation(len(noisy)) % CV_FOLDS
     pred_probs = np.zeros((len(noisy), len(images.class_names)), np.float32)
     for fold in range(CV_FOLDS):

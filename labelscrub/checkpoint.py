@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelscrub.model import cpu_state_dict
+
 FORMAT = 1  # bump when the layout changes; older checkpoints are then refused rather than misread
 
 
@@ -25,7 +27,7 @@ def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any],
         "fingerprint": fingerprint,
         "phase": phase,
         "epoch": epoch,
-        "model": {key: value.detach().cpu() for key, value in setup.model.state_dict().items()},
+        "model": cpu_state_dict(setup.model),
         "optimizer": setup.optimizer.state_dict(),
         "generator": setup.generator.get_state(),
         "losses": [torch.from_numpy(row) for row in history.losses],

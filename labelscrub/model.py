@@ -21,6 +21,11 @@ def build_model(num_classes: int, stem: str) -> nn.Module:
     return model
 
 
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights and buffers on the CPU, for files that must load on any machine."""
+    return {key: value.detach().cpu() for key, value in model.state_dict().items()}
+
+
 def pick_device(requested: str) -> torch.device:
     """"auto" prefers CUDA, then Apple's MPS, then the CPU."""
     if requested != "auto":

@@ -1,4 +1,5 @@
-"""Files and folders every command shares: the output-folder guard, decoded-image spill files, the model file."""
+"""Files and folders every command shares: the output-folder guard, decoding with spill files, the model file,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelscrub import __version__
+from labelscrub import __version__, checkpoint
 from labelscrub.atomic import atomic_path
+from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
+from labelscrub.images import decode_all
+from labelscrub.sources import LabeledImages
 
 CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
 CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
@@ -43,6 +47,16 @@ def spill_path(cache_dir: Path, name: str) -> Path:
     return cache_dir / name
 
 
+def decode_to_device(images: LabeledImages, config: CleanConfig, cache_dir: Path, name: str,
+                     device: torch.device) -> tuple[torch.Tensor, np.ndarray, list[str | None]]:
+    """Decode `images` at config.image_size, spilling to `cache_dir/name` beyond the memory budget, onto `device`.
+    Returns the pixels, the labels with -1 where a sample is unreadable or unlabelled, and each sample's error."""
+    pixels, errors = decode_all(images, config.image_size, memory_budget_bytes=int(config.image_memory_gb * 1e9),
+                                spill_path=spill_path(cache_dir, name))
+    labels = np.where([error is None for error in errors], images.labels, -1)
+    return to_device(pixels, device), labels, errors
+
+
 def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     tensor = torch.from_numpy(pixels)  # shares memory with a memory-mapped array instead of loading it
     # Small decoded datasets live on the accelerator so batches never cross the bus; others stay in host memory.
@@ -53,8 +67,8 @@ def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def save_model(state: dict[str, torch.Tensor], target: Path, class_names: list[str], config: Any,
                normalization: dict[str, list[float]]) -> None:
-    """State dict plus what is needed to use it; only tensors and plain values, so weights_only=True loads it."""
-    state = {key: value.detach().cpu() for key, value in state.items()}
+    """A CPU state dict (`model.cpu_state_dict`) plus what is needed to use it; only tensors and plain values, so
+    weights_only=True loads it."""
     payload = {"state_dict": state, "class_names": class_names, "config": config.to_dict(),
                "normalization": normalization, "labelscrub_version": __version__}
     with atomic_path(target) as temporary:
@@ -68,8 +82,6 @@ def save_checkpoint(out_dir: Path, payload: dict) -> None:
 
 def load_checkpoint(out_dir: Path, current_fingerprint: dict) -> dict:
     """The checkpoint in `out_dir`, refused with the differences named when it belongs to another run."""
-    from labelscrub import checkpoint
-
     path = out_dir / CHECKPOINT_NAME
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)

@@ -23,12 +23,12 @@ from labelscrub import __version__
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
-from labelscrub.images import decode_all, typical_side
+from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, write_manifest
 from labelscrub import checkpoint
 from labelscrub.outputs import (
-    CACHE_FOLDER, CHECKPOINT_NAME, load_checkpoint, prepare_out_dir, save_checkpoint, save_model, spill_path, to_device)
-from labelscrub.model import pick_device
+    CACHE_FOLDER, CHECKPOINT_NAME, decode_to_device, load_checkpoint, prepare_out_dir, save_checkpoint, save_model)
+from labelscrub.model import cpu_state_dict, pick_device
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
@@ -91,16 +91,11 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
 
     cache_dir = out_dir / CACHE_FOLDER
     try:
-        budget = int(config.image_memory_gb * 1e9)
-        pixels, errors = decode_all(train_set, config.image_size, memory_budget_bytes=budget,
-                                    spill_path=spill_path(cache_dir, "train.npy"))
+        pixels, trainable_labels, errors = decode_to_device(train_set, config, cache_dir, "train.npy", device)
         heldout = None
         if heldout_set is not None:
-            heldout_pixels, heldout_errors = decode_all(heldout_set, config.image_size, memory_budget_bytes=budget,
-                                                        spill_path=spill_path(cache_dir, "heldout.npy"))
-            heldout_labels = np.where([e is None for e in heldout_errors], heldout_set.labels, -1)
-            heldout = (to_device(heldout_pixels, device), heldout_labels)
-        eligible = np.array([error is None for error in errors], dtype=bool) & (train_set.labels >= 0)
+            heldout = decode_to_device(heldout_set, config, cache_dir, "heldout.npy", device)[:2]
+        eligible = trainable_labels >= 0
         _check_trainable(train_set, eligible, errors, config.max_bad_fraction)
         load_seconds = time.perf_counter() - started
 
@@ -108,7 +103,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
                                          sample_ids=train_set.sample_ids, labels=train_set.labels)
         saved = load_checkpoint(out_dir, current) if resume else None
         outcome = train_with_method(Task(
-            pixels=to_device(pixels, device), labels=train_set.labels, sample_ids=train_set.sample_ids,
+            pixels=pixels, labels=train_set.labels, sample_ids=train_set.sample_ids,
             eligible=eligible, num_classes=len(train_set.class_names), config=config, device=device,
             heldout=heldout, progress=progress or Progress(), resume=saved, fingerprint=current,
             on_checkpoint=lambda payload: save_checkpoint(out_dir, payload)))
@@ -126,7 +121,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     with outputs_together():  # the report, manifest, model and run.json appear together or not at all
         write_report(report, report_path)
         manifest_path = write_manifest(train_set, outcome.final_kept & eligible, out_dir, manifest_format, metadata)
-        save_model(outcome.model.state_dict(), model_path, train_set.class_names, config, outcome.normalization)
+        save_model(cpu_state_dict(outcome.model), model_path, train_set.class_names, config, outcome.normalization)
         summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, errors, outcome,
                                load_seconds, time.perf_counter() - started, device,
                                outputs={"report": report_path, "manifest": manifest_path, "model": model_path,

@@ -23,11 +23,11 @@ import torch
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
-from labelscrub.images import decode_all, typical_side
-from labelscrub.model import pick_device
+from labelscrub.images import typical_side
+from labelscrub.model import cpu_state_dict, pick_device
 from labelscrub import checkpoint
 from labelscrub.outputs import (
-    CACHE_FOLDER, CHECKPOINT_NAME, load_checkpoint, prepare_out_dir, save_checkpoint, save_model, spill_path, to_device)
+    CACHE_FOLDER, CHECKPOINT_NAME, decode_to_device, load_checkpoint, prepare_out_dir, save_checkpoint, save_model)
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
 from labelscrub.train import EpochSummary, Progress, Setup, make_setup, probe, train_epoch
@@ -88,7 +88,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     finished: dict[str, Any] = saved["finished"] if saved else {}
     cache = out_dir / CACHE_FOLDER
     try:
-        test = _decode(test_set, config, cache, "test.npy", device)
+        test = decode_to_device(test_set, config, cache, "test.npy", device)[:2]
         for phase in ("cleaned", "baseline") if compare else ("cleaned",):
             if phase in finished:
                 continue
@@ -97,7 +97,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
             def on_epoch(epoch: int, setup: Setup, phase: str = phase) -> None:
                 save_checkpoint(out_dir, {
                     "format": checkpoint.FORMAT, "fingerprint": current, "phase": phase, "epoch": epoch,
-                    "model": _cpu_state(setup), "optimizer": setup.optimizer.state_dict(),
+                    "model": cpu_state_dict(setup.model), "optimizer": setup.optimizer.state_dict(),
                     "generator": setup.generator.get_state(), "finished": finished})
 
             resume_from = saved if saved is not None and saved["phase"] == phase else None
@@ -179,25 +179,13 @@ def _original_data(metadata: dict[str, Any], config: CleanConfig, class_names: l
     return align_classes(original, class_names)
 
 
-def _decode(images: LabeledImages, config: CleanConfig, cache: Path, name: str,
-            device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    pixels, errors = decode_all(images, config.image_size, memory_budget_bytes=int(config.image_memory_gb * 1e9),
-                                spill_path=spill_path(cache, name))
-    labels = np.where([error is None for error in errors], images.labels, -1)
-    return to_device(pixels, device), labels
-
-
-def _cpu_state(setup: Setup) -> dict[str, torch.Tensor]:
-    return {key: value.detach().cpu() for key, value in setup.model.state_dict().items()}
-
-
 def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.device,
                      test: tuple[torch.Tensor, np.ndarray], class_names: list[str], cache: Path, progress: Progress,
                      *, resume_from: dict | None, on_epoch) -> dict[str, Any]:
     """Plain training on every readable sample of `images`, then top-1, per-class accuracy and confusion matrix.
     Returns the metrics with the trained weights and normalisation."""
     started = time.perf_counter()
-    pixels, labels = _decode(images, config, cache, "train.npy", device)
+    pixels, labels, _ = decode_to_device(images, config, cache, "train.npy", device)
     eligible = labels >= 0
     if not eligible.any():
         raise LabelscrubError(f"{images.location}: no readable, labelled sample to train on")
@@ -235,4 +223,4 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.d
         "wall_seconds": time.perf_counter() - started,
         "recipe": dataclasses.asdict(config),
     }
-    return {"metrics": metrics, "model": _cpu_state(setup), "normalization": setup.normalization}
+    return {"metrics": metrics, "model": cpu_state_dict(setup.model), "normalization": setup.normalization}

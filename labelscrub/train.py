@@ -78,10 +78,9 @@ class Setup:
 
 
 def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, num_classes: int,
-               config: CleanConfig, device: torch.device, *, seed: int | None = None) -> Setup:
-    """A freshly initialised model and optimiser. `config` must be resolved; `seed` defaults to config.seed."""
-    seed = config.seed if seed is None else seed
-    torch.manual_seed(seed)
+               config: CleanConfig, device: torch.device) -> Setup:
+    """A freshly initialised model and optimiser, seeded by config.seed. `config` must be resolved."""
+    torch.manual_seed(config.seed)
     eligible_index = np.flatnonzero(eligible)
     mean, std = channel_stats(pixels[torch.from_numpy(eligible_index).to(pixels.device)] if len(eligible_index) else pixels)
     model = build_model(num_classes, config.stem).to(device)
@@ -95,7 +94,7 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
         labels=torch.from_numpy(np.where(labels >= 0, labels, 0)).to(device),
         mean=torch.tensor(mean, device=device)[None, :, None, None],
         std=torch.tensor(std, device=device)[None, :, None, None],
-        generator=torch.Generator().manual_seed(seed), device=device, config=config,
+        generator=torch.Generator().manual_seed(config.seed), device=device, config=config,
         augment=random_crop_flip if config.stem == "cifar" else random_resized_crop_flip,
         autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext,
         normalization={"mean": mean, "std": std})
