@@ -17,7 +17,7 @@ import torch
 
 from labelscrub.model import cpu_state_dict
 
-FORMAT = 1  # bump when the layout changes; older checkpoints are then refused rather than misread
+FORMAT = 2  # bump when the layout changes; older checkpoints are then refused rather than misread
 
 
 def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any], fingerprint: dict[str, Any]) -> dict:
@@ -34,7 +34,7 @@ def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any],
         "kept": [torch.from_numpy(row) for row in history.kept],
         "summaries": [dataclasses.asdict(summary) for summary in history.summaries],
         "last": {"losses": torch.from_numpy(last.losses), "predicted": torch.from_numpy(last.predicted),
-                 "p_label": torch.from_numpy(last.p_label)},
+                 "p_label": torch.from_numpy(last.p_label), "margin": torch.from_numpy(last.margin)},
         "state": {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
                   for key, value in state.items()},
     }
@@ -51,7 +51,7 @@ def restore(payload: dict, setup, history, summary_type) -> tuple[int, Any]:
     history.kept[:] = [row.numpy() for row in payload["kept"]]
     history.summaries[:] = [summary_type(**summary) for summary in payload["summaries"]]
     last = payload["last"]
-    probe = Probe(last["losses"].numpy(), last["predicted"].numpy(), last["p_label"].numpy())
+    probe = Probe(last["losses"].numpy(), last["predicted"].numpy(), last["p_label"].numpy(), last["margin"].numpy())
     return payload["epoch"] + 1, probe
 
 

@@ -10,7 +10,7 @@ import sys
 import click
 
 from labelscrub import __version__
-from labelscrub.config import MANIFEST_FORMATS, METHOD_NAMES, STEMS
+from labelscrub.config import LOSS_PASSES, MANIFEST_FORMATS, METHOD_NAMES, RANKINGS, SELECTIONS, STEMS, CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.retrain import retrain as retrain_data
@@ -40,6 +40,8 @@ def training_options(*, from_run: bool):
         click.option("--device", default=default("auto"), help=show("auto, cpu, cuda, cuda:N or mps.", "auto")),
         click.option("--seed", type=int, default=default(0),
                      help=show("Seed for initialisation, order and augmentation.", 0)),
+        click.option("--compile/--no-compile", "compile", default=default(False),
+                     help=show("torch.compile the network (worth it on CUDA for long runs).", "no")),
     ]
 
     def decorate(command):
@@ -68,6 +70,15 @@ def cli() -> None:
               help="Final share of samples left out of training (your estimate of the noise rate).")
 @click.option("--warmup", type=int, default=None, help="Epochs trained on all samples [default: 20% of epochs].")
 @click.option("--ramp", type=int, default=None, help="Epochs for rho to rise to rho-max [default: 20% of epochs].")
+@click.option("--select", type=click.Choice(SELECTIONS), default=CleanConfig.select, show_default=True,
+              help="Drop the highest scores overall, or the same share of every class.")
+@click.option("--rank-by", type=click.Choice(RANKINGS), default=CleanConfig.rank_by, show_default=True,
+              help="Score: loss of the given label, or margin of the best other class over it.")
+@click.option("--smoothing", type=float, default=CleanConfig.smoothing, show_default=True,
+              help="Average the score across epochs: weight of the previous epochs' score, 0 = last epoch only.")
+@click.option("--loss-pass", type=click.Choice(LOSS_PASSES), default=CleanConfig.loss_pass, show_default=True,
+              help="train: losses from the training forward pass (no extra cost); probe: the paper's separate "
+              "eval pass after every epoch.")
 @click.option("--image-column", default=None, help="Parquet column with the images [default: found automatically].")
 @click.option("--label-column", default=None, help="Column with the labels [default: found automatically].")
 @click.option("--id-column", default=None, help="Column with stable sample ids [default: file.parquet:row].")

@@ -18,6 +18,9 @@ STEMS = ("auto", "cifar", "imagenet")
 MANIFEST_FORMATS = ("csv", "jsonl", "parquet")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 METHOD_NAMES = ("stepe", "erm", "truncation", "spl", "oneshot")  # see methods.py
+LOSS_PASSES = ("train", "probe")  # see train.py
+SELECTIONS = ("global", "per-class")  # see schedule.select_kept
+RANKINGS = ("loss", "margin")  # see ranking.py
 
 # Images whose typical side is at most this many pixels are trained at native size with the CIFAR stem.
 SMALL_IMAGE_SIDE = 64
@@ -55,8 +58,13 @@ class CleanConfig:
     rho_max: float = 0.2  # final share of training samples left out of the gradient updates
     warmup: int | None = None  # epochs trained on everything; None = 20% of epochs
     ramp: int | None = None  # epochs over which rho rises linearly to rho_max; None = 20% of epochs
+    loss_pass: str = "train"  # "train": losses from the training forward pass; "probe": a separate eval pass
+    select: str = "global"  # "global": drop the highest scores overall; "per-class": the same share of every class
+    rank_by: str = "loss"  # "loss": cross-entropy of the given label; "margin": best other class over the given one
+    smoothing: float = 0.5  # score = smoothing x previous score + (1 - smoothing) x this epoch's value
     # --- run ---
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
+    compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)
     seed: int = 0  # drives shuffling, augmentation and initialisation
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
@@ -64,6 +72,11 @@ class CleanConfig:
     def __post_init__(self) -> None:
         _check(self.method in METHOD_NAMES,
                f"--method must be one of {', '.join(METHOD_NAMES)}, not {self.method!r}")
+        _check(self.loss_pass in LOSS_PASSES,
+               f"--loss-pass must be one of {', '.join(LOSS_PASSES)}, not {self.loss_pass!r}")
+        _check(self.select in SELECTIONS, f"--select must be one of {', '.join(SELECTIONS)}, not {self.select!r}")
+        _check(self.rank_by in RANKINGS, f"--rank-by must be one of {', '.join(RANKINGS)}, not {self.rank_by!r}")
+        _check(0.0 <= self.smoothing < 1.0, f"--smoothing must be in [0, 1), not {self.smoothing}")
         _check(self.stem in STEMS, f"--stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
         _check(self.device in DEVICES or self.device.startswith("cuda:"),
                f"--device must be one of {', '.join(DEVICES)} (or cuda:N), not {self.device!r}")

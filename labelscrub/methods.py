@@ -1,16 +1,18 @@
 """Which samples train when: Step-E and the methods it is compared with, all built from `train.py`'s pieces.
 
-Every method probes every readable sample after every epoch (so each report has the same loss trajectories) and
-ends with a keep mask, the final selection, and a ranking score:
+Every method measures every readable sample in every epoch (so each report has the same loss trajectories; how
+is `CleanConfig.loss_pass`, see train.py) and ends with a keep mask, the final selection, and a ranking score. The
+score is `ranking.updated_score` of the measurements (the last loss by default); the selection rule is
+`schedule.select_kept`, over all samples or per class (`CleanConfig.select`):
 
-- stepe: before epoch t, the ceil(rho_t * N) highest probe losses of epoch t-1 are left out of the batches; rho_t
-  follows `schedule.rho_at`. Final selection: the same rule on the last probe with the last rho. Score: last loss.
-- erm: plain training on everything; nothing is dropped. Score: last probe loss (a ranking only).
+- stepe: before epoch t, the ceil(rho_t * N) highest scores after epoch t-1 are left out of the batches; rho_t
+  follows `schedule.rho_at`. Final selection: the same rule on the last score with the last rho.
+- erm: plain training on everything; nothing is dropped. The score is a ranking only.
 - truncation: loss truncation; inside every batch the ceil(rho_t * B) highest losses get no gradient. Final
-  selection and score as stepe.
+  selection as stepe.
 - spl: self-paced learning; after the warm-up a sample trains only while its last probe loss is below lambda_t.
   lambda starts at the (1 - rho_max) quantile of the losses after the warm-up and grows by SPL_GROWTH per epoch.
-  Final selection: samples whose last loss is below the last lambda. Score: last loss.
+  Final selection: samples whose last loss is below the last lambda.
 - oneshot: train plainly for the warm-up epochs, rank once by that model's probe losses, drop the top rho_max for
   good, then train a fresh model on the rest for the full schedule. Score: the ranking losses. Its trajectories
   hold the ranking run's epochs followed by the fresh run's.
@@ -27,6 +29,7 @@ import torch
 
 from labelscrub import checkpoint
 from labelscrub.config import METHOD_NAMES, CleanConfig
+from labelscrub.ranking import updated_score
 from labelscrub.schedule import rho_at, select_kept
 from labelscrub.train import EpochSummary, Probe, Progress, Setup, heldout_accuracy, make_setup, probe, train_epoch
 
@@ -83,6 +86,16 @@ class Task:
         config = self.config
         return rho_at(epoch, rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp)
 
+    @property
+    def score(self) -> np.ndarray:
+        """The current ranking score (higher = more suspect), updated after every epoch by `_run_epochs`."""
+        return self.state["score"]
+
+    def select(self, scores: np.ndarray, rho: float) -> np.ndarray:
+        """Keep mask leaving out the ceil(rho * n) highest `scores`, overall or within each given class."""
+        groups = self.labels if self.config.select == "per-class" else None
+        return select_kept(scores, self.sample_ids, rho, self.eligible, groups)
+
 
 @dataclass
 class _History:
@@ -102,24 +115,32 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
     if task.resume is not None and task.resume["phase"] == phase:
         first, last = checkpoint.restore(task.resume, setup, history, EpochSummary)
         task.resume = None
+    else:
+        task.state["score"] = None  # a fresh phase ranks from its own measurements only
+    config = task.config
     for epoch in range(first, epochs.stop):
         kept = kept_for(epoch, last)
         target_rho = rho_for(epoch) if rho_for is not None else None
-        train_loss, train_seconds, truncated = train_epoch(
-            setup, kept, epoch, schedule_epochs=task.config.epochs,
-            truncate_rho=target_rho if truncate and target_rho else 0.0, progress=task.progress)
-        started = time.perf_counter()
-        last = probe(setup, task.pixels, task.labels, eligible_index)
-        probe_seconds = time.perf_counter() - started
+        training = train_epoch(
+            setup, kept, epoch, schedule_epochs=config.epochs,
+            truncate_rho=target_rho if truncate and target_rho else 0.0,
+            record=task.eligible if config.loss_pass == "train" else None, progress=task.progress)
+        last, probe_seconds = training.measured, 0.0
+        if last is None:  # the paper's separate probe pass
+            started = time.perf_counter()
+            last = probe(setup, task.pixels, task.labels, eligible_index)
+            probe_seconds = time.perf_counter() - started
+        task.state["score"] = updated_score(task.state["score"], last, rank_by=config.rank_by,
+                                            smoothing=config.smoothing)
         trained = int(kept.sum())
-        left_out = readable - trained + truncated
+        left_out = readable - trained + training.truncated
         summary = EpochSummary(
             epoch=epoch, rho=target_rho if target_rho is not None else left_out / max(1, readable),
-            trained=trained, dropped=left_out, train_loss=train_loss,
+            trained=trained, dropped=left_out, train_loss=training.mean_loss,
             probe_loss=float(np.nanmean(last.losses)) if readable else float("nan"),
-            heldout_accuracy=heldout_accuracy(setup, task.heldout), train_seconds=train_seconds,
-            probe_seconds=probe_seconds, train_images_per_second=trained / max(train_seconds, 1e-9),
-            probe_images_per_second=readable / max(probe_seconds, 1e-9), phase=phase)
+            heldout_accuracy=heldout_accuracy(setup, task.heldout), train_seconds=training.seconds,
+            probe_seconds=probe_seconds, train_images_per_second=trained / max(training.seconds, 1e-9),
+            probe_images_per_second=readable / max(probe_seconds, 1e-9) if probe_seconds else 0.0, phase=phase)
         history.losses.append(last.losses)
         history.kept.append(kept)
         history.summaries.append(summary)
@@ -144,26 +165,26 @@ def _stepe(task: Task) -> TrainingOutcome:
     def kept_for(epoch: int, last: Probe | None) -> np.ndarray:
         if last is None:  # nothing measured yet: the first epoch trains on everything
             return task.eligible.copy()
-        return select_kept(last.losses, task.sample_ids, task.rho(epoch), task.eligible)
+        return task.select(task.score, task.rho(epoch))
 
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=kept_for, rho_for=task.rho)
-    final = select_kept(last.losses, task.sample_ids, task.rho(task.config.epochs - 1), task.eligible)
-    return _outcome(setup, history, last, final, last.losses)
+    final = task.select(task.score, task.rho(task.config.epochs - 1))
+    return _outcome(setup, history, last, final, task.score)
 
 
 def _erm(task: Task) -> TrainingOutcome:
     setup, history = task.fresh_setup(), _History()
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: task.eligible.copy(),
                        rho_for=lambda _: 0.0)
-    return _outcome(setup, history, last, task.eligible.copy(), last.losses)
+    return _outcome(setup, history, last, task.eligible.copy(), task.score)
 
 
 def _truncation(task: Task) -> TrainingOutcome:
     setup, history = task.fresh_setup(), _History()
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: task.eligible.copy(),
                        rho_for=task.rho, truncate=True)
-    final = select_kept(last.losses, task.sample_ids, task.rho(task.config.epochs - 1), task.eligible)
-    return _outcome(setup, history, last, final, last.losses)
+    final = task.select(task.score, task.rho(task.config.epochs - 1))
+    return _outcome(setup, history, last, final, task.score)
 
 
 def _spl(task: Task) -> TrainingOutcome:
@@ -193,7 +214,7 @@ def _oneshot(task: Task) -> TrainingOutcome:
                              kept_for=lambda *_: task.eligible.copy(), rho_for=lambda _: 0.0, phase="warmup-ranking")
         del ranking_setup
         task.state["ranking_losses"] = ranked.losses
-        task.state["kept_once"] = select_kept(ranked.losses, task.sample_ids, task.config.rho_max, task.eligible)
+        task.state["kept_once"] = task.select(ranked.losses, task.config.rho_max)
     kept_once, ranking_losses = task.state["kept_once"], task.state["ranking_losses"]
     setup = task.fresh_setup()
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: kept_once.copy(),

@@ -36,11 +36,18 @@ from labelscrub.methods import Task, train_with_method
 from labelscrub.train import Progress
 
 OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
-SCORE_MEANING = {
-    **dict.fromkeys(("stepe", "erm", "truncation", "spl"),
-                    "final probe loss (cross-entropy of the given label, un-augmented); higher = more likely mislabeled"),
-    "oneshot": "probe loss of the ranking model after the warm-up epochs; higher = more likely mislabeled",
-}
+
+
+def score_meaning(config: CleanConfig) -> str:
+    """What the report's `score` column holds, in words, for the report metadata."""
+    if config.method == "oneshot":
+        return "loss of the ranking model after the warm-up epochs; higher = more likely mislabeled"
+    measured = ("cross-entropy of the given label" if config.rank_by == "loss"
+                else "log-probability of the best other class minus that of the given label")
+    where = ("in the training forward pass (augmented)" if config.loss_pass == "train"
+             else "in the probe pass (eval mode, un-augmented)")
+    over = "last epoch" if config.smoothing == 0 else f"moving average over epochs (smoothing {config.smoothing:g})"
+    return f"{measured}, measured {where}, {over}; higher = more likely mislabeled"
 
 
 @dataclass
@@ -171,7 +178,7 @@ def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outco
         "epochs": [dataclasses.asdict(summary) for summary in outcome.epochs],
         "normalization": outcome.normalization,
         "method": config.method,
-        "score": SCORE_MEANING[config.method],
+        "score": score_meaning(config),
     }
 
 
@@ -204,7 +211,8 @@ def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, he
                     "total_seconds": total_seconds},
         "throughput": {
             "train_images_per_second": sum(e.trained for e in epochs) / max(train_seconds, 1e-9),
-            "probe_images_per_second": int(eligible.sum()) * len(epochs) / max(probe_seconds, 1e-9),
+            # None with the "train" loss pass: there is no separate probe pass to time
+            "probe_images_per_second": (int(eligible.sum()) * len(epochs) / probe_seconds) if probe_seconds else None,
         },
         "outputs": {name: str(path) for name, path in outputs.items()},
         "config": config.to_dict(),

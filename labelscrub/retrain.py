@@ -33,7 +33,7 @@ from labelscrub.sources import LabeledImages, align_classes, open_data, read_hel
 from labelscrub.train import EpochSummary, Progress, Setup, make_setup, probe, train_epoch
 
 # Options of the clean run that retrain may override (shared with `clean` in the CLI).
-TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed")
+TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed", "compile")
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl", "manifest.parquet")
 
 
@@ -197,7 +197,8 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.d
         setup.generator.set_state(resume_from["generator"])
         first = resume_from["epoch"] + 1
     for epoch in range(first, config.epochs):
-        train_loss, seconds, _ = train_epoch(setup, eligible, epoch, schedule_epochs=config.epochs, progress=progress)
+        training = train_epoch(setup, eligible, epoch, schedule_epochs=config.epochs, progress=progress)
+        train_loss, seconds = training.mean_loss, training.seconds
         progress.epoch_done(EpochSummary(
             epoch=epoch, rho=0.0, trained=int(eligible.sum()), dropped=0, train_loss=train_loss,
             probe_loss=float("nan"), heldout_accuracy=None, train_seconds=seconds, probe_seconds=0.0,

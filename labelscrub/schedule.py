@@ -37,7 +37,7 @@ def drop_count(rho: float, n_samples: int) -> int:
 
 
 def select_kept(scores: np.ndarray, sample_ids: list[str] | np.ndarray, rho: float,
-                eligible: np.ndarray | None = None) -> np.ndarray:
+                eligible: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
     """Boolean keep mask: False for the ceil(rho * n) highest-scoring eligible samples.
 
     - `scores`: one ranking score per sample (higher = more likely mislabeled). NaN ranks above everything, since a
@@ -45,7 +45,16 @@ def select_kept(scores: np.ndarray, sample_ids: list[str] | np.ndarray, rho: flo
     - Ties are broken by sample id: among equal scores the lexicographically smaller id is dropped first, so the
       result never depends on the order the samples were read in.
     - `eligible`: samples that take part (others, e.g. unreadable ones, are never kept and do not count in n).
+    - `groups` (per-class selection): the rule applies within each group (class) separately, ceil(rho * n_group)
+      from each, so a hard class is not emptied while an easy class keeps its wrong labels.
     """
+    if groups is not None:
+        eligible = np.ones(len(scores), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+        keep = eligible.copy()
+        for group in np.unique(groups[eligible]):
+            members = eligible & (groups == group)
+            keep &= select_kept(scores, sample_ids, rho, members) | ~members
+        return keep
     scores = np.asarray(scores, dtype=np.float64)
     ids = np.asarray(sample_ids, dtype=object)
     eligible = np.ones(len(scores), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)

@@ -1,5 +1,7 @@
 """The training loop on tiny synthetic data: the schedule is applied as documented and seeded runs repeat."""
 
+import math
+
 import numpy as np
 import torch
 
@@ -41,19 +43,52 @@ class CountingProgress(Progress):
         self.batches.append(batches)
 
 
-def test_each_epoch_trains_on_the_samples_the_previous_probe_selected():
+def smoothed_losses(loss_history, smoothing):
+    """The documented score, computed independently: an exponential moving average of each sample's losses."""
+    scores = [loss_history[0]]
+    for losses in loss_history[1:]:
+        scores.append(smoothing * scores[-1] + (1 - smoothing) * losses)
+    return scores
+
+
+def test_each_epoch_trains_on_the_samples_the_previous_score_selected():
     progress = CountingProgress()
     outcome, ids = run(CONFIG, progress=progress)
     assert outcome.loss_history.shape == (4, N) and not np.isnan(outcome.loss_history).any()
     assert outcome.kept_history[0].all()
+    scores = smoothed_losses(outcome.loss_history, CONFIG.smoothing)
+    np.testing.assert_allclose(outcome.score, scores[-1], rtol=1e-5)
     for epoch in range(1, 4):
         rho = rho_at(epoch, rho_max=0.25, warmup=1, ramp=2)
-        expected = select_kept(outcome.loss_history[epoch - 1], ids, rho)
+        expected = select_kept(scores[epoch - 1], ids, rho)
         assert (outcome.kept_history[epoch] == expected).all()
         # dropped samples are not in the batches at all: fewer samples, fewer batches
         assert progress.batches[epoch] == -(-int(expected.sum()) // 8)
     assert [summary.dropped for summary in outcome.epochs] == [0, 5, 10, 10]
     assert (~outcome.final_kept).sum() == 10
+
+
+def test_without_smoothing_the_last_loss_ranks():
+    outcome, ids = run(CleanConfig(**{**CONFIG.to_dict(), "smoothing": 0.0}))
+    np.testing.assert_array_equal(outcome.score, outcome.loss_history[-1])
+    assert (outcome.final_kept == select_kept(outcome.loss_history[-1], ids, 0.25)).all()
+
+
+def test_the_probe_pass_variant_probes_every_sample_after_every_epoch():
+    outcome, _ = run(CleanConfig(**{**CONFIG.to_dict(), "loss_pass": "probe"}))
+    assert not np.isnan(outcome.loss_history).any()
+    assert all(summary.probe_seconds > 0 for summary in outcome.epochs)
+    training_pass, _ = run(CONFIG)
+    assert all(summary.probe_seconds == 0 for summary in training_pass.epochs)  # no separate pass at all
+
+
+def test_per_class_selection_drops_the_same_share_of_every_class():
+    outcome, _ = run(CleanConfig(**{**CONFIG.to_dict(), "select": "per-class"}))
+    labels = np.arange(N) % CLASSES
+    for epoch, rho in enumerate([0.0, 0.125, 0.25, 0.25]):
+        left_out = ~outcome.kept_history[epoch]
+        # 10 samples per class: ceil(rho * 10) from each class, whatever the losses of the other classes
+        assert [int(left_out[labels == label].sum()) for label in range(CLASSES)] == [math.ceil(rho * 10)] * 4
 
 
 def test_unreadable_samples_are_never_trained_on_nor_probed():
@@ -80,10 +115,10 @@ def method_run(method, **overrides):
     return run(CleanConfig(**{**CONFIG.to_dict(), "method": method, **overrides}))[0]
 
 
-def test_erm_drops_nothing_but_still_ranks_by_final_loss():
+def test_erm_drops_nothing_but_still_ranks_by_its_losses():
     outcome = method_run("erm")
     assert outcome.kept_history.all() and outcome.final_kept.all()
-    np.testing.assert_array_equal(outcome.score, outcome.final_loss)
+    np.testing.assert_allclose(outcome.score, smoothed_losses(outcome.loss_history, CONFIG.smoothing)[-1], rtol=1e-5)
 
 
 def test_truncation_trains_on_every_sample_and_withholds_a_share_inside_batches():

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from labelscrub.ranking import updated_score
+from labelscrub.train import Probe
 from labelscrub.schedule import drop_count, learning_rate, rho_at, rho_schedule, select_kept
 
 
@@ -68,3 +70,31 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert learning_rate(5.0, peak=peak, epochs=10, warmup_epochs=2) == pytest.approx(peak * 0.5)
     assert learning_rate(10.0, peak=peak, epochs=10, warmup_epochs=2) == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(0.0, peak=peak, epochs=10, warmup_epochs=0) == peak
+
+
+def test_per_class_selection_applies_the_share_within_each_class():
+    # class 0 has all the high losses; globally it would lose 3 of its 4 samples, per class it loses 1 like class 1
+    losses = np.array([9.0, 8.0, 7.0, 6.0, 0.5, 0.4, 0.3, 0.2])
+    classes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    ids = [f"s{i}" for i in range(8)]
+    assert select_kept(losses, ids, 0.25, groups=classes).tolist() == [False, True, True, True,
+                                                                        False, True, True, True]
+    assert (~select_kept(losses, ids, 0.25)).sum() == 2  # global: ceil(0.25 * 8), both from class 0
+
+
+def test_per_class_selection_skips_ineligible_samples():
+    losses = np.array([9.0, 8.0, 0.5, 0.4])
+    eligible = np.array([False, True, True, True])
+    kept = select_kept(losses, ["a", "b", "c", "d"], 0.5, eligible, groups=np.array([0, 0, 1, 1]))
+    assert kept.tolist() == [False, False, False, True]
+
+
+def test_the_score_is_a_moving_average_that_holds_through_unmeasured_epochs():
+    def measured(losses):
+        losses = np.array(losses, dtype=np.float32)
+        return Probe(losses, np.zeros(len(losses), np.int64), np.exp(-losses), -losses)
+
+    score = updated_score(None, measured([1.0, 2.0]), rank_by="loss", smoothing=0.5)
+    score = updated_score(score, measured([3.0, np.nan]), rank_by="loss", smoothing=0.5)
+    np.testing.assert_allclose(score, [2.0, 2.0])
+    np.testing.assert_allclose(updated_score(None, measured([1.0, 2.0]), rank_by="margin", smoothing=0.5), [-1, -2])

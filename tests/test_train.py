@@ -1,0 +1,42 @@
+"""The training epoch's own loss measurement: what it records and that measuring never trains."""
+
+import numpy as np
+import torch
+
+from labelscrub.config import CleanConfig
+from labelscrub.train import make_setup, probe, train_epoch
+from test_methods import CLASSES, N, SIDE, tiny_data
+
+CONFIG = CleanConfig(epochs=3, batch_size=8, seed=3).resolve(typical_side=SIDE)
+
+
+def fresh_setup():
+    pixels, labels, _ = tiny_data()
+    return make_setup(pixels, labels, np.ones(N, dtype=bool), CLASSES, CONFIG, torch.device("cpu")), labels
+
+
+def test_an_epoch_records_every_sample_kept_or_left_out():
+    setup, labels = fresh_setup()
+    kept = np.arange(N) % 3 != 0
+    training = train_epoch(setup, kept, 0, schedule_epochs=3, record=np.ones(N, dtype=bool))
+    measured = training.measured
+    assert not np.isnan(measured.losses).any() and (measured.predicted >= 0).all()
+    np.testing.assert_allclose(measured.p_label, np.exp(-measured.losses), rtol=1e-5)
+
+
+def test_measuring_left_out_samples_changes_nothing_in_the_model():
+    setup, _ = fresh_setup()
+    before = {name: value.clone() for name, value in setup.model.state_dict().items()}
+    nothing_kept = np.zeros(N, dtype=bool)
+    training = train_epoch(setup, nothing_kept, 0, schedule_epochs=3, record=np.ones(N, dtype=bool))
+    assert not np.isnan(training.measured.losses).any()
+    for name, value in setup.model.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(value, before[name]), name  # weights and batch-norm running statistics
+
+
+def test_margin_is_positive_exactly_where_the_model_prefers_another_class():
+    setup, labels = fresh_setup()
+    train_epoch(setup, np.ones(N, dtype=bool), 0, schedule_epochs=3)
+    result = probe(setup, setup.pixels, labels, np.arange(N))
+    assert ((result.margin > 0) == (result.predicted != labels)).all()
