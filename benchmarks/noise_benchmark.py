@@ -55,8 +55,12 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/datasets/cifar10", help="folder with train.parquet, test.parquet")
     parser.add_argument("--noise", nargs="+", default=["sym40"], choices=sorted(NOISE_SETTINGS))
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    parser.add_argument("--methods", nargs="*", default=list(METHOD_NAMES), type=method_spec,
+                        help="method names, or variants as METHOD:option=value,option=value "
+                        "(e.g. stepe:select=per-class,loss_pass=probe)")
     parser.add_argument("--no-cleanlab", dest="cleanlab", action="store_false")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also retrain on exactly the unflipped samples: the best any dropping can do")
     parser.add_argument("--train-per-class", type=int, default=800, help="0 = all")
     parser.add_argument("--test-per-class", type=int, default=200, help="0 = all")
     parser.add_argument("--epochs", type=int, default=15)
@@ -69,6 +73,29 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     return parser.parse_args()
+
+
+def method_spec(text: str) -> str:
+    """Check a --methods entry: a method name, optionally followed by :option=value pairs of CleanConfig."""
+    parse_method_spec(text)
+    return text
+
+
+def parse_method_spec(text: str) -> tuple[str, dict]:
+    """"stepe:select=per-class,smoothing=0.5" -> ("stepe", {"select": "per-class", "smoothing": 0.5})."""
+    method, _, rest = text.partition(":")
+    if method not in METHOD_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown method {method!r} in {text!r}")
+    options = {}
+    for pair in filter(None, rest.split(",")):
+        key, _, value = pair.partition("=")
+        if key not in CleanConfig.__dataclass_fields__:
+            raise argparse.ArgumentTypeError(f"unknown option {key!r} in {text!r}")
+        try:
+            options[key] = json.loads(value)  # numbers and true/false
+        except json.JSONDecodeError:
+            options[key] = value  # words such as per-class
+    return method, options
 
 
 def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
@@ -109,10 +136,11 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
           f"rho_max {rho_max:.3f}", flush=True)
 
     rows, erm_seconds = [], None
-    for method in sorted(args.methods, key=lambda name: name != "erm"):  # erm first: the time reference
+    for spec in sorted(args.methods, key=lambda name: name != "erm"):  # erm first: the time reference
+        method, variant = parse_method_spec(spec)
         started = time.perf_counter()
-        result = labelscrub.clean(data, out / method, overwrite=True, method=method, rho_max=rho_max, **schedule,
-                                  **recipe)
+        result = labelscrub.clean(data, out / spec.replace(":", "_").replace(",", "_"), overwrite=True,
+                                  **{"method": method, "rho_max": rho_max, **schedule, **recipe, **variant})
         seconds = time.perf_counter() - started
         erm_seconds = seconds if method == "erm" else erm_seconds
         report = result.report()
@@ -121,10 +149,17 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
         score = np.full(len(train_rows), np.nan)
         score[row_of] = report.column("score").to_numpy(zero_copy_only=False)
-        retrained = labelscrub.retrain(out / method, out=out / method / "retrain", overwrite=True)
-        rows.append(_row(setting, method, detection_scores(dropped, flipped), auroc(score, flipped),
+        retrained = labelscrub.retrain(result.out_dir, out=result.out_dir / "retrain", overwrite=True)
+        rows.append(_row(setting, spec, detection_scores(dropped, flipped), auroc(score, flipped),
                          retrained.accuracy, seconds, erm_seconds, trainings=2 if method == "oneshot" else 1,
                          heldout=result.heldout_accuracy))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.oracle:
+        started = time.perf_counter()
+        accuracy = retrain_kept(data, ~flipped, recipe, out / "oracle")
+        rows.append(_row(setting, "oracle (drops exactly the flips)", detection_scores(flipped, flipped),
+                         auroc(flipped.astype(float), flipped), accuracy, time.perf_counter() - started, erm_seconds,
+                         trainings=1, heldout=None))
         print(json.dumps(rows[-1]), flush=True)
     if args.cleanlab:
         rows.append(run_cleanlab(setting, data, noisy, flipped, recipe, out / "cleanlab", erm_seconds))
@@ -155,13 +190,17 @@ def run_cleanlab(setting: str, data: Path, noisy: np.ndarray, flipped: np.ndarra
     seconds = time.perf_counter() - started
     # Self-confidence (probability of the given label) is cleanlab's default ranking; lower = more suspect.
     score = 1.0 - pred_probs[np.arange(len(noisy)), noisy]
-    out.mkdir(parents=True, exist_ok=True)
-    kept_table = pq.read_table(data / "train.parquet").filter(pa.array(~issues))
-    pq.write_table(kept_table, out / "manifest.parquet")
-    retrained = labelscrub.retrain(out / "manifest.parquet", test=data / "test.parquet", out=out / "retrain",
-                                   overwrite=True, **recipe)
+    accuracy = retrain_kept(data, ~issues, recipe, out)
     return _row(setting, "cleanlab (5-fold CV)", detection_scores(issues, flipped), auroc(score, flipped),
-                retrained.accuracy, seconds, erm_seconds, trainings=CV_FOLDS, heldout=None)
+                accuracy, seconds, erm_seconds, trainings=CV_FOLDS, heldout=None)
+
+
+def retrain_kept(data: Path, kept: np.ndarray, recipe: dict, out: Path) -> float:
+    """Test accuracy of a model retrained on the `kept` rows of data/train.parquet."""
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pq.read_table(data / "train.parquet").filter(pa.array(kept)), out / "manifest.parquet")
+    return labelscrub.retrain(out / "manifest.parquet", test=data / "test.parquet", out=out / "retrain",
+                              overwrite=True, **recipe).accuracy
 
 
 def _row(setting, method, detection, area, accuracy, seconds, erm_seconds, *, trainings, heldout) -> dict:

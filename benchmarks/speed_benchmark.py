@@ -1,0 +1,180 @@
+"""What cleaning costs: Step-E against plain training at equal epochs, and the data path against the bare network.
+Run by hand, never in CI; every ratio it prints is measured within the one run (see BENCHMARKS.md).
+
+    python benchmarks/speed_benchmark.py --data ../shared/datasets/cifar10 --train-per-class 1000 \
+        --epochs 10 --stem imagenet --image-size 32
+
+1. Bare network: training steps (forward, backward, SGD) and eval forward passes on random tensors already on the
+   device, in the same precision and memory format as a run: the ceiling a run's throughput is compared with.
+2. `labelscrub.clean` on the same data with each variant (default: erm, stepe, stepe with the paper's probe pass),
+   in turn, `--repeats` times; the fastest repeat of each is kept. Wall time excludes reading and decoding, which
+   is the same for every variant and measured once.
+3. With `--memory`, one `labelscrub clean` in a child process whose peak resident memory is read from the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+import labelscrub
+from labelscrub.config import CleanConfig
+from labelscrub.model import build_model, pick_device
+
+sys.path.insert(0, str(Path(__file__).parent))
+from noise_benchmark import first_per_class, parse_method_spec  # noqa: E402
+
+BARE_STEPS = 30  # timed steps of the bare network, after as many untimed ones
+
+
+def main() -> None:
+    args = _arguments()
+    device = pick_device(args.device)
+    config = CleanConfig(stem=args.stem, image_size=args.image_size, batch_size=args.batch_size,
+                         compile=args.compile).resolve(typical_side=args.image_size or 32)
+    bare_train, bare_eval = bare_network_throughput(config, device)
+    print(f"bare network on {device}: train {bare_train:,.0f} img/s, eval forward {bare_eval:,.0f} img/s", flush=True)
+    if not args.variants:
+        return
+    with tempfile.TemporaryDirectory(prefix="labelscrub-speed-") as scratch:
+        data = subset(Path(args.data), args.train_per_class, Path(scratch) / "data")
+        timings: dict[str, list[dict]] = {spec: [] for spec in args.variants}
+        for repeat in range(args.repeats):
+            for spec in args.variants:
+                method, options = parse_method_spec(spec)
+                result = labelscrub.clean(
+                    data, Path(scratch) / "runs" / f"{repeat}-{len(timings[spec])}", overwrite=True, method=method,
+                    epochs=args.epochs, stem=args.stem, image_size=args.image_size, batch_size=args.batch_size,
+                    device=args.device, compile=args.compile, rho_max=args.rho_max, **options)
+                measured = summarize(result.summary)
+                timings[spec].append(measured)
+                print(json.dumps({"variant": spec, "repeat": repeat, **measured}), flush=True)
+        rows = [{"variant": spec, **min(runs, key=lambda run: run["seconds"])} for spec, runs in timings.items()]
+        reference = rows[0]["seconds"]
+        print(f"\n{pq.read_metadata(data / 'train.parquet').num_rows:,} training images, {args.epochs} epochs, batch {args.batch_size}, device {device}; fastest of "
+              f"{args.repeats} repeat(s)\n")
+        print(table(rows, reference, bare_train))
+        if args.memory:
+            peak = peak_memory_of_clean(data, args, Path(scratch) / "memory")
+            print(f"\npeak resident memory of `labelscrub clean` (1 epoch, child process): {peak / 2**30:.2f} GiB")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/datasets/cifar10", help="folder with train.parquet")
+    parser.add_argument("--train-per-class", type=int, default=1000, help="0 = all")
+    parser.add_argument("--variants", nargs="*", default=["erm", "stepe", "stepe:loss_pass=probe"],
+                        help="methods or METHOD:option=value,... variants; the first is the reference")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rho-max", type=float, default=0.2)
+    parser.add_argument("--stem", default="imagenet")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--memory", action="store_true", help="also measure the peak memory of a clean")
+    return parser.parse_args()
+
+
+def subset(source: Path, per_class: int, target: Path) -> Path:
+    """The first `per_class` training images of every class (all with 0), as a Parquet folder."""
+    table = pq.read_table(source / "train.parquet")
+    rows = first_per_class(table.column("label").to_numpy(), per_class)
+    target.mkdir(parents=True)
+    pq.write_table(table.take(pa.array(rows)).replace_schema_metadata(table.schema.metadata),
+                   target / "train.parquet")
+    return target
+
+
+def bare_network_throughput(config: CleanConfig, device: torch.device) -> tuple[float, float]:
+    """Images per second of training steps and of eval forward passes on ready-made tensors."""
+    torch.manual_seed(0)
+    model = build_model(10, config.stem).to(device)
+    on_cuda = device.type == "cuda"
+    memory_format = torch.channels_last if on_cuda else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    forward = torch.compile(model) if config.compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    side, batch = config.image_size, config.batch_size
+    images = torch.randn(batch, 3, side, side, device=device).contiguous(memory_format=memory_format)
+    targets = torch.randint(0, 10, (batch,), device=device)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda)
+
+    def train_step() -> None:
+        with autocast():
+            loss = F.cross_entropy(forward(images).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def eval_step() -> None:
+        with torch.no_grad(), autocast():
+            forward(images)
+
+    model.train()
+    train_rate = _rate(train_step, batch, device)
+    model.eval()
+    return train_rate, _rate(eval_step, batch, device)
+
+
+def _rate(step, batch: int, device: torch.device) -> float:
+    for _ in range(BARE_STEPS):
+        step()
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(BARE_STEPS):
+        step()
+    _synchronize(device)
+    return BARE_STEPS * batch / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize(summary: dict) -> dict:
+    timings, throughput = summary["timings"], summary["throughput"]
+    return {"seconds": timings["total_seconds"] - timings["load_seconds"],
+            "train_seconds": timings["train_seconds"], "probe_seconds": timings["probe_seconds"],
+            "train_images_per_second": throughput["train_images_per_second"],
+            "probe_images_per_second": throughput["probe_images_per_second"] or 0.0,
+            "dropped": summary["counts"]["dropped"]}
+
+
+def table(rows: list[dict], reference: float, bare_train: float) -> str:
+    lines = ["| variant | seconds (train + probe + bookkeeping) | x first | train img/s | of bare network | "
+             "probe img/s | probe s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        probe = f"{row['probe_images_per_second']:,.0f}" if row["probe_seconds"] else "no pass"
+        lines.append(f"| {row['variant']} | {row['seconds']:.1f} | {row['seconds'] / reference:.3f} | "
+                     f"{row['train_images_per_second']:,.0f} | {row['train_images_per_second'] / bare_train:.2f} | "
+                     f"{probe} | {row['probe_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def peak_memory_of_clean(data: Path, args: argparse.Namespace, out: Path) -> int:
+    """Peak resident bytes of one `labelscrub clean` epoch in a child process (ru_maxrss of the children)."""
+    command = [sys.executable, "-m", "labelscrub", "clean", str(data), "--out", str(out), "--epochs", "1",
+               "--stem", args.stem, "--image-size", str(args.image_size), "--device", args.device, "--quiet"]
+    subprocess.run(command, check=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+if __name__ == "__main__":
+    main()
