@@ -2,15 +2,15 @@
 
 Every method measures every readable sample in every epoch (so each report has the same loss trajectories; how
 is `CleanConfig.loss_pass`, see train.py) and ends with a keep mask, the final selection, and a ranking score. The
-score is `ranking.updated_score` of the measurements (the last loss by default); the selection rule is
-`schedule.select_kept`, over all samples or per class (`CleanConfig.select`):
+score is `ranking.updated_score` of the measurements (a moving average of the losses by default); the selection
+rule is `schedule.select_kept`, over all samples or per class (`CleanConfig.select`):
 
 - stepe: before epoch t, the ceil(rho_t * N) highest scores after epoch t-1 are left out of the batches; rho_t
   follows `schedule.rho_at`. Final selection: the same rule on the last score with the last rho.
 - erm: plain training on everything; nothing is dropped. The score is a ranking only.
 - truncation: loss truncation; inside every batch the ceil(rho_t * B) highest losses get no gradient. Final
   selection as stepe.
-- spl: self-paced learning; after the warm-up a sample trains only while its last probe loss is below lambda_t.
+- spl: self-paced learning; after the warm-up a sample trains only while its last loss is below lambda_t.
   lambda starts at the (1 - rho_max) quantile of the losses after the warm-up and grows by SPL_GROWTH per epoch.
   Final selection: samples whose last loss is below the last lambda.
 - oneshot: train plainly for the warm-up epochs, rank once by that model's probe losses, drop the top rho_max for
@@ -107,7 +107,8 @@ class _History:
 def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
                 kept_for: Callable[[int, Probe | None], np.ndarray], rho_for: Callable[[int], float] | None = None,
                 truncate: bool = False, phase: str = "main") -> Probe:
-    """Train and probe for `epochs`; `kept_for(epoch, last probe)` picks each epoch's samples. Returns the last probe."""
+    """Train and measure for `epochs`; `kept_for(epoch, last measurement)` picks each epoch's samples. Returns the
+    last measurement."""
     eligible_index = np.flatnonzero(task.eligible)
     readable = len(eligible_index)
     last: Probe | None = None
