@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 
 import labelscrub
 from labelscrub.config import CleanConfig
-from labelscrub.model import build_model, pick_device
+from labelscrub.model import pick_device
+from labelscrub.train import make_setup
 
 sys.path.insert(0, str(Path(__file__).parent))
 from noise_benchmark import first_per_class, parse_method_spec  # noqa: E402
@@ -99,35 +101,30 @@ def subset(source: Path, per_class: int, target: Path) -> Path:
 
 
 def bare_network_throughput(config: CleanConfig, device: torch.device) -> tuple[float, float]:
-    """Images per second of training steps and of eval forward passes on ready-made tensors."""
-    torch.manual_seed(0)
-    model = build_model(10, config.stem).to(device)
-    on_cuda = device.type == "cuda"
-    memory_format = torch.channels_last if on_cuda else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    forward = torch.compile(model) if config.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    """Images per second of training steps and of eval forward passes on ready-made tensors, with the network,
+    optimiser, precision and memory format a run gets from `make_setup`."""
     side, batch = config.image_size, config.batch_size
-    images = torch.randn(batch, 3, side, side, device=device).contiguous(memory_format=memory_format)
-    targets = torch.randint(0, 10, (batch,), device=device)
-
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda)
+    pixels = torch.zeros(batch, 3, side, side, dtype=torch.uint8, device=device)
+    labels = np.random.default_rng(0).integers(0, 10, batch)
+    setup = make_setup(pixels, labels, np.ones(batch, dtype=bool), 10, config, device)
+    images = torch.randn(batch, 3, side, side, device=device)
+    if setup.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
 
     def train_step() -> None:
-        with autocast():
-            loss = F.cross_entropy(forward(images).float(), targets)
-        optimizer.zero_grad(set_to_none=True)
+        with setup.autocast():
+            loss = F.cross_entropy(setup.forward(images).float(), setup.labels)
+        setup.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        setup.optimizer.step()
 
     def eval_step() -> None:
-        with torch.no_grad(), autocast():
-            forward(images)
+        with torch.no_grad(), setup.autocast():
+            setup.forward(images)
 
-    model.train()
+    setup.model.train()
     train_rate = _rate(train_step, batch, device)
-    model.eval()
+    setup.model.eval()
     return train_rate, _rate(eval_step, batch, device)
 
 

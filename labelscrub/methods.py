@@ -141,7 +141,7 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
             probe_loss=float(np.nanmean(last.losses)) if readable else float("nan"),
             heldout_accuracy=heldout_accuracy(setup, task.heldout), train_seconds=training.seconds,
             probe_seconds=probe_seconds, train_images_per_second=trained / max(training.seconds, 1e-9),
-            probe_images_per_second=readable / max(probe_seconds, 1e-9) if probe_seconds else 0.0, phase=phase)
+            probe_images_per_second=readable / probe_seconds if probe_seconds else 0.0, phase=phase)
         history.losses.append(last.losses)
         history.kept.append(kept)
         history.summaries.append(summary)
