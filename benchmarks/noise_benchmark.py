@@ -38,7 +38,12 @@ CV_FOLDS = 5
 
 def main() -> None:
     args = _arguments()
-    out_root = Path(args.out or f"benchmarks/results/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
+    run_settings(args, run_setting, markdown_table, prefix="")
+
+
+def run_settings(args: argparse.Namespace, run_setting, markdown_table, *, prefix: str) -> None:
+    """Run every --noise setting in a scratch folder, keep results.json up to date, print and save the table."""
+    out_root = Path(args.out or f"benchmarks/results/{prefix}{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
     out_root.mkdir(parents=True, exist_ok=True)
     results = []
     for setting in args.noise:
@@ -114,7 +119,9 @@ def write_subset(source: Path, rows: np.ndarray, labels: np.ndarray, target: Pat
     pq.write_table(table.replace_schema_metadata(pq.read_schema(source).metadata), target)
 
 
-def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path) -> list[dict]:
+def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Write the noisy training subset and the clean test subset into scratch/data; return (that folder, the true
+    labels, the noisy labels) of the training rows, in file order."""
     kind, rate = NOISE_SETTINGS[setting]
     source = Path(args.data)
     train_labels_all = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
@@ -125,14 +132,20 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
     names = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])["info"]["features"]["label"]["names"]
     mapping = {names.index(a): names.index(b) for a, b in CIFAR10_ASYMMETRIC.items()} if kind == "asymmetric" else None
     noisy = inject_noise(true_labels, kind=kind, rate=rate, num_classes=len(names), seed=args.seed, mapping=mapping)
-    flipped = noisy != true_labels
     data = scratch / "data"
     write_subset(source / "train.parquet", train_rows, noisy, data / "train.parquet")
     write_subset(source / "test.parquet", test_rows, test_labels_all[test_rows], data / "test.parquet")
+    return data, true_labels, noisy
+
+
+def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path) -> list[dict]:
+    data, true_labels, noisy = plant(setting, args, scratch)
+    flipped = noisy != true_labels
+    test_count = pq.read_metadata(data / "test.parquet").num_rows
     rho_max = args.rho_max if args.rho_max is not None else max(float(flipped.mean()), 0.0)
     recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
     schedule = dict(warmup=args.warmup, ramp=args.ramp)
-    print(f"== {setting}: {len(train_rows)} train ({int(flipped.sum())} flipped), {len(test_rows)} test, "
+    print(f"== {setting}: {len(noisy)} train ({int(flipped.sum())} flipped), {test_count} test, "
           f"rho_max {rho_max:.3f}", flush=True)
 
     rows, erm_seconds = [], None
@@ -145,9 +158,9 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         erm_seconds = seconds if method == "erm" else erm_seconds
         report = result.report()
         row_of = [int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()]
-        dropped = np.zeros(len(train_rows), bool)
+        dropped = np.zeros(len(noisy), bool)
         dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
-        score = np.full(len(train_rows), np.nan)
+        score = np.full(len(noisy), np.nan)
         score[row_of] = report.column("score").to_numpy(zero_copy_only=False)
         retrained = labelscrub.retrain(result.out_dir, out=result.out_dir / "retrain", overwrite=True)
         rows.append(_row(setting, spec, detection_scores(dropped, flipped), auroc(score, flipped),

@@ -17,7 +17,7 @@ import torch
 
 from labelscrub.model import cpu_state_dict
 
-FORMAT = 2  # bump when the layout changes; older checkpoints are then refused rather than misread
+FORMAT = 3  # bump when the layout changes; older checkpoints are then refused rather than misread
 
 
 def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any], fingerprint: dict[str, Any]) -> dict:

@@ -50,6 +50,20 @@ def training_options(*, from_run: bool):
     return decorate
 
 
+class RhoMax(click.ParamType):
+    """--rho-max: the word auto, or a number."""
+
+    name = "auto|FLOAT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither auto nor a number such as 0.2", param, ctx)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="labelscrub")
 def cli() -> None:
@@ -66,8 +80,9 @@ def cli() -> None:
 @training_options(from_run=False)
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="stepe", show_default=True,
               help="stepe, or a baseline to compare with: erm (no dropping), truncation, spl, oneshot.")
-@click.option("--rho-max", type=float, default=0.2, show_default=True,
-              help="Final share of samples left out of training (your estimate of the noise rate).")
+@click.option("--rho-max", type=RhoMax(), default="auto", show_default=True,
+              help="Final share of samples left out of training: auto estimates the noise rate at the end of the "
+              "warm-up (per class with --select per-class), or give a number such as 0.2.")
 @click.option("--warmup", type=int, default=None, help="Epochs trained on all samples [default: 20% of epochs].")
 @click.option("--ramp", type=int, default=None, help="Epochs for rho to rise to rho-max [default: 20% of epochs].")
 @click.option("--select", type=click.Choice(SELECTIONS), default=CleanConfig.select, show_default=True,
@@ -90,6 +105,8 @@ def cli() -> None:
               help="Stop before training when more than this share of the samples cannot be read.")
 @click.option("--image-memory-gb", type=float, default=4.0, show_default=True,
               help="Decoded images beyond this size are kept in a memory-mapped file in --out instead of RAM.")
+@click.option("--relabel", is_flag=True, help="Keep dropped samples that have a confident suggested label in the "
+              "manifest, under that label (the others are still dropped).")
 @click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=None,
               help="Manifest file type [default: parquet for Parquet input, csv otherwise].")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")

@@ -55,7 +55,9 @@ class CleanConfig:
     # --- which samples train when (methods.py) ---
     method: str = "stepe"  # stepe | erm | truncation | spl | oneshot
     # Step-E schedule (also the drop share of truncation, the start of spl and the cut of oneshot)
-    rho_max: float = 0.2  # final share of training samples left out of the gradient updates
+    # final share of training samples left out of the gradient updates; "auto" = the noise rate estimated at the
+    # end of the warm-up (noise.py), per class with select="per-class"
+    rho_max: float | str = "auto"
     warmup: int | None = None  # epochs trained on everything; None = 20% of epochs
     ramp: int | None = None  # epochs over which rho rises linearly to rho_max; None = 20% of epochs
     loss_pass: str = "train"  # "train": losses from the training forward pass; "probe": a separate eval pass
@@ -68,6 +70,7 @@ class CleanConfig:
     seed: int = 0  # drives shuffling, augmentation and initialisation
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
+    relabel: bool = False  # the manifest keeps dropped samples that have a suggested label, under that label
 
     def __post_init__(self) -> None:
         _check(self.method in METHOD_NAMES,
@@ -85,7 +88,8 @@ class CleanConfig:
         _check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}")
         _check(self.eval_batch_size >= 1, f"eval_batch_size must be at least 1, not {self.eval_batch_size}")
-        _check(0.0 <= self.rho_max < 1.0, f"--rho-max must be in [0, 1), not {self.rho_max}")
+        _check(self.rho_max == "auto" or (isinstance(self.rho_max, (int, float)) and 0.0 <= self.rho_max < 1.0),
+               f"--rho-max must be auto or a number in [0, 1), not {self.rho_max!r}")
         _check(self.warmup is None or self.warmup >= 0, f"--warmup must be >= 0, not {self.warmup}")
         _check(self.ramp is None or self.ramp >= 0, f"--ramp must be >= 0, not {self.ramp}")
         _check(self.lr_warmup >= 0, f"lr_warmup must be >= 0, not {self.lr_warmup}")

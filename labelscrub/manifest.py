@@ -4,6 +4,9 @@
   and class names, so the file works wherever it is moved.
 - Parquet inputs: `manifest.parquet`, the input's rows with the same schema and schema metadata (Hugging Face
   ClassLabel names included), dropped and unreadable rows removed; copied batch by batch, never loaded whole.
+
+With `clean --relabel` some kept samples carry a suggested label instead of their given one; the manifest writes
+that label (in a Parquet copy, in the original label column and its type: class index or class name).
 """
 
 from __future__ import annotations
@@ -35,15 +38,17 @@ def manifest_format_for(images: LabeledImages, requested: str | None) -> str:
 
 
 def write_manifest(images: LabeledImages, keep: np.ndarray, out_dir: Path, fmt: str,
-                   metadata: dict[str, Any]) -> Path:
-    """Write the kept samples of `images` into `out_dir` and return the manifest's path."""
+                   metadata: dict[str, Any], labels: np.ndarray | None = None) -> Path:
+    """Write the kept samples of `images` into `out_dir` and return the manifest's path. `labels` (class indices,
+    one per sample) replaces the given labels where it differs from them."""
     target = out_dir / f"manifest.{fmt}"
+    labels = images.labels if labels is None else labels
     if images.kind == "parquet":
-        _copy_parquet_rows(images, keep, target, metadata)
+        _copy_parquet_rows(images, keep, labels, target, metadata)
         return target
     assert images.paths is not None
     rows = [(str(path), images.class_names[label])
-            for path, label, ok in zip(images.paths, images.labels.tolist(), keep.tolist()) if ok]
+            for path, label, ok in zip(images.paths, labels.tolist(), keep.tolist()) if ok]
     with atomic_path(target) as temporary:
         if fmt == "csv":
             with temporary.open("w", newline="", encoding="utf-8") as handle:
@@ -61,9 +66,11 @@ def write_manifest(images: LabeledImages, keep: np.ndarray, out_dir: Path, fmt: 
     return target
 
 
-def _copy_parquet_rows(images: LabeledImages, keep: np.ndarray, target: Path, metadata: dict[str, Any]) -> None:
+def _copy_parquet_rows(images: LabeledImages, keep: np.ndarray, labels: np.ndarray, target: Path,
+                       metadata: dict[str, Any]) -> None:
     locations = images.parquet
     assert locations is not None
+    relabelled = keep & (labels != images.labels)
     first_schema = pq.read_schema(locations.files[0])
     schema = first_schema.with_metadata({**(first_schema.metadata or {}),
                                          METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
@@ -73,10 +80,27 @@ def _copy_parquet_rows(images: LabeledImages, keep: np.ndarray, target: Path, me
                 in_file = locations.file_index == number
                 kept_rows = np.zeros(int(in_file.sum()), dtype=bool)
                 kept_rows[locations.row_index[in_file]] = keep[in_file]
+                new_label = np.full(int(in_file.sum()), -1, dtype=np.int64)  # -1: keep the row's own label
+                new_label[locations.row_index[in_file]] = np.where(relabelled[in_file], labels[in_file], -1)
                 start = 0
                 for batch in pq.ParquetFile(file).iter_batches(batch_size=COPY_BATCH_ROWS):
                     mask = kept_rows[start:start + batch.num_rows]
+                    replaced = new_label[start:start + batch.num_rows]
                     start += batch.num_rows
                     if mask.any():
-                        table = pa.Table.from_batches([batch]).filter(pa.array(mask))
-                        writer.write_table(table.cast(schema))
+                        table = pa.Table.from_batches([batch])
+                        if (replaced >= 0).any():
+                            table = _relabel(table, replaced, locations.label_column, images.class_names)
+                        writer.write_table(table.filter(pa.array(mask)).cast(schema))
+
+
+def _relabel(table: pa.Table, replaced: np.ndarray, column: str, class_names: list[str]) -> pa.Table:
+    """`table` with the label of every row where `replaced` >= 0 set to that class, in the column's own type."""
+    position = table.schema.get_field_index(column)
+    kind = table.schema.field(column).type
+    values = table.column(column).to_pylist()
+    for row in np.flatnonzero(replaced >= 0).tolist():
+        values[row] = int(replaced[row]) if pa.types.is_integer(kind) else class_names[replaced[row]]
+    if pa.types.is_dictionary(kind):  # rebuilt as plain strings, then cast back to the dictionary type
+        return table.set_column(position, column, pa.array(values, pa.string()).cast(kind))
+    return table.set_column(position, column, pa.array(values, kind))

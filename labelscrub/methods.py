@@ -29,9 +29,12 @@ import torch
 
 from labelscrub import checkpoint
 from labelscrub.config import METHOD_NAMES, CleanConfig
-from labelscrub.ranking import updated_score
+from labelscrub.noise import NoiseEstimate, estimate_noise
+from labelscrub.ranking import moving_average, updated_score
 from labelscrub.schedule import rho_at, select_kept
-from labelscrub.train import EpochSummary, Probe, Progress, Setup, heldout_accuracy, make_setup, probe, train_epoch
+from labelscrub.suggest import SuggestionTracker
+from labelscrub.train import (
+    EpochSummary, Probe, Progress, Setup, decoy_labels, heldout_accuracy, make_setup, probe, train_epoch)
 
 # Self-paced learning: growth of the loss threshold per epoch (x1.1: all samples are back within ~25 epochs of a
 # typical loss spread, the classic annealing of SPL).
@@ -49,6 +52,10 @@ class TrainingOutcome:
     final_loss: np.ndarray  # (N,) float32 final probe loss
     score: np.ndarray  # (N,) float32 ranking score, higher = more likely mislabeled
     normalization: dict[str, list[float]]
+    suggested: np.ndarray  # (N,) int64 suggested label (suggest.py), -1 = no confident suggestion
+    suggestion_confidence: np.ndarray  # (N,) float32, NaN where there is no suggestion
+    noise: NoiseEstimate | None  # None only when the run ended before the warm-up did
+    rho_max: float  # the final drop share used: the user's, or the estimated noise rate with auto
     epochs: list[EpochSummary] = field(default_factory=list)
 
 
@@ -82,19 +89,66 @@ class Task:
     def fresh_setup(self) -> Setup:
         return make_setup(self.pixels, self.labels, self.eligible, self.num_classes, self.config, self.device)
 
-    def rho(self, epoch: int) -> float:
+    @property
+    def noise(self) -> NoiseEstimate | None:
+        """The noise-rate estimate, made from the warm-up epochs (None until then)."""
+        return NoiseEstimate.from_state(self.state)
+
+    @property
+    def rho_max(self) -> float:
+        """The final drop share: the user's number, or with --rho-max auto the estimated noise rate."""
+        if self.config.rho_max != "auto":
+            return float(self.config.rho_max)
+        if self.noise is None:
+            raise RuntimeError("rho_max auto is read before the warm-up estimated it")  # a bug, not a user error
+        return self.noise.overall
+
+    def ramp_share(self, epoch: int) -> float:
+        """How far along the ramp epoch `epoch` is: 0 in the warm-up, 1 on the plateau."""
         config = self.config
-        return rho_at(epoch, rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp)
+        return rho_at(epoch, rho_max=1.0, warmup=config.warmup, ramp=config.ramp)
+
+    def rho(self, epoch: int) -> float:
+        share = self.ramp_share(epoch)
+        return share * self.rho_max if share else 0.0
 
     @property
     def score(self) -> np.ndarray:
         """The current ranking score (higher = more suspect), updated after every epoch by `_run_epochs`."""
         return self.state["score"]
 
-    def select(self, scores: np.ndarray, rho: float) -> np.ndarray:
-        """Keep mask leaving out the ceil(rho * n) highest `scores`, overall or within each given class."""
-        groups = self.labels if self.config.select == "per-class" else None
-        return select_kept(scores, self.sample_ids, rho, self.eligible, groups)
+    def select(self, scores: np.ndarray, share: float) -> np.ndarray:
+        """Keep mask leaving out the highest `scores`: `share` (a ramp share, 1 = the plateau) of rho_max overall,
+        or per class of that class's own rho_max (its estimated noise rate with auto, else the same for all)."""
+        if self.config.select == "global" or share == 0.0:
+            return select_kept(scores, self.sample_ids, share * self.rho_max if share else 0.0, self.eligible)
+        if self.config.rho_max == "auto":
+            per_class = {int(label): share * float(rate) for label, rate in enumerate(self.noise.per_class)}
+        else:
+            per_class = {}
+        return select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible, self.labels, per_class)
+
+    def after_epoch(self, epoch: int, measured: Probe) -> None:
+        """Fold one epoch's measurements into the score, the suggestions and, at the end of the warm-up, the
+        noise-rate estimate."""
+        config = self.config
+        self.state["score"] = updated_score(self.state["score"], measured, rank_by=config.rank_by,
+                                            smoothing=config.smoothing)
+        tracker = SuggestionTracker.from_state(self.state)
+        tracker.update(measured)
+        self.state.update(tracker.to_state())
+        if self.noise is None:  # the noise estimate's inputs, until the end of the warm-up
+            for key, value in (("loss_average", measured.losses), ("decoy_average", measured.decoy_loss)):
+                self.state[key] = moving_average(self.state.get(key), value, config.smoothing)
+            if epoch + 1 >= config.warmup:
+                self.state.update(estimate_noise(self.state.pop("loss_average"), self.state.pop("decoy_average"),
+                                                 self.labels, decoy_labels(self.labels, self.num_classes, config.seed),
+                                                 self.eligible, self.num_classes, epoch=epoch).to_state())
+
+    def start_phase(self) -> None:
+        """A fresh model ranks from its own measurements only; the noise estimate, once made, is kept."""
+        self.state["score"] = None
+        self.state.update(SuggestionTracker.empty(len(self.labels)).to_state())
 
 
 @dataclass
@@ -117,7 +171,7 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
         first, last = checkpoint.restore(task.resume, setup, history, EpochSummary)
         task.resume = None
     else:
-        task.state["score"] = None  # a fresh phase ranks from its own measurements only
+        task.start_phase()
     config = task.config
     for epoch in range(first, epochs.stop):
         kept = kept_for(epoch, last)
@@ -131,8 +185,7 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
             started = time.perf_counter()
             last = probe(setup, task.pixels, task.labels, eligible_index)
             probe_seconds = time.perf_counter() - started
-        task.state["score"] = updated_score(task.state["score"], last, rank_by=config.rank_by,
-                                            smoothing=config.smoothing)
+        task.after_epoch(epoch, last)
         trained = int(kept.sum())
         left_out = readable - trained + training.truncated
         summary = EpochSummary(
@@ -153,11 +206,15 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
     return last
 
 
-def _outcome(setup: Setup, history: _History, last: Probe, final_kept: np.ndarray, score: np.ndarray) -> TrainingOutcome:
+def _outcome(task: Task, setup: Setup, history: _History, last: Probe, final_kept: np.ndarray,
+             score: np.ndarray) -> TrainingOutcome:
+    suggested, confidence = SuggestionTracker.from_state(task.state).suggestions()
     return TrainingOutcome(
         model=setup.model, loss_history=np.stack(history.losses), kept_history=np.stack(history.kept),
         final_kept=final_kept, predicted=last.predicted, p_label=last.p_label, final_loss=last.losses,
-        score=score, normalization=setup.normalization, epochs=history.summaries)
+        score=score, normalization=setup.normalization, suggested=suggested, suggestion_confidence=confidence,
+        noise=task.noise, rho_max=task.rho_max if task.noise is not None or task.config.rho_max != "auto" else 0.0,
+        epochs=history.summaries)
 
 
 def _stepe(task: Task) -> TrainingOutcome:
@@ -166,26 +223,26 @@ def _stepe(task: Task) -> TrainingOutcome:
     def kept_for(epoch: int, last: Probe | None) -> np.ndarray:
         if last is None:  # nothing measured yet: the first epoch trains on everything
             return task.eligible.copy()
-        return task.select(task.score, task.rho(epoch))
+        return task.select(task.score, task.ramp_share(epoch))
 
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=kept_for, rho_for=task.rho)
-    final = task.select(task.score, task.rho(task.config.epochs - 1))
-    return _outcome(setup, history, last, final, task.score)
+    final = task.select(task.score, task.ramp_share(task.config.epochs - 1))
+    return _outcome(task, setup, history, last, final, task.score)
 
 
 def _erm(task: Task) -> TrainingOutcome:
     setup, history = task.fresh_setup(), _History()
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: task.eligible.copy(),
                        rho_for=lambda _: 0.0)
-    return _outcome(setup, history, last, task.eligible.copy(), task.score)
+    return _outcome(task, setup, history, last, task.eligible.copy(), task.score)
 
 
 def _truncation(task: Task) -> TrainingOutcome:
     setup, history = task.fresh_setup(), _History()
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: task.eligible.copy(),
                        rho_for=task.rho, truncate=True)
-    final = task.select(task.score, task.rho(task.config.epochs - 1))
-    return _outcome(setup, history, last, final, task.score)
+    final = task.select(task.score, task.ramp_share(task.config.epochs - 1))
+    return _outcome(task, setup, history, last, final, task.score)
 
 
 def _spl(task: Task) -> TrainingOutcome:
@@ -196,14 +253,14 @@ def _spl(task: Task) -> TrainingOutcome:
         if last is None or epoch < task.config.warmup:
             return task.eligible.copy()
         if not threshold:
-            threshold.append(float(np.quantile(last.losses[task.eligible], 1.0 - task.config.rho_max)))
+            threshold.append(float(np.quantile(last.losses[task.eligible], 1.0 - task.rho_max)))
         else:
             threshold.append(threshold[-1] * SPL_GROWTH)
         return task.eligible & (last.losses < threshold[-1])
 
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=kept_for)
     final = task.eligible & (last.losses < threshold[-1]) if threshold else task.eligible.copy()
-    return _outcome(setup, history, last, final, last.losses)
+    return _outcome(task, setup, history, last, final, last.losses)
 
 
 def _oneshot(task: Task) -> TrainingOutcome:
@@ -215,12 +272,12 @@ def _oneshot(task: Task) -> TrainingOutcome:
                              kept_for=lambda *_: task.eligible.copy(), rho_for=lambda _: 0.0, phase="warmup-ranking")
         del ranking_setup
         task.state["ranking_losses"] = ranked.losses
-        task.state["kept_once"] = task.select(ranked.losses, task.config.rho_max)
+        task.state["kept_once"] = task.select(ranked.losses, 1.0)
     kept_once, ranking_losses = task.state["kept_once"], task.state["ranking_losses"]
     setup = task.fresh_setup()
     last = _run_epochs(task, setup, history, range(task.config.epochs), kept_for=lambda *_: kept_once.copy(),
-                       rho_for=lambda _: task.config.rho_max)
-    return _outcome(setup, history, last, kept_once, ranking_losses)
+                       rho_for=lambda _: task.rho_max)
+    return _outcome(task, setup, history, last, kept_once, ranking_losses)
 
 
 METHODS: dict[str, Callable[[Task], TrainingOutcome]] = {

@@ -29,6 +29,7 @@ from labelscrub import checkpoint
 from labelscrub.outputs import (
     CACHE_FOLDER, CHECKPOINT_NAME, decode_to_device, load_checkpoint, prepare_out_dir, save_checkpoint, save_model)
 from labelscrub.model import cpu_state_dict, pick_device
+from labelscrub.noise import noise_summary
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
@@ -118,19 +119,28 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
     dropped = eligible & ~outcome.final_kept
-    metadata = _metadata(config, data_path, train_set, outcome)
+    # --relabel: a dropped sample with a confident suggestion goes back into the manifest under that label.
+    rescued = dropped & (outcome.suggested >= 0) if config.relabel else np.zeros_like(dropped)
+    manifest_labels = np.where(rescued, outcome.suggested, train_set.labels)
+    noise = noise_summary(estimate=outcome.noise, rho_max=outcome.rho_max, labels=train_set.labels,
+                          predicted=outcome.predicted, eligible=eligible, dropped=dropped,
+                          relabelled=rescued & (manifest_labels != train_set.labels),
+                          class_names=train_set.class_names)
+    metadata = _metadata(config, data_path, train_set, outcome, noise)
     report = build_report(
         sample_ids=train_set.sample_ids, labels=train_set.labels, class_names=train_set.class_names,
         predicted=outcome.predicted, p_label=outcome.p_label, final_loss=outcome.final_loss,
         score=outcome.score, loss_history=outcome.loss_history, kept_history=outcome.kept_history,
-        dropped=dropped, errors=errors, metadata=metadata)
+        dropped=dropped, suggested=outcome.suggested, suggestion_confidence=outcome.suggestion_confidence,
+        errors=errors, metadata=metadata)
     report_path, model_path, run_json_path = out_dir / "report.parquet", out_dir / "model.pt", out_dir / "run.json"
     with outputs_together():  # the report, manifest, model and run.json appear together or not at all
         write_report(report, report_path)
-        manifest_path = write_manifest(train_set, outcome.final_kept & eligible, out_dir, manifest_format, metadata)
+        manifest_path = write_manifest(train_set, (outcome.final_kept & eligible) | rescued, out_dir,
+                                       manifest_format, metadata, labels=manifest_labels)
         save_model(cpu_state_dict(outcome.model), model_path, train_set.class_names, config, outcome.normalization)
-        summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, errors, outcome,
-                               load_seconds, time.perf_counter() - started, device,
+        summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, rescued, errors,
+                               outcome, noise, load_seconds, time.perf_counter() - started, device,
                                outputs={"report": report_path, "manifest": manifest_path, "model": model_path,
                                         "run": run_json_path})
         write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
@@ -168,13 +178,15 @@ def _check_trainable(images: LabeledImages, eligible: np.ndarray, errors: list[s
                               "cleaning labels needs at least two classes")
 
 
-def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outcome) -> dict[str, Any]:
+def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outcome,
+              noise: dict[str, Any]) -> dict[str, Any]:
     return {
         "labelscrub_version": __version__,
         "data": str(data_path.resolve()),  # retrain --compare and its held-out data come from here
         "config": config.to_dict(),
         "class_names": images.class_names,
-        "rho_schedule": rho_schedule(config.epochs, rho_max=config.rho_max, warmup=config.warmup, ramp=config.ramp),
+        "rho_schedule": rho_schedule(config.epochs, rho_max=outcome.rho_max, warmup=config.warmup, ramp=config.ramp),
+        "noise": noise,
         "epochs": [dataclasses.asdict(summary) for summary in outcome.epochs],
         "normalization": outcome.normalization,
         "method": config.method,
@@ -183,8 +195,8 @@ def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outco
 
 
 def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, heldout: LabeledImages | None,
-                 eligible: np.ndarray, dropped: np.ndarray, errors: list[str | None], outcome,
-                 load_seconds: float, total_seconds: float, device: torch.device,
+                 eligible: np.ndarray, dropped: np.ndarray, rescued: np.ndarray, errors: list[str | None],
+                 outcome, noise: dict[str, Any], load_seconds: float, total_seconds: float, device: torch.device,
                  outputs: dict[str, Path]) -> dict[str, Any]:
     epochs = outcome.epochs
     dropped_by_class = Counter(images.class_names[label] for label in images.labels[dropped])
@@ -197,10 +209,17 @@ def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, he
         "counts": {
             "samples": len(images), "trainable": int(eligible.sum()), "unreadable": int((~eligible).sum()),
             "dropped": int(dropped.sum()), "kept": int((eligible & ~dropped).sum()),
+            # --relabel: dropped samples written to the manifest under their suggested label (or, where the
+            # suggestion is the given label, under that label)
+            "relabelled": int((rescued & (outcome.suggested != images.labels)).sum()),
+            "restored": int((rescued & (outcome.suggested == images.labels)).sum()),
+            "in_manifest": int(((eligible & ~dropped) | rescued).sum()),
+            "with_suggestion": int((eligible & (outcome.suggested >= 0)).sum()),
             "classes": len(images.class_names), "heldout_samples": len(heldout) if heldout is not None else 0,
         },
         "class_names": images.class_names,
         "dropped_by_class": {name: dropped_by_class.get(name, 0) for name in images.class_names},
+        "noise": noise,
         "notes": images.notes,
         "unreadable_samples": [{"sample_id": sample_id, "error": error}
                                for sample_id, error in zip(images.sample_ids, errors) if error][:100],

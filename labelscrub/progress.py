@@ -59,6 +59,16 @@ def closing_summary(result) -> str:
         f"kept {counts['kept']}, unreadable {counts['unreadable']}",
         f"most drops: {top}",
     ]
+    noise = result.summary["noise"]
+    if noise["estimated_noise_rate"] is not None:
+        per_class = [(name, entry["estimated_noise_rate"]) for name, entry in noise["classes"].items()
+                     if entry["estimated_noise_rate"] is not None]
+        noisiest = ", ".join(f"{name} {rate:.0%}" for name, rate in sorted(per_class, key=lambda x: -x[1])[:3])
+        lines.append(f"estimated noise rate: {noise['estimated_noise_rate']:.1%} (noisiest classes: {noisiest}); "
+                     f"rho_max used: {noise['rho_max_used']:.3f}")
+    if result.summary["config"]["relabel"]:
+        lines.append(f"relabelled {counts['relabelled']} dropped samples to their suggested label "
+                     f"({counts['restored']} more kept under their own); manifest holds {counts['in_manifest']}")
     lines += [f"note: {note}" for note in result.summary.get("notes", [])]
     unreadable = result.summary.get("unreadable_samples", [])
     if unreadable:

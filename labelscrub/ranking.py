@@ -19,7 +19,12 @@ def epoch_value(measured: Probe, rank_by: str) -> np.ndarray:
 def updated_score(previous: np.ndarray | None, measured: Probe, *, rank_by: str, smoothing: float) -> np.ndarray:
     """score_t = smoothing * score_{t-1} + (1 - smoothing) * value_t; a sample not measured this epoch (NaN) keeps
     its previous score."""
-    value = epoch_value(measured, rank_by).astype(np.float32)
+    return moving_average(previous, epoch_value(measured, rank_by), smoothing)
+
+
+def moving_average(previous: np.ndarray | None, value: np.ndarray, smoothing: float) -> np.ndarray:
+    """smoothing x previous + (1 - smoothing) x value, elementwise; NaN on either side takes the other."""
+    value = value.astype(np.float32)
     if previous is None or smoothing == 0.0:
         return value
     blended = smoothing * previous + (1.0 - smoothing) * value

@@ -37,7 +37,8 @@ def drop_count(rho: float, n_samples: int) -> int:
 
 
 def select_kept(scores: np.ndarray, sample_ids: list[str] | np.ndarray, rho: float,
-                eligible: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
+                eligible: np.ndarray | None = None, groups: np.ndarray | None = None,
+                group_rho: dict[int, float] | None = None) -> np.ndarray:
     """Boolean keep mask: False for the ceil(rho * n) highest-scoring eligible samples.
 
     - `scores`: one ranking score per sample (higher = more likely mislabeled). NaN ranks above everything, since a
@@ -47,13 +48,16 @@ def select_kept(scores: np.ndarray, sample_ids: list[str] | np.ndarray, rho: flo
     - `eligible`: samples that take part (others, e.g. unreadable ones, are never kept and do not count in n).
     - `groups` (per-class selection): the rule applies within each group (class) separately, ceil(rho * n_group)
       from each, so a hard class is not emptied while an easy class keeps its wrong labels.
+    - `group_rho` (with `groups`): a share of its own for each group named in it, e.g. each class's estimated
+      noise rate; groups not named use `rho`.
     """
     if groups is not None:
         eligible = np.ones(len(scores), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
         keep = eligible.copy()
         for group in np.unique(groups[eligible]):
             members = eligible & (groups == group)
-            keep &= select_kept(scores, sample_ids, rho, members) | ~members
+            share = (group_rho or {}).get(int(group), rho)
+            keep &= select_kept(scores, sample_ids, share, members) | ~members
         return keep
     scores = np.asarray(scores, dtype=np.float64)
     ids = np.asarray(sample_ids, dtype=object)

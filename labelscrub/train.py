@@ -57,6 +57,9 @@ class Probe:
     # prefers another class. NaN where not measured.
     margin: np.ndarray
     probabilities: np.ndarray | None = None  # (N, classes) float32 softmax, only when asked for
+    # (N,) float32 cross-entropy of the sample's decoy label (`Setup.decoys`): what this sample's loss would be if
+    # its label were wrong. The noise-rate estimate compares the two (noise.py). NaN where not measured.
+    decoy_loss: np.ndarray | None = None
 
 
 @dataclass
@@ -73,23 +76,28 @@ class _Recorder:
     def __init__(self, count: int, device: torch.device):
         self.losses = torch.full((count,), float("nan"), device=device)
         self.margin = torch.full((count,), float("nan"), device=device)
+        self.decoy_loss = torch.full((count,), float("nan"), device=device)
         self.predicted = torch.full((count,), -1, dtype=torch.int64, device=device)
 
-    def record(self, rows: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        loss, predicted, margin = _measure(logits, targets)
+    def record(self, rows: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, decoys: torch.Tensor) -> None:
+        loss, predicted, margin, decoy_loss = _measure(logits, targets, decoys)
         self.losses[rows], self.predicted[rows], self.margin[rows] = loss, predicted, margin
+        self.decoy_loss[rows] = decoy_loss
 
     def result(self) -> Probe:
         losses = self.losses.cpu().numpy()
-        return Probe(losses, self.predicted.cpu().numpy(), np.exp(-losses), self.margin.cpu().numpy())
+        return Probe(losses, self.predicted.cpu().numpy(), np.exp(-losses), self.margin.cpu().numpy(),
+                     decoy_loss=self.decoy_loss.cpu().numpy())
 
 
-def _measure(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(cross-entropy, argmax class, margin) per row, without gradient."""
+def _measure(logits: torch.Tensor, targets: torch.Tensor,
+             decoys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cross-entropy, argmax class, margin, cross-entropy of the decoy label) per row, without gradient."""
     log_probs = F.log_softmax(logits.detach().float(), dim=1)
     picked = log_probs.gather(1, targets[:, None])[:, 0]
     others = log_probs.scatter(1, targets[:, None], float("-inf"))
-    return -picked, log_probs.argmax(1), others.max(1).values - picked
+    decoy = log_probs.gather(1, decoys[:, None])[:, 0]
+    return -picked, log_probs.argmax(1), others.max(1).values - picked, -decoy
 
 
 class Progress:
@@ -111,6 +119,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     pixels: torch.Tensor  # uint8 (N, 3, S, S), on the device when it fits
     labels: torch.Tensor  # int64 (N,) on the device; unlabelled samples hold 0 and are never trained on
+    decoys: torch.Tensor  # int64 (N,) on the device: per sample a fixed class drawn uniformly among the others
     mean: torch.Tensor
     std: torch.Tensor
     generator: torch.Generator  # drives shuffling and augmentation
@@ -140,12 +149,22 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
     return Setup(
         model=model, forward=torch.compile(model) if config.compile else model, optimizer=optimizer, pixels=pixels,
         labels=torch.from_numpy(np.where(labels >= 0, labels, 0)).to(device),
+        decoys=torch.from_numpy(decoy_labels(labels, num_classes, config.seed)).to(device),
         mean=torch.tensor(mean, device=device)[None, :, None, None],
         std=torch.tensor(std, device=device)[None, :, None, None],
         generator=torch.Generator().manual_seed(config.seed), device=device, config=config,
         augment=random_crop_flip if config.stem == "cifar" else random_resized_crop_flip,
         autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext,
         normalization={"mean": mean, "std": std})
+
+
+def decoy_labels(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """Per sample a class other than its label, uniformly drawn and fixed by the seed: a label known to be wrong."""
+    given = np.where(labels >= 0, labels, 0)
+    if num_classes < 2:
+        return given
+    offset = np.random.default_rng(seed).integers(1, num_classes, size=len(given))
+    return (given + offset) % num_classes
 
 
 def _batch(setup: Setup, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -183,7 +202,7 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
             logits = setup.forward(images)
         losses = F.cross_entropy(logits.float(), targets, reduction="none")
         if recorder is not None:
-            recorder.record(index, logits, targets)
+            recorder.record(index, logits, targets, setup.decoys[index])
         n_cut = drop_count(truncate_rho, len(batch_index)) if truncate_rho > 0 else 0
         if n_cut:
             keep_in_batch = torch.ones_like(losses, dtype=torch.bool)
@@ -236,7 +255,8 @@ def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorde
                 if len(chunk) == 1 and start:  # a straggler of one: measure it with the chunk before
                     chunk = rows[start - 1:]
                 index = torch.from_numpy(chunk).to(setup.device)
-                recorder.record(index, setup.forward(_augmented_batch(setup, index)), setup.labels[index])
+                recorder.record(index, setup.forward(_augmented_batch(setup, index)), setup.labels[index],
+                                setup.decoys[index])
     finally:
         for module, momentum in zip(norms, momenta):
             module.momentum = momentum
@@ -251,13 +271,15 @@ def probe(setup: Setup, images: torch.Tensor, targets: np.ndarray, index: np.nda
     recorder = _Recorder(count, setup.device)
     probabilities = None
     targets_t = torch.from_numpy(np.where(targets >= 0, targets, 0)).to(setup.device)
+    # Drawn as make_setup draws them, so the training set gets exactly `setup.decoys`.
+    decoys = torch.from_numpy(decoy_labels(targets, setup.model.fc.out_features, setup.config.seed)).to(setup.device)
     setup.model.eval()
     with torch.no_grad(), setup.autocast():
         for start in range(0, len(index), setup.config.eval_batch_size):
             chunk = torch.from_numpy(index[start:start + setup.config.eval_batch_size])
             logits = setup.forward(_batch(setup, images, chunk))
             rows = chunk.to(setup.device)
-            recorder.record(rows, logits, targets_t[rows])
+            recorder.record(rows, logits, targets_t[rows], decoys[rows])
             if keep_probabilities:
                 if probabilities is None:
                     probabilities = np.full((count, logits.shape[1]), np.nan, np.float32)

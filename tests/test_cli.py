@@ -53,3 +53,10 @@ def test_bad_option_values_name_the_option(tmp_path):
     result = CliRunner().invoke(cli, ["clean", str(ROOT / "sample_data" / "digits"), "--out", str(tmp_path / "o"),
                                       "--rho-max", "1.5"])
     assert result.exit_code != 0 and "--rho-max" in result.output and "Traceback" not in result.output
+
+
+def test_rho_max_takes_auto_or_a_number_and_names_the_option_otherwise(tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(ROOT / "sample_data" / "digits"), "--out", str(tmp_path / "o"),
+                                      "--rho-max", "half"])
+    assert result.exit_code != 0 and "--rho-max" in result.output and "neither auto nor a number" in result.output
+    assert "auto" in CliRunner().invoke(cli, ["clean", "--help"]).output

@@ -24,7 +24,7 @@ def test_explicit_values_survive_resolution():
 
 
 @pytest.mark.parametrize("options, named", [
-    (dict(rho_max=1.0), "--rho-max"), (dict(epochs=0), "--epochs"), (dict(stem="vit"), "--stem"),
+    (dict(rho_max=1.0), "--rho-max"), (dict(rho_max="most"), "--rho-max"), (dict(epochs=0), "--epochs"), (dict(stem="vit"), "--stem"),
     (dict(manifest_format="xml"), "--manifest-format"), (dict(warmup=-1), "--warmup"),
     (dict(select="per-label"), "--select"), (dict(rank_by="entropy"), "--rank-by"),
     (dict(smoothing=1.0), "--smoothing"), (dict(loss_pass="both"), "--loss-pass"),
@@ -42,3 +42,8 @@ def test_the_api_rejects_unknown_options_and_lists_the_valid_ones(tmp_path):
 def test_config_round_trips_through_a_dict():
     config = CleanConfig(epochs=7, rho_max=0.3).resolve(typical_side=32)
     assert CleanConfig.from_dict(config.to_dict()) == config
+
+
+def test_rho_max_is_auto_unless_given():
+    assert CleanConfig().rho_max == "auto"
+    assert CleanConfig(rho_max=0.3).rho_max == 0.3

@@ -1,5 +1,7 @@
 """The cleaned manifest: every format re-reads, as `clean` input, to exactly the kept samples."""
 
+import csv
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,3 +56,39 @@ def test_a_parquet_input_cannot_get_a_csv_manifest(tmp_path):
     source = write_parquet(tmp_path / "d.parquet", {"image": [encode(colour_for(0))], "label": pa.array([0])})
     with pytest.raises(LabelscrubError, match="manifest.parquet"):
         manifest_format_for(open_data(source).train, "csv")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_relabelled_samples_are_written_under_their_new_label(tmp_path, fmt):
+    images = image_folder(tmp_path / "data")
+    new_labels = images.labels.copy()
+    new_labels[0] = 1 - new_labels[0]  # sample 0 is kept under the other class
+    manifest = write_manifest(images, KEEP, tmp_path, fmt, metadata={}, labels=new_labels)
+    if fmt == "csv":
+        with manifest.open(newline="") as handle:
+            by_path = {row["path"]: row["label"] for row in csv.DictReader(handle)}
+    else:
+        table = pq.read_table(manifest)
+        by_path = dict(zip(table.column("path").to_pylist(), table.column("label").to_pylist()))
+    assert by_path[str(images.paths[0])] == images.class_names[new_labels[0]] != images.class_names[images.labels[0]]
+    assert by_path[str(images.paths[2])] == images.class_names[images.labels[2]]
+
+
+@pytest.mark.parametrize("label_type", ["int", "string"])
+def test_a_relabelled_parquet_row_keeps_the_label_column_type(tmp_path, label_type):
+    labels = [index % 3 for index in range(6)]
+    column = pa.array(labels, pa.int64()) if label_type == "int" else pa.array([["a", "b", "c"][l] for l in labels])
+    source = write_parquet(tmp_path / "data.parquet", {
+        "image": [encode(colour_for(index)) for index in range(6)], "label": column,
+    }, labels_names=["a", "b", "c"] if label_type == "int" else None, row_group_size=2)
+    images = open_data(source).train
+    new_labels = images.labels.copy()
+    new_labels[3] = 2  # row 3 (given "a") is kept as "c"
+    (tmp_path / "out").mkdir()
+    manifest = write_manifest(images, KEEP, tmp_path / "out", "parquet", metadata={}, labels=new_labels)
+    table = pq.read_table(manifest)
+    assert table.schema.field("label").type == pq.read_schema(source).field("label").type
+    again = open_data(manifest).train
+    names = [again.class_names[label] for label in again.labels]
+    assert names == [["a", "b", "c"][new_labels[index]] for index in range(6) if KEEP[index]]
+    assert pq.read_table(source).column("label").to_pylist() == column.to_pylist()  # the input is untouched

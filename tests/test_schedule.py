@@ -98,3 +98,13 @@ def test_the_score_is_a_moving_average_that_holds_through_unmeasured_epochs():
     score = updated_score(score, measured([3.0, np.nan]), rank_by="loss", smoothing=0.5)
     np.testing.assert_allclose(score, [2.0, 2.0])
     np.testing.assert_allclose(updated_score(None, measured([1.0, 2.0]), rank_by="margin", smoothing=0.5), [-1, -2])
+
+
+def test_per_class_selection_can_give_each_class_its_own_share():
+    losses = np.array([9.0, 8.0, 1.0, 0.5, 7.0, 0.1, 0.2, 0.3])
+    classes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    keep = select_kept(losses, list("abcdefgh"), 0.25, groups=classes, group_rho={0: 0.5, 1: 0.0})
+    assert keep.tolist() == [False, False, True, True, True, True, True, True]
+    # a class not named in group_rho uses the shared share
+    keep = select_kept(losses, list("abcdefgh"), 0.25, groups=classes, group_rho={0: 0.5})
+    assert keep.tolist() == [False, False, True, True, False, True, True, True]

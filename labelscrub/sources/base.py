@@ -30,6 +30,7 @@ class ParquetRows:
     files: list[Path]
     file_index: np.ndarray  # int32, one per sample: index into `files`
     row_index: np.ndarray  # int64, one per sample: row within that file
+    label_column: str = "label"  # the column the labels came from (rewritten by `clean --relabel`)
 
 
 @dataclass

@@ -110,7 +110,8 @@ def _read_files(files: list[Path], *, root: Path, image_column: str | None, labe
     labels_column = pa.chunked_array([chunk for array in raw_labels for chunk in array.chunks],
                                      type=raw_labels[0].type)
     labels, names, errors = _labels(labels_column, files[0], label_col, schema, class_names)
-    locations = ParquetRows(files=files, file_index=np.concatenate(file_index), row_index=np.concatenate(row_index))
+    locations = ParquetRows(files=files, file_index=np.concatenate(file_index), row_index=np.concatenate(row_index),
+                            label_column=label_col)
     return LabeledImages(
         kind="parquet", location=files[0] if len(files) == 1 else root, sample_ids=sample_ids, labels=labels,
         class_names=names, errors=errors, parquet=locations,

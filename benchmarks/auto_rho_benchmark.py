@@ -1,0 +1,125 @@
+"""`--rho-max auto` against the truth: plant label noise, clean with auto, and compare the estimated noise rate,
+overall and per class, with the planted one. Run by hand, never in CI (results in BENCHMARKS.md).
+
+    python benchmarks/auto_rho_benchmark.py --noise sym0 sym20 sym40 asym40 \
+        --train-per-class 1000 --test-per-class 200 --epochs 30 --stem imagenet --image-size 32
+
+Per setting it prints the planted and estimated rates, the worst per-class error, the share dropped and the
+detection precision / recall / F1. `--fixed` also cleans with rho_max set to the planted rate (the best guess a
+user could make, knowing the truth) for comparison. `--retrain` retrains what each run keeps; with auto it also
+measures `--relabel`: how many of the relabelled samples got their true label back, and the retrain accuracy on
+the relabelled manifest against the one that only drops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import labelscrub
+from labelscrub.planted import detection_scores
+
+from noise_benchmark import NOISE_SETTINGS, plant, retrain_kept, run_settings
+
+
+def main() -> None:
+    run_settings(_arguments(), run_setting, markdown_table, prefix="auto-")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/datasets/cifar10")
+    parser.add_argument("--noise", nargs="+", default=["sym40"], choices=sorted(NOISE_SETTINGS))
+    parser.add_argument("--fixed", action="store_true", help="also clean with rho_max = the planted rate")
+    parser.add_argument("--retrain", action="store_true", help="retrain each kept set (and the relabelled one)")
+    parser.add_argument("--select", default="global", choices=["global", "per-class"])
+    parser.add_argument("--train-per-class", type=int, default=1000)
+    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--stem", default="imagenet")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    return parser.parse_args()
+
+
+def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path) -> list[dict]:
+    data, true_labels, noisy = plant(setting, args, scratch)
+    flipped = noisy != true_labels
+    recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
+    truth_per_class = np.array([flipped[noisy == label].mean() for label in range(int(noisy.max()) + 1)])
+    print(f"== {setting}: {len(noisy)} train, {int(flipped.sum())} flipped ({flipped.mean():.3f})", flush=True)
+
+    variants = [("auto", {"rho_max": "auto", "relabel": True})]
+    if args.fixed:
+        variants.append(("fixed = planted rate", {"rho_max": float(flipped.mean())}))
+    rows = []
+    for name, options in variants:
+        started = time.perf_counter()
+        result = labelscrub.clean(data, out / name.split()[0], overwrite=True, select=args.select,
+                                  **recipe, **options)
+        seconds = time.perf_counter() - started
+        report = result.report()
+        row_of = np.array([int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()])
+        dropped = np.zeros(len(noisy), bool)
+        dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
+        noise = result.summary["noise"]
+        estimated = np.array([entry["estimated_noise_rate"] for entry in noise["classes"].values()], float)
+        row = {"noise": setting, "variant": name, "select": args.select, "planted_rate": float(flipped.mean()),
+               "estimated_rate": noise["estimated_noise_rate"],
+               "worst_class_error": float(np.nanmax(np.abs(estimated - truth_per_class))),
+               "rho_max_used": noise["rho_max_used"], "dropped_share": float(dropped.mean()),
+               **detection_scores(dropped, flipped), "seconds": seconds}
+        if name == "auto":
+            row.update(relabel_quality(report, row_of, true_labels, noisy))
+        if args.retrain:
+            row["retrain_accuracy"] = retrain_kept(data, ~dropped, recipe, out / name.split()[0] / "drop")
+            if name == "auto":
+                row["retrain_accuracy_relabel"] = labelscrub.retrain(
+                    result.manifest_path, test=data / "test.parquet", out=out / "auto" / "relabel",
+                    overwrite=True, **recipe).accuracy
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def relabel_quality(report, row_of: np.ndarray, true_labels: np.ndarray, noisy: np.ndarray) -> dict:
+    """Among dropped samples with a suggestion other than their given label: how many, and how many of those
+    suggestions are the true label."""
+    suggested = np.full(len(noisy), -1)
+    values = report.column("suggested_label").to_numpy(zero_copy_only=False)
+    suggested[row_of] = np.where(np.isnan(values.astype(float)), -1, values)
+    dropped = np.zeros(len(noisy), bool)
+    dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
+    relabelled = dropped & (suggested >= 0) & (suggested != noisy)
+    correct = int((suggested[relabelled] == true_labels[relabelled]).sum())
+    return {"relabelled": int(relabelled.sum()), "relabelled_correct": correct,
+            "relabel_accuracy": correct / relabelled.sum() if relabelled.any() else None,
+            "was_right_before": int((noisy[relabelled] == true_labels[relabelled]).sum())}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| noise | rho_max | planted | estimated | worst class off by | dropped | precision | recall | F1 | "
+             "retrain acc (drop) | relabelled (correct) | retrain acc (relabel) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def percent(value):
+        return "" if value is None else f"{value:.1%}"
+
+    for row in rows:
+        relabel = "" if "relabelled" not in row else f"{row['relabelled']} ({row['relabelled_correct']})"
+        lines.append(
+            f"| {row['noise']} | {row['variant']} | {row['planted_rate']:.1%} | {percent(row['estimated_rate'])} | "
+            f"{row['worst_class_error']:.1%} | {row['dropped_share']:.1%} | {row['precision']:.3f} | "
+            f"{row['recall']:.3f} | {row['f1']:.3f} | {percent(row.get('retrain_accuracy'))} | {relabel} | "
+            f"{percent(row.get('retrain_accuracy_relabel'))} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

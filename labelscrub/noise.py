@@ -1,0 +1,125 @@
+"""Estimating the share of wrong labels from the training dynamics, so rho_max need not be guessed.
+
+Every sample carries a fixed decoy label: a class other than its own, drawn uniformly (train.decoy_labels). Each
+epoch measures two losses per sample: that of its given label and that of its decoy. The decoy losses show what
+losses of wrong labels look like to this model at this point of training, for this data, whatever the model's
+accuracy. While the network has not memorised (the warm-up), a sample whose given label is wrong has a loss drawn
+from the same distribution as the decoy losses, and a right label has a lower one. So for a high threshold s
+
+    share of given-label losses above s  ~=  noise rate x share of decoy losses above s  (+ the few right labels above s)
+
+and every ratio share_given(> s) / share_decoy(> s) is an estimate that errs upward only by the right labels above
+s. `estimate_noise` takes, for each given class c, the smallest ratio over thresholds at the 50th to 95th
+percentile of the decoy losses of class c (the samples whose decoy is c: how c scores on images that are not c),
+which is mixture-proportion estimation as in Scott (2015); the overall rate weights the classes by size.
+
+Both losses are moving averages over the epochs (the same smoothing as the ranking score). The estimate is made
+once, after the last warm-up epoch, before any sample has been dropped. It matches the truth when wrong labels
+are spread over the other classes; where labels are wrong in a systematic way (cat images labelled dog, over and
+over) the model learns the confusion and the estimate is too low. README "Estimating the noise rate" has the
+measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Thresholds: these percentiles of the decoy losses. Below the median, right labels dominate the tail; above the
+# 95th, too few decoys remain for a stable share.
+THRESHOLD_PERCENTILES = np.arange(50, 96, 5)
+# A class with fewer decoys than this is compared with the decoys of all classes.
+MIN_DECOYS = 20
+# Never estimate more than this share: a drop share near 1 would leave nothing to train on.
+MAX_NOISE_RATE = 0.9
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    overall: float  # estimated share of wrong labels among the readable samples
+    per_class: np.ndarray  # (classes,) float64 estimated share within each given class; NaN for empty classes
+    epoch: int  # the epoch (0-based) after which the estimate was made
+
+    def to_state(self) -> dict:
+        return {"noise_overall": self.overall, "noise_per_class": self.per_class, "noise_epoch": self.epoch}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "NoiseEstimate | None":
+        if "noise_overall" not in state:
+            return None
+        return cls(float(state["noise_overall"]), np.asarray(state["noise_per_class"], np.float64),
+                   int(state["noise_epoch"]))
+
+    def to_dict(self, class_names: list[str]) -> dict:
+        return {"overall": self.overall, "epoch": self.epoch,
+                "per_class": {name: (None if np.isnan(rate) else float(rate))
+                              for name, rate in zip(class_names, self.per_class)}}
+
+
+def estimate_noise(losses: np.ndarray, decoy_losses: np.ndarray, labels: np.ndarray, decoys: np.ndarray,
+                   eligible: np.ndarray, num_classes: int, *, epoch: int) -> NoiseEstimate:
+    """Share of wrong labels, per given class and overall (the class shares weighted by class size), from each
+    sample's (averaged) loss of its given label and of its decoy label. Samples that are not eligible, or not
+    measured (NaN), take no part.
+
+    What a wrong label c looks like is the loss of c on images of other classes, i.e. the decoy losses of the
+    samples whose decoy is c; comparing each class with its own decoys accounts for a model that favours some
+    classes over others."""
+    usable = np.asarray(eligible, bool) & ~np.isnan(losses) & ~np.isnan(decoy_losses)
+    per_class = np.full(num_classes, np.nan)
+    if not usable.any():
+        return NoiseEstimate(0.0, per_class, epoch)
+    given, decoy = losses[usable], decoy_losses[usable]
+    given_labels, decoy_labels = labels[usable], decoys[usable]
+    sizes = np.bincount(given_labels, minlength=num_classes)
+    for label in np.flatnonzero(sizes):
+        wrong = decoy[decoy_labels == label]
+        if len(wrong) < MIN_DECOYS:  # too few to describe this class's wrong labels: use every class's decoys
+            wrong = decoy
+        per_class[label] = smallest_tail_ratio(given[given_labels == label], wrong)
+    overall = float(np.nansum(per_class * sizes) / sizes.sum())
+    return NoiseEstimate(overall, per_class, epoch)
+
+
+def smallest_tail_ratio(given: np.ndarray, wrong: np.ndarray) -> float:
+    """The smallest ratio, over thresholds at THRESHOLD_PERCENTILES of `wrong`, of the share of `given` above the
+    threshold to the share of `wrong` above it; clipped to [0, MAX_NOISE_RATE]."""
+    ratios = [tail_ratio(given, wrong, threshold) for threshold in np.percentile(wrong, THRESHOLD_PERCENTILES)]
+    return _clipped(min(ratios))
+
+
+def tail_ratio(given: np.ndarray, wrong: np.ndarray, threshold: float) -> float:
+    """Share of `given` above `threshold` over the share of `wrong` above it."""
+    wrong_share = float((wrong > threshold).mean())
+    return float((given > threshold).mean()) / wrong_share if wrong_share else float("inf")
+
+
+def _clipped(rate: float) -> float:
+    return float(min(max(rate, 0.0), MAX_NOISE_RATE))
+
+
+def noise_summary(*, estimate: NoiseEstimate | None, rho_max: float, labels: np.ndarray, predicted: np.ndarray,
+                  eligible: np.ndarray, dropped: np.ndarray, relabelled: np.ndarray,
+                  class_names: list[str]) -> dict:
+    """What run.json and the report metadata say about the noise: the estimate, and per class its size, estimated
+    rate, dropped and relabelled counts; plus the noise matrix, the (given label, predicted label) counts among
+    dropped samples, as a list of non-zero cells, largest first (a list stays readable with many classes)."""
+    classes = {}
+    for label, name in enumerate(class_names):
+        members = eligible & (labels == label)
+        rate = None if estimate is None or np.isnan(estimate.per_class[label]) else float(estimate.per_class[label])
+        classes[name] = {"samples": int(members.sum()), "estimated_noise_rate": rate,
+                         "dropped": int((members & dropped).sum()), "relabelled": int((members & relabelled).sum())}
+    cells: dict[tuple[int, int], int] = {}
+    for given, guess in zip(labels[dropped].tolist(), predicted[dropped].tolist()):
+        cells[given, guess] = cells.get((given, guess), 0) + 1
+    matrix = [{"given": class_names[given], "predicted": class_names[guess], "count": count}
+              for (given, guess), count in sorted(cells.items(), key=lambda item: (-item[1], item[0]))]
+    return {
+        "estimated_noise_rate": None if estimate is None else estimate.overall,
+        "estimated_after_epoch": None if estimate is None else estimate.epoch,
+        "rho_max_used": rho_max,
+        "classes": classes,
+        "noise_matrix": matrix,
+    }

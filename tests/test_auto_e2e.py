@@ -1,0 +1,85 @@
+"""End to end with the defaults a user gets: `--rho-max auto` estimates the planted noise of the sample, and
+`--relabel` writes the suggested labels into the manifest."""
+
+import csv
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from labelscrub.cli import cli
+from labelscrub.report import read_report_metadata
+from labelscrub.suggest import SUGGEST_CONFIDENCE
+
+from conftest import DIGITS, FLIPPED, PLANTED_NOISE, SAMPLE_LR
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("auto-run")
+    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(out), "--epochs", "15", "--lr", SAMPLE_LR,
+                                      "--relabel"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_auto_estimates_the_planted_noise_rate_and_drops_that_share(auto_run):
+    out, output = auto_run
+    run = json.loads((out / "run.json").read_text())
+    noise = run["noise"]
+    assert noise["estimated_noise_rate"] == pytest.approx(PLANTED_NOISE, abs=0.05)
+    assert noise["rho_max_used"] == noise["estimated_noise_rate"]
+    assert run["config"]["rho_max"] == "auto"
+    assert run["counts"]["dropped"] == int(np.ceil(round(noise["rho_max_used"] * run["counts"]["trainable"], 9)))
+    assert f"estimated noise rate: {noise['estimated_noise_rate']:.1%}" in output
+
+
+def test_the_noise_summary_counts_every_class_and_every_dropped_sample(auto_run):
+    out, _ = auto_run
+    run = json.loads((out / "run.json").read_text())
+    classes = run["noise"]["classes"]
+    assert list(classes) == [str(digit) for digit in range(10)]
+    assert sum(entry["samples"] for entry in classes.values()) == run["counts"]["trainable"]
+    assert sum(entry["dropped"] for entry in classes.values()) == run["counts"]["dropped"]
+    assert all(0.0 <= entry["estimated_noise_rate"] <= 1.0 for entry in classes.values())
+    assert sum(cell["count"] for cell in run["noise"]["noise_matrix"]) == run["counts"]["dropped"]
+    assert read_report_metadata(out / "report.parquet")["noise"] == run["noise"]
+
+
+def test_suggestions_are_confident_and_mostly_the_true_label_of_planted_flips(auto_run):
+    out, _ = auto_run
+    report = pq.read_table(out / "report.parquet").to_pylist()
+    with FLIPPED.open() as handle:
+        true_label = {row["folder_sample_id"]: row["true_label"] for row in csv.DictReader(handle)}
+    for row in report:
+        if row["suggested_label"] is None:
+            assert row["suggested_name"] is None and row["suggestion_confidence"] is None
+        else:
+            assert row["suggestion_confidence"] >= SUGGEST_CONFIDENCE
+    suggested_flips = [row for row in report if row["sample_id"] in true_label and row["suggested_name"]]
+    correct = sum(row["suggested_name"] == true_label[row["sample_id"]] for row in suggested_flips)
+    assert len(suggested_flips) >= 50 and correct / len(suggested_flips) >= 0.8
+
+
+def test_relabel_keeps_dropped_samples_with_a_suggestion_under_that_label(auto_run):
+    out, output = auto_run
+    report = pq.read_table(out / "report.parquet").to_pylist()
+    with (out / "manifest.csv").open(newline="") as handle:
+        manifest = {row["path"]: row["label"] for row in csv.DictReader(handle)}
+    expected = {}
+    for row in report:
+        path = str((DIGITS / row["sample_id"]).resolve())
+        if not row["dropped"]:
+            expected[path] = row["label_name"]
+        elif row["suggested_name"] is not None:
+            expected[path] = row["suggested_name"]
+    assert manifest == expected
+    run = json.loads((out / "run.json").read_text())
+    relabelled = sum(row["dropped"] and row["suggested_name"] not in (None, row["label_name"]) for row in report)
+    assert run["counts"]["relabelled"] == relabelled > 0
+    assert run["counts"]["in_manifest"] == len(manifest)
+    assert f"relabelled {relabelled} dropped samples" in output

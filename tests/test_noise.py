@@ -1,0 +1,94 @@
+"""The noise-rate estimate and the noise summary, on synthetic losses with a known share of wrong labels."""
+
+import numpy as np
+import pytest
+
+from labelscrub.noise import MAX_NOISE_RATE, NoiseEstimate, estimate_noise, noise_summary
+
+
+def planted(n: int, noise_rate: float, num_classes: int = 5, seed: int = 0):
+    """Losses as the warm-up leaves them: a right label scores low; a wrong label scores like a decoy (a label
+    known to be wrong). Returns (given losses, decoy losses, labels, decoys, wrong)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % num_classes
+    decoys = (labels + rng.integers(1, num_classes, n)) % num_classes
+    wrong = rng.random(n) < noise_rate
+    decoy_losses = rng.normal(3.0, 0.7, n)
+    given = np.where(wrong, rng.normal(3.0, 0.7, n), rng.gamma(2.0, 0.4, n))
+    return given, decoy_losses, labels, decoys, wrong
+
+
+@pytest.mark.parametrize("noise_rate", [0.0, 0.1, 0.2, 0.4])
+def test_the_estimate_recovers_the_planted_rate(noise_rate):
+    given, decoy, labels, decoys, wrong = planted(10000, noise_rate)
+    estimate = estimate_noise(given, decoy, labels, decoys, np.ones(10000, bool), 5, epoch=3)
+    assert estimate.overall == pytest.approx(wrong.mean(), abs=0.03)
+    for label in range(5):
+        assert estimate.per_class[label] == pytest.approx(wrong[labels == label].mean(), abs=0.06)
+    assert estimate.epoch == 3
+
+
+def test_per_class_rates_follow_where_the_wrong_labels_are():
+    given, decoy, labels, decoys, _ = planted(8000, 0.0, num_classes=2)
+    rng = np.random.default_rng(1)
+    wrong = (labels == 0) & (rng.random(8000) < 0.4)  # 40% of class 0, none of class 1
+    given = np.where(wrong, rng.normal(3.0, 0.7, 8000), given)
+    estimate = estimate_noise(given, decoy, labels, decoys, np.ones(8000, bool), 3, epoch=0)
+    assert estimate.per_class[0] == pytest.approx(0.4, abs=0.05)
+    assert estimate.per_class[1] < 0.03
+    assert np.isnan(estimate.per_class[2])  # no samples of class 2
+    assert estimate.overall == pytest.approx(0.2, abs=0.03)
+
+
+def test_a_class_the_model_favours_is_judged_by_its_own_decoys():
+    """Wrong labels of a favoured class score lower than other wrong labels; comparing with every class's decoys
+    would miss them, comparing with the decoys of that class does not."""
+    given, decoy, labels, decoys, wrong = planted(10000, 0.3)
+    favoured = decoys == 0
+    # favouring class 0 lowers every loss of label 0: of its wrong labels, its decoys, and its right labels
+    decoy = np.where(favoured, decoy - 1.0, decoy)
+    given = np.where(labels == 0, np.where(wrong, given - 1.0, given * 0.5), given)
+    estimate = estimate_noise(given, decoy, labels, decoys, np.ones(10000, bool), 5, epoch=0)
+    assert estimate.per_class[0] == pytest.approx(wrong[labels == 0].mean(), abs=0.06)
+
+
+def test_ineligible_and_unmeasured_samples_take_no_part():
+    given, decoy, labels, decoys, wrong = planted(10000, 0.2)
+    given[:100] = np.nan
+    eligible = np.ones(10000, bool)
+    eligible[100:300] = False
+    given[100:300] = 50.0  # would count as wrong labels if they took part
+    estimate = estimate_noise(given, decoy, labels, decoys, eligible, 5, epoch=0)
+    assert estimate.overall == pytest.approx(wrong[300:].mean(), abs=0.03)
+
+
+def test_identical_losses_for_right_and_wrong_labels_give_no_more_than_the_cap():
+    rng = np.random.default_rng(2)
+    same = rng.normal(3.0, 0.7, 1000)
+    estimate = estimate_noise(same, same.copy(), np.zeros(1000, int), np.ones(1000, int), np.ones(1000, bool), 2,
+                              epoch=0)
+    assert estimate.overall <= MAX_NOISE_RATE
+
+
+def test_the_estimate_round_trips_through_a_checkpoint_state():
+    estimate = NoiseEstimate(0.25, np.array([0.1, np.nan]), 5)
+    back = NoiseEstimate.from_state(estimate.to_state())
+    assert back.overall == 0.25 and back.epoch == 5
+    assert back.per_class[0] == 0.1 and np.isnan(back.per_class[1])
+    assert NoiseEstimate.from_state({}) is None
+    assert estimate.to_dict(["a", "b"])["per_class"] == {"a": 0.1, "b": None}
+
+
+def test_noise_summary_counts_per_class_and_the_noise_matrix():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([1, 1, 0, 0, 1, 2])
+    dropped = np.array([True, True, False, True, False, False])
+    relabelled = np.array([True, False, False, False, False, False])
+    summary = noise_summary(estimate=NoiseEstimate(0.5, np.array([0.6, 0.5, 0.0]), 2), rho_max=0.5, labels=labels,
+                            predicted=predicted, eligible=np.ones(6, bool), dropped=dropped,
+                            relabelled=relabelled, class_names=["a", "b", "c"])
+    assert summary["classes"]["a"] == {"samples": 3, "estimated_noise_rate": 0.6, "dropped": 2, "relabelled": 1}
+    assert summary["classes"]["c"]["dropped"] == 0
+    assert summary["noise_matrix"] == [{"given": "a", "predicted": "b", "count": 2},
+                                       {"given": "b", "predicted": "a", "count": 1}]
+    assert summary["estimated_noise_rate"] == 0.5 and summary["rho_max_used"] == 0.5
