@@ -107,6 +107,8 @@ def cli() -> None:
               help="Decoded images beyond this size are kept in a memory-mapped file in --out instead of RAM.")
 @click.option("--relabel", is_flag=True, help="Keep dropped samples that have a confident suggested label in the "
               "manifest, under that label (the others are still dropped).")
+@click.option("--suggest-confidence", type=float, default=CleanConfig.suggest_confidence, show_default=True,
+              help="Probability the model must give a class, over the last 3 epochs, to suggest it as the label.")
 @click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=None,
               help="Manifest file type [default: parquet for Parquet input, csv otherwise].")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")

@@ -71,6 +71,8 @@ class CleanConfig:
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
     relabel: bool = False  # the manifest keeps dropped samples that have a suggested label, under that label
+    # a suggested label needs at least this (moving-average) probability of its class; 0.8 measured: README
+    suggest_confidence: float = 0.8
 
     def __post_init__(self) -> None:
         _check(self.method in METHOD_NAMES,
@@ -79,6 +81,8 @@ class CleanConfig:
                f"--loss-pass must be one of {', '.join(LOSS_PASSES)}, not {self.loss_pass!r}")
         _check(self.select in SELECTIONS, f"--select must be one of {', '.join(SELECTIONS)}, not {self.select!r}")
         _check(self.rank_by in RANKINGS, f"--rank-by must be one of {', '.join(RANKINGS)}, not {self.rank_by!r}")
+        _check(0.0 < self.suggest_confidence <= 1.0,
+               f"--suggest-confidence must be in (0, 1], not {self.suggest_confidence}")
         _check(0.0 <= self.smoothing < 1.0, f"--smoothing must be in [0, 1), not {self.smoothing}")
         _check(self.stem in STEMS, f"--stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
         _check(self.device in DEVICES or self.device.startswith("cuda:"),

@@ -208,7 +208,8 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
 
 def _outcome(task: Task, setup: Setup, history: _History, last: Probe, final_kept: np.ndarray,
              score: np.ndarray) -> TrainingOutcome:
-    suggested, confidence = SuggestionTracker.from_state(task.state).suggestions()
+    suggested, confidence = SuggestionTracker.from_state(task.state).suggestions(
+        min_confidence=task.config.suggest_confidence)
     return TrainingOutcome(
         model=setup.model, loss_history=np.stack(history.losses), kept_history=np.stack(history.kept),
         final_kept=final_kept, predicted=last.predicted, p_label=last.p_label, final_loss=last.losses,

@@ -3,7 +3,7 @@
 Per sample, `SuggestionTracker` follows the predicted class across epochs. While the prediction stays the same,
 its confidence is a moving average of the probability of that class; when the prediction changes, both restart.
 A sample gets a suggestion once the same class has been predicted in each of the last `SUGGEST_EPOCHS` epochs with
-a confidence of at least `SUGGEST_CONFIDENCE`; otherwise it has none. The suggestion may be the given label (the
+a confidence of at least `CleanConfig.suggest_confidence`; otherwise it has none. The suggestion may be the given label (the
 model confirms it) or another class (the model contradicts it).
 
 Samples a method leaves out of training are measured without gradient, so their suggestions come from a model
@@ -21,9 +21,6 @@ from labelscrub.train import Probe
 # The same class in each of the last 3 epochs: a prediction that flips between two classes from epoch to epoch
 # (a hard or ambiguous image) gets no suggestion.
 SUGGEST_EPOCHS = 3
-# Probability of the suggested class (training-pass measurement, augmented). See README "Suggested labels" for the
-# measurement behind this value.
-SUGGEST_CONFIDENCE = 0.5
 # Weight of the previous confidence in the moving average: the last few epochs dominate.
 CONFIDENCE_SMOOTHING = 0.5
 
@@ -67,8 +64,8 @@ class SuggestionTracker:
         self.confidence = np.where(same, blended, np.where(restarted, probability, self.confidence)).astype(np.float32)
         self.predicted = np.where(was_measured, measured.predicted, self.predicted)
 
-    def suggestions(self, *, epochs: int = SUGGEST_EPOCHS,
-                    min_confidence: float = SUGGEST_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    def suggestions(self, *, min_confidence: float,
+                    epochs: int = SUGGEST_EPOCHS) -> tuple[np.ndarray, np.ndarray]:
         """(suggested class or -1, confidence or NaN) per sample."""
         confident = (self.predicted >= 0) & (self.streak >= epochs) & (self.confidence >= min_confidence)
         return (np.where(confident, self.predicted, -1),

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from labelscrub.cli import cli
 from labelscrub.report import read_report_metadata
-from labelscrub.suggest import SUGGEST_CONFIDENCE
+from labelscrub.config import CleanConfig
 
 from conftest import DIGITS, FLIPPED, PLANTED_NOISE, SAMPLE_LR
 
@@ -59,7 +59,7 @@ def test_suggestions_are_confident_and_mostly_the_true_label_of_planted_flips(au
         if row["suggested_label"] is None:
             assert row["suggested_name"] is None and row["suggestion_confidence"] is None
         else:
-            assert row["suggestion_confidence"] >= SUGGEST_CONFIDENCE
+            assert row["suggestion_confidence"] >= CleanConfig.suggest_confidence
     suggested_flips = [row for row in report if row["sample_id"] in true_label and row["suggested_name"]]
     correct = sum(row["suggested_name"] == true_label[row["sample_id"]] for row in suggested_flips)
     assert len(suggested_flips) >= 50 and correct / len(suggested_flips) >= 0.8

@@ -25,7 +25,7 @@ def test_a_steady_confident_prediction_becomes_the_suggestion():
     for _ in range(3):
         # sample 0: confidently class 4 (contradicts its label); 1: confidently its own label; 2: unsure
         tracker.update(measurement(labels, [4, 1, 3], [0.05, 0.9, 0.3], [0.9, 0.9, 0.35]))
-    suggested, confidence = tracker.suggestions(epochs=3, min_confidence=0.5)
+    suggested, confidence = tracker.suggestions(min_confidence=0.5, epochs=3)
     assert suggested.tolist() == [4, 1, -1]
     assert np.allclose(confidence[:2], [0.9, 0.9], atol=1e-5) and np.isnan(confidence[2])
 
@@ -34,9 +34,9 @@ def test_a_prediction_that_changes_restarts_the_count():
     tracker = SuggestionTracker.empty(1)
     for predicted in ([4], [4], [5], [5]):
         tracker.update(measurement([0], predicted, [0.05], [0.9]))
-    assert tracker.suggestions(epochs=3, min_confidence=0.5)[0].tolist() == [-1]  # class 5 only twice in a row
+    assert tracker.suggestions(min_confidence=0.5, epochs=3)[0].tolist() == [-1]  # class 5 only twice in a row
     tracker.update(measurement([0], [5], [0.05], [0.9]))
-    assert tracker.suggestions(epochs=3, min_confidence=0.5)[0].tolist() == [5]
+    assert tracker.suggestions(min_confidence=0.5, epochs=3)[0].tolist() == [5]
 
 
 def test_unmeasured_epochs_leave_the_streak_alone():
