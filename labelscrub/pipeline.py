@@ -21,7 +21,7 @@ import torch
 
 from labelscrub import __version__
 from labelscrub.atomic import outputs_together, write_text
-from labelscrub.config import CleanConfig
+from labelscrub.config import MANIFEST_FORMATS, CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, write_manifest
@@ -145,6 +145,9 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
                                         "run": run_json_path})
         write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # every output is in place; nothing left to resume
+    for stale in (out_dir / f"manifest.{fmt}" for fmt in MANIFEST_FORMATS):  # left by an overwritten run of another format
+        if stale != manifest_path:
+            stale.unlink(missing_ok=True)
     return CleanResult(
         out_dir=out_dir, report_path=report_path, manifest_path=manifest_path, model_path=model_path,
         run_json_path=run_json_path, class_names=train_set.class_names, n_samples=len(train_set),

@@ -1,10 +1,13 @@
-"""Shared output files: checkpoints are never unpickled as code, and the output-folder guard."""
+"""Shared output files: checkpoints are never unpickled as code, the output-folder guard, no stale manifests."""
 
 import pytest
 import torch
 
+import labelscrub
 from labelscrub.errors import LabelscrubError
 from labelscrub.outputs import CHECKPOINT_NAME, load_checkpoint, prepare_out_dir
+
+from conftest import DIGITS
 
 RAN = []
 
@@ -29,3 +32,12 @@ def test_resume_needs_a_checkpoint_and_a_fresh_run_needs_an_empty_folder(tmp_pat
     with pytest.raises(LabelscrubError, match="no checkpoint.pt"):
         prepare_out_dir(tmp_path / "out", tmp_path / "data.csv", overwrite=False, resume=True)
     prepare_out_dir(tmp_path / "out", tmp_path / "data.csv", overwrite=True)
+
+
+def test_overwriting_with_another_manifest_format_leaves_no_stale_manifest(tmp_path):
+    options = dict(epochs=1, warmup=0, ramp=0, rho_max=0.1, overwrite=True)
+    labelscrub.clean(DIGITS, tmp_path, manifest_format="csv", **options)
+    assert (tmp_path / "manifest.csv").exists()
+    result = labelscrub.clean(DIGITS, tmp_path, manifest_format="jsonl", **options)
+    assert result.manifest_path.name == "manifest.jsonl"
+    assert sorted(path.name for path in tmp_path.glob("manifest.*")) == ["manifest.jsonl"]
