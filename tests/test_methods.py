@@ -1,5 +1,6 @@
 """The training loop on tiny synthetic data: the schedule is applied as documented and seeded runs repeat."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -144,3 +145,26 @@ def test_oneshot_ranks_once_after_warmup_then_trains_a_fresh_model_on_the_rest()
     assert (outcome.kept_history[1:] == outcome.final_kept).all()
     assert (~outcome.final_kept).sum() == 10
     np.testing.assert_array_equal(outcome.score, outcome.loss_history[0])
+
+
+def test_auto_drops_the_estimated_rate_made_at_the_end_of_the_warm_up():
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", warmup=2))
+    assert outcome.noise is not None and outcome.noise.epoch == 1  # after the second (last) warm-up epoch
+    assert outcome.rho_max == outcome.noise.overall
+    assert (~outcome.final_kept).sum() == math.ceil(round(outcome.noise.overall * N, 9))
+
+
+def test_auto_per_class_drops_each_class_its_own_estimate():
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", select="per-class"))
+    labels = np.arange(N) % CLASSES
+    for label in range(CLASSES):
+        in_class = labels == label
+        expected = math.ceil(round(outcome.noise.per_class[label] * in_class.sum(), 9))
+        assert (~outcome.final_kept[in_class]).sum() == expected
+
+
+def test_every_method_reports_a_noise_estimate_and_suggestions():
+    for method in ("erm", "oneshot"):
+        outcome, _ = run(dataclasses.replace(CONFIG, method=method))
+        assert 0.0 <= outcome.noise.overall <= 1.0 and outcome.noise.per_class.shape == (CLASSES,)
+        assert outcome.suggested.shape == (N,) and ((outcome.suggested >= -1) & (outcome.suggested < CLASSES)).all()
