@@ -35,6 +35,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--data", default="../shared/datasets/cifar10")
     parser.add_argument("--noise", nargs="+", default=["sym40"], choices=sorted(NOISE_SETTINGS))
     parser.add_argument("--fixed", action="store_true", help="also clean with rho_max = the planted rate")
+    parser.add_argument("--no-auto", dest="auto", action="store_false", help="skip the auto run (with --fixed)")
     parser.add_argument("--retrain", action="store_true", help="retrain each kept set (and the relabelled one)")
     parser.add_argument("--select", default="global", choices=["global", "per-class"])
     parser.add_argument("--train-per-class", type=int, default=1000)
@@ -55,7 +56,7 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
     truth_per_class = np.array([flipped[noisy == label].mean() for label in range(int(noisy.max()) + 1)])
     print(f"== {setting}: {len(noisy)} train, {int(flipped.sum())} flipped ({flipped.mean():.3f})", flush=True)
 
-    variants = [("auto", {"rho_max": "auto", "relabel": True})]
+    variants = [("auto", {"rho_max": "auto", "relabel": True})] if args.auto else []
     if args.fixed:
         variants.append(("fixed = planted rate", {"rho_max": float(flipped.mean())}))
     rows = []
