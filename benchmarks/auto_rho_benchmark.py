@@ -38,6 +38,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--no-auto", dest="auto", action="store_false", help="skip the auto run (with --fixed)")
     parser.add_argument("--retrain", action="store_true", help="retrain each kept set (and the relabelled one)")
     parser.add_argument("--select", default="global", choices=["global", "per-class"])
+    parser.add_argument("--suggest-confidence", type=float, default=None,
+                        help="clean's --suggest-confidence; the relabel accuracy is also broken down by confidence "
+                        "above it (default: labelscrub's)")
     parser.add_argument("--train-per-class", type=int, default=1000)
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=30)
@@ -62,6 +65,8 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
     rows = []
     for name, options in variants:
         started = time.perf_counter()
+        if args.suggest_confidence is not None:
+            options["suggest_confidence"] = args.suggest_confidence
         result = labelscrub.clean(data, out / name.split()[0], overwrite=True, select=args.select,
                                   **recipe, **options)
         seconds = time.perf_counter() - started
@@ -97,11 +102,19 @@ def relabel_quality(report, row_of: np.ndarray, true_labels: np.ndarray, noisy: 
     suggested[row_of] = np.where(np.isnan(values.astype(float)), -1, values)
     dropped = np.zeros(len(noisy), bool)
     dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
+    confidence = np.full(len(noisy), np.nan)
+    confidence[row_of] = report.column("suggestion_confidence").to_numpy(zero_copy_only=False)
     relabelled = dropped & (suggested >= 0) & (suggested != noisy)
     correct = int((suggested[relabelled] == true_labels[relabelled]).sum())
+    by_confidence = {}
+    for floor in (0.5, 0.6, 0.7, 0.8, 0.9):  # what a higher --suggest-confidence would have relabelled
+        chosen = relabelled & (confidence >= floor)
+        by_confidence[f"{floor:.1f}"] = {"relabelled": int(chosen.sum()),
+                                         "correct": int((suggested[chosen] == true_labels[chosen]).sum())}
     return {"relabelled": int(relabelled.sum()), "relabelled_correct": correct,
             "relabel_accuracy": correct / relabelled.sum() if relabelled.any() else None,
-            "was_right_before": int((noisy[relabelled] == true_labels[relabelled]).sum())}
+            "was_right_before": int((noisy[relabelled] == true_labels[relabelled]).sum()),
+            "relabel_by_confidence": by_confidence}
 
 
 def markdown_table(rows: list[dict]) -> str:
