@@ -25,17 +25,22 @@ def report(out):
     return np.array(table.column("loss_trajectory").to_pylist(), dtype=np.float32), table.column("dropped").to_pylist()
 
 
-@pytest.mark.parametrize("method", ["stepe", "oneshot"])
-def test_a_killed_run_resumes_to_the_same_result(tmp_path, method):
+@pytest.mark.parametrize("method, extra, kill_after", [
+    ("stepe", [], "epoch 3/5"),
+    ("oneshot", [], "epoch 3/5"),
+    # killed in the middle of the warm-up, before auto has estimated the noise rate
+    ("stepe", ["--rho-max", "auto", "--warmup", "3"], "epoch 2/5"),
+])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_after):
     complete, killed = tmp_path / "complete", tmp_path / "killed"
-    options = OPTIONS + ["--method", method]
+    options = OPTIONS + ["--method", method] + extra
     result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(complete), "--quiet", *options])
     assert result.exit_code == 0, result.output
 
     process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(killed),
                                 *options], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in process.stderr:  # one line per finished epoch when not on a terminal
-        if line.startswith("epoch 3/5"):
+        if line.startswith(kill_after):
             os.kill(process.pid, signal.SIGKILL)
             break
     process.wait()
@@ -52,6 +57,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, method):
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-4, atol=1e-5)
     assert dropped == expected_dropped
     assert not (killed / "checkpoint.pt").exists()
+    noise = [json.loads((out / "run.json").read_text())["noise"] for out in (complete, killed)]
+    assert noise[0]["estimated_noise_rate"] == pytest.approx(noise[1]["estimated_noise_rate"], abs=1e-6)
 
 
 def test_resume_with_different_options_is_refused(tmp_path):
