@@ -145,7 +145,8 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
                                         "run": run_json_path})
         write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # every output is in place; nothing left to resume
-    for stale in (out_dir / f"manifest.{fmt}" for fmt in MANIFEST_FORMATS):  # left by an overwritten run of another format
+    # A manifest of another format left by the run this one overwrote would be mistaken for this run's.
+    for stale in (out_dir / f"manifest.{fmt}" for fmt in MANIFEST_FORMATS):
         if stale != manifest_path:
             stale.unlink(missing_ok=True)
     return CleanResult(
