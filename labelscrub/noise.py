@@ -9,9 +9,10 @@ from the same distribution as the decoy losses, and a right label has a lower on
     share of given-label losses above s  ~=  noise rate x share of decoy losses above s  (+ the few right labels above s)
 
 and every ratio share_given(> s) / share_decoy(> s) is an estimate that errs mainly upward, by the right labels
-above s (downward only as far as wrong labels were already fitted, or by chance in small classes). `estimate_noise` takes, for each given class c, the smallest ratio over thresholds at the 50th to 95th
-percentile of the decoy losses of class c (the samples whose decoy is c: how c scores on images that are not c),
-which is mixture-proportion estimation as in Scott (2015); the overall rate weights the classes by size.
+above s (downward only as far as wrong labels were already fitted, or by chance in small classes).
+`estimate_noise` takes, for each given class c, the smallest ratio over thresholds at the 50th to 95th percentile
+of the decoy losses of class c (the samples whose decoy is c: how c scores on images that are not c), which is
+mixture-proportion estimation as in Scott (2015); the overall rate weights the classes by size.
 
 Both losses are moving averages over the epochs (the same smoothing as the ranking score). The estimate is made
 once, after the last warm-up epoch, before any sample has been dropped. It matches the truth when wrong labels
