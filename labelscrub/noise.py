@@ -6,7 +6,7 @@ losses of wrong labels look like to this model at this point of training, for th
 accuracy. While the network has not memorised (the warm-up), a sample whose given label is wrong has a loss drawn
 from the same distribution as the decoy losses, and a right label has a lower one. So for a high threshold s
 
-    share of given-label losses above s  ~=  noise rate x share of decoy losses above s  (+ the few right labels above s)
+    share of given-label losses above s  ~=  noise rate x share of decoy losses above s  (+ right labels above s)
 
 and every ratio share_given(> s) / share_decoy(> s) is an estimate that errs mainly upward, by the right labels
 above s (downward only as far as wrong labels were already fitted, or by chance in small classes).

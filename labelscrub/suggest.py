@@ -3,8 +3,8 @@
 Per sample, `SuggestionTracker` follows the predicted class across epochs. While the prediction stays the same,
 its confidence is a moving average of the probability of that class; when the prediction changes, both restart.
 A sample gets a suggestion once the same class has been predicted in each of the last `SUGGEST_EPOCHS` epochs with
-a confidence of at least `CleanConfig.suggest_confidence`; otherwise it has none. The suggestion may be the given label (the
-model confirms it) or another class (the model contradicts it).
+a confidence of at least `CleanConfig.suggest_confidence`; otherwise it has none. The suggestion may be the given
+label (the model confirms it) or another class (the model contradicts it).
 
 Samples a method leaves out of training are measured without gradient, so their suggestions come from a model
 that was never fitted to their (possibly wrong) labels.
