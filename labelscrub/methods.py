@@ -96,12 +96,11 @@ class Task:
 
     @property
     def rho_max(self) -> float:
-        """The final drop share: the user's number, or with --rho-max auto the estimated noise rate."""
+        """The final drop share: the user's number, or with --rho-max auto the estimated noise rate (0 until the
+        end of the warm-up has estimated it, like the share of the warm-up itself)."""
         if self.config.rho_max != "auto":
             return float(self.config.rho_max)
-        if self.noise is None:
-            raise RuntimeError("rho_max auto is read before the warm-up estimated it")  # a bug, not a user error
-        return self.noise.overall
+        return 0.0 if self.noise is None else self.noise.overall
 
     def ramp_share(self, epoch: int) -> float:
         """How far along the ramp epoch `epoch` is: 0 in the warm-up, 1 on the plateau."""
@@ -109,8 +108,7 @@ class Task:
         return rho_at(epoch, rho_max=1.0, warmup=config.warmup, ramp=config.ramp)
 
     def rho(self, epoch: int) -> float:
-        share = self.ramp_share(epoch)
-        return share * self.rho_max if share else 0.0
+        return self.ramp_share(epoch) * self.rho_max
 
     @property
     def score(self) -> np.ndarray:
@@ -120,9 +118,9 @@ class Task:
     def select(self, scores: np.ndarray, share: float) -> np.ndarray:
         """Keep mask leaving out the highest `scores`: `share` (a ramp share, 1 = the plateau) of rho_max overall,
         or per class of that class's own rho_max (its estimated noise rate with auto, else the same for all)."""
-        if self.config.select == "global" or share == 0.0:
-            return select_kept(scores, self.sample_ids, share * self.rho_max if share else 0.0, self.eligible)
-        if self.config.rho_max == "auto":
+        if self.config.select == "global":
+            return select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible)
+        if self.config.rho_max == "auto" and self.noise is not None:
             per_class = {int(label): share * float(rate) for label, rate in enumerate(self.noise.per_class)}
         else:
             per_class = {}
@@ -214,8 +212,7 @@ def _outcome(task: Task, setup: Setup, history: _History, last: Probe, final_kep
         model=setup.model, loss_history=np.stack(history.losses), kept_history=np.stack(history.kept),
         final_kept=final_kept, predicted=last.predicted, p_label=last.p_label, final_loss=last.losses,
         score=score, normalization=setup.normalization, suggested=suggested, suggestion_confidence=confidence,
-        noise=task.noise, rho_max=task.rho_max if task.noise is not None or task.config.rho_max != "auto" else 0.0,
-        epochs=history.summaries)
+        noise=task.noise, rho_max=task.rho_max, epochs=history.summaries)
 
 
 def _stepe(task: Task) -> TrainingOutcome:

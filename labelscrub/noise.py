@@ -52,11 +52,6 @@ class NoiseEstimate:
         return cls(float(state["noise_overall"]), np.asarray(state["noise_per_class"], np.float64),
                    int(state["noise_epoch"]))
 
-    def to_dict(self, class_names: list[str]) -> dict:
-        return {"overall": self.overall, "epoch": self.epoch,
-                "per_class": {name: (None if np.isnan(rate) else float(rate))
-                              for name, rate in zip(class_names, self.per_class)}}
-
 
 def estimate_noise(losses: np.ndarray, decoy_losses: np.ndarray, labels: np.ndarray, decoys: np.ndarray,
                    eligible: np.ndarray, num_classes: int, *, epoch: int) -> NoiseEstimate:

@@ -121,10 +121,9 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     dropped = eligible & ~outcome.final_kept
     # --relabel: a dropped sample with a confident suggestion goes back into the manifest under that label.
     rescued = dropped & (outcome.suggested >= 0) if config.relabel else np.zeros_like(dropped)
-    manifest_labels = np.where(rescued, outcome.suggested, train_set.labels)
+    relabelled = rescued & (outcome.suggested != train_set.labels)  # the others keep their own, confirmed label
     noise = noise_summary(estimate=outcome.noise, rho_max=outcome.rho_max, labels=train_set.labels,
-                          predicted=outcome.predicted, eligible=eligible, dropped=dropped,
-                          relabelled=rescued & (manifest_labels != train_set.labels),
+                          predicted=outcome.predicted, eligible=eligible, dropped=dropped, relabelled=relabelled,
                           class_names=train_set.class_names)
     metadata = _metadata(config, data_path, train_set, outcome, noise)
     report = build_report(
@@ -137,10 +136,11 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     with outputs_together():  # the report, manifest, model and run.json appear together or not at all
         write_report(report, report_path)
         manifest_path = write_manifest(train_set, (outcome.final_kept & eligible) | rescued, out_dir,
-                                       manifest_format, metadata, labels=manifest_labels)
+                                       manifest_format, metadata,
+                                       labels=np.where(relabelled, outcome.suggested, train_set.labels))
         save_model(cpu_state_dict(outcome.model), model_path, train_set.class_names, config, outcome.normalization)
-        summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, rescued, errors,
-                               outcome, noise, load_seconds, time.perf_counter() - started, device,
+        summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, rescued, relabelled,
+                               errors, outcome, noise, load_seconds, time.perf_counter() - started, device,
                                outputs={"report": report_path, "manifest": manifest_path, "model": model_path,
                                         "run": run_json_path})
         write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
@@ -199,8 +199,8 @@ def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outco
 
 
 def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, heldout: LabeledImages | None,
-                 eligible: np.ndarray, dropped: np.ndarray, rescued: np.ndarray, errors: list[str | None],
-                 outcome, noise: dict[str, Any], load_seconds: float, total_seconds: float, device: torch.device,
+                 eligible: np.ndarray, dropped: np.ndarray, rescued: np.ndarray, relabelled: np.ndarray,
+                 errors: list[str | None], outcome, noise: dict[str, Any], load_seconds: float, total_seconds: float, device: torch.device,
                  outputs: dict[str, Path]) -> dict[str, Any]:
     epochs = outcome.epochs
     dropped_by_class = Counter(images.class_names[label] for label in images.labels[dropped])
@@ -215,8 +215,8 @@ def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, he
             "dropped": int(dropped.sum()), "kept": int((eligible & ~dropped).sum()),
             # --relabel: dropped samples written to the manifest under their suggested label (or, where the
             # suggestion is the given label, under that label)
-            "relabelled": int((rescued & (outcome.suggested != images.labels)).sum()),
-            "restored": int((rescued & (outcome.suggested == images.labels)).sum()),
+            "relabelled": int(relabelled.sum()),
+            "restored": int((rescued & ~relabelled).sum()),
             "in_manifest": int(((eligible & ~dropped) | rescued).sum()),
             "with_suggestion": int((eligible & (outcome.suggested >= 0)).sum()),
             "classes": len(images.class_names), "heldout_samples": len(heldout) if heldout is not None else 0,
