@@ -18,6 +18,8 @@ import torch
 from labelscrub.model import cpu_state_dict
 
 FORMAT = 3  # bump when the layout changes; older checkpoints are then refused rather than misread
+# Options that change how fast a run goes, never what it computes: a run may resume with other values.
+RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 
 
 def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any], fingerprint: dict[str, Any]) -> dict:
@@ -61,13 +63,14 @@ def method_state(payload: dict) -> dict[str, Any]:
 
 
 def fingerprint(*, data: str, config: dict[str, Any], sample_ids: list[str], labels: np.ndarray) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: the data, its labels and every option but the device."""
+    """What must match for a checkpoint to be resumed: the data, its labels and every option that can change the
+    result (not the device, nor how batches are loaded)."""
     digest = hashlib.sha256()
     for sample_id in sample_ids:
         digest.update(sample_id.encode("utf-8", "backslashreplace") + b"\0")
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     return {"data": data, "samples": hashlib.sha256(digest.digest()).hexdigest(),
-            "config": {key: value for key, value in config.items() if key != "device"}}
+            "config": {key: value for key, value in config.items() if key not in RESULT_NEUTRAL_OPTIONS}}
 
 
 def mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

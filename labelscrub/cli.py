@@ -40,6 +40,9 @@ def training_options(*, from_run: bool):
         click.option("--device", default=default("auto"), help=show("auto, cpu, cuda, cuda:N or mps.", "auto")),
         click.option("--seed", type=int, default=default(0),
                      help=show("Seed for initialisation, order and augmentation.", 0)),
+        click.option("--loader-workers", type=int, default=None,
+                     help=show("Processes streaming batches from host memory or a memory-mapped file.",
+                               "0 when the images sit on the training device, else up to 4")),
         click.option("--compile/--no-compile", "compile", default=default(False),
                      help=show("torch.compile the network (worth it on CUDA for long runs).", "no")),
     ]

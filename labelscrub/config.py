@@ -68,6 +68,9 @@ class CleanConfig:
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)
     seed: int = 0  # drives shuffling, augmentation and initialisation
+    # processes streaming batches from host memory (batches.py); None = none when the images sit on the training
+    # device, else up to 4. Changes speed only, never results.
+    loader_workers: int | None = None
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
     relabel: bool = False  # the manifest keeps dropped samples that have a suggested label, under that label
@@ -91,6 +94,8 @@ class CleanConfig:
                f"--manifest-format must be one of {', '.join(MANIFEST_FORMATS)}, not {self.manifest_format!r}")
         _check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}")
+        _check(self.loader_workers is None or self.loader_workers >= 0,
+               f"--loader-workers must be 0 or more, not {self.loader_workers}")
         _check(self.eval_batch_size >= 1, f"eval_batch_size must be at least 1, not {self.eval_batch_size}")
         _check(self.rho_max == "auto" or (isinstance(self.rho_max, (int, float)) and 0.0 <= self.rho_max < 1.0),
                f"--rho-max must be auto or a number in [0, 1), not {self.rho_max!r}")

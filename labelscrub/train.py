@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from labelscrub.augment import channel_stats, normalize, random_crop_flip, random_resized_crop_flip
+from labelscrub.batches import auto_workers, stream
 from labelscrub.config import CleanConfig
 from labelscrub.model import build_model
 from labelscrub.schedule import drop_count, learning_rate
@@ -133,6 +134,15 @@ class Setup:
     def channels_last(self) -> bool:
         return self.device.type == "cuda"
 
+    def batches_of(self, images: torch.Tensor, batches: list[np.ndarray]) -> Iterator[torch.Tensor]:
+        """The normalised rows `batches[i]` of `images` on the device, one tensor per batch (batches.py)."""
+        workers = self.config.loader_workers
+        if workers is None:
+            workers = auto_workers(images, self.device, self.config.image_memory_gb)
+        for raw in stream(images, batches, self.device, workers):
+            batch = normalize(raw, self.mean, self.std)
+            yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
 
 def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, num_classes: int,
                config: CleanConfig, device: torch.device) -> Setup:
@@ -167,11 +177,6 @@ def decoy_labels(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
     return (given + offset) % num_classes
 
 
-def _batch(setup: Setup, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    batch = normalize(images[index.to(images.device)].to(setup.device, non_blocking=True), setup.mean, setup.std)
-    return batch.contiguous(memory_format=torch.channels_last) if setup.channels_last else batch
-
-
 def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: int, truncate_rho: float = 0.0,
                 record: np.ndarray | None = None, progress: Progress | None = None) -> EpochTraining:
     """One pass over the samples where `kept` is True, shuffled and augmented.
@@ -189,14 +194,14 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
     setup.model.train()
     started, truncated = time.perf_counter(), 0
     loss_sum = torch.zeros((), device=setup.device)
-    for step, batch_index in enumerate(batches):
+    for step, (batch_index, images) in enumerate(zip(batches, setup.batches_of(setup.pixels, batches))):
         # Progress is counted in epochs, so an epoch with fewer (kept) samples does not stretch the decay.
         lr = learning_rate(epoch + step / len(batches), peak=config.lr, epochs=schedule_epochs,
                            warmup_epochs=config.lr_warmup)
         for group in setup.optimizer.param_groups:
             group["lr"] = lr
         index = torch.from_numpy(batch_index).to(setup.device)
-        images = _augmented_batch(setup, index)
+        images = _augmented(setup, images)
         targets = setup.labels[index]
         with setup.autocast():
             logits = setup.forward(images)
@@ -232,9 +237,12 @@ def _shuffled_batches(train_index: np.ndarray, batch_size: int, generator: torch
     return batches
 
 
-def _augmented_batch(setup: Setup, index: torch.Tensor) -> torch.Tensor:
-    images = _batch(setup, setup.pixels, index)
+def _augmented(setup: Setup, images: torch.Tensor) -> torch.Tensor:
     return setup.augment(images, setup.generator) if setup.config.augment else images
+
+
+def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    return [rows[start:start + size] for start in range(0, len(rows), size)]
 
 
 def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorder) -> None:
@@ -249,13 +257,13 @@ def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorde
     # Batch norm in train mode needs two samples; a single left-out sample is measured in eval mode.
     setup.model.train(len(rows) > 1)
     try:
+        chunks = _chunks(rows, setup.config.eval_batch_size)
+        if len(chunks) > 1 and len(chunks[-1]) == 1:  # a straggler of one: measured beside the row before it
+            chunks[-1] = rows[-2:]
         with torch.no_grad(), setup.autocast():
-            for start in range(0, len(rows), setup.config.eval_batch_size):
-                chunk = rows[start:start + setup.config.eval_batch_size]
-                if len(chunk) == 1 and start:  # a straggler of one: measure it with the chunk before
-                    chunk = rows[start - 1:]
+            for chunk, images in zip(chunks, setup.batches_of(setup.pixels, chunks)):
                 index = torch.from_numpy(chunk).to(setup.device)
-                recorder.record(index, setup.forward(_augmented_batch(setup, index)), setup.labels[index],
+                recorder.record(index, setup.forward(_augmented(setup, images)), setup.labels[index],
                                 setup.decoys[index])
     finally:
         for module, momentum in zip(norms, momenta):
@@ -274,16 +282,16 @@ def probe(setup: Setup, images: torch.Tensor, targets: np.ndarray, index: np.nda
     # Drawn as make_setup draws them, so the training set gets exactly `setup.decoys`.
     decoys = torch.from_numpy(decoy_labels(targets, setup.model.fc.out_features, setup.config.seed)).to(setup.device)
     setup.model.eval()
+    chunks = _chunks(index, setup.config.eval_batch_size)
     with torch.no_grad(), setup.autocast():
-        for start in range(0, len(index), setup.config.eval_batch_size):
-            chunk = torch.from_numpy(index[start:start + setup.config.eval_batch_size])
-            logits = setup.forward(_batch(setup, images, chunk))
-            rows = chunk.to(setup.device)
+        for chunk, batch in zip(chunks, setup.batches_of(images, chunks)):
+            logits = setup.forward(batch)
+            rows = torch.from_numpy(chunk).to(setup.device)
             recorder.record(rows, logits, targets_t[rows], decoys[rows])
             if keep_probabilities:
                 if probabilities is None:
                     probabilities = np.full((count, logits.shape[1]), np.nan, np.float32)
-                probabilities[chunk.numpy()] = F.softmax(logits.float(), dim=1).cpu().numpy()
+                probabilities[chunk] = F.softmax(logits.float(), dim=1).cpu().numpy()
     return dataclasses.replace(recorder.result(), probabilities=probabilities)
 
 
