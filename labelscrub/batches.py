@@ -1,12 +1,13 @@
-"""Where the loops' uint8 batches come from: a gather on the device, or DataLoader workers streaming host memory.
+"""Where the loops' uint8 batches come from: a gather where the images lie, or DataLoader workers streaming them.
 
-Decoded images live in one uint8 array (images.py). When that array sits on the training device (a CIFAR-sized
-dataset on the GPU, or an in-RAM dataset trained on the CPU) a batch is one gather where it lies, and extra
-processes would only add copies. Otherwise (decoded images too large for their share of the GPU, or spilled to a
-memory-mapped file) batches stream through DataLoader worker processes: each worker gathers whole batches from
-host memory or from the file, reading rows in ascending order, into pinned memory on CUDA so the copy to the GPU
-overlaps the step before it. The loops decide the order of the rows and augment on the device with the run's own
-generator, so a run gives the same result whichever way its batches arrive.
+Decoded images live in one uint8 array (images.py): on the GPU when they fit its share, else in host memory or a
+memory-mapped file. A CUDA run whose images stay on the host streams its batches through DataLoader
+worker processes: each worker gathers whole batches, reading rows in ascending order (front to back in a
+memory-mapped file), into pinned memory, so the copy to the GPU overlaps the step before it. Everywhere else a
+batch is one gather in the main process: on the GPU the images are already there, and on the CPU the workers
+would take cores from the training itself (measured: BENCHMARKS.md, "Streaming batches"). The loops decide the
+order of the rows and augment with the run's own generator, so a run gives the same result whichever way its
+batches arrive.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from labelscrub.images import exceeds_memory_budget
-
 # Workers when streaming is chosen automatically: enough to hide reads behind a step, few enough to leave the
 # main process its cores.
 MAX_AUTO_WORKERS = 4
@@ -28,12 +27,11 @@ MAX_AUTO_WORKERS = 4
 PREFETCH_PER_WORKER = 2
 
 
-def auto_workers(pixels: torch.Tensor, device: torch.device, image_memory_gb: float) -> int:
-    """Workers for `pixels` trained on `device` when the user has not chosen: none where a batch is one gather on
-    the device; otherwise up to MAX_AUTO_WORKERS, one core left to the main process."""
-    on_training_device = pixels.device.type == device.type
-    memory_mapped = exceeds_memory_budget(tuple(pixels.shape), image_memory_gb * 1e9)
-    if (on_training_device and not memory_mapped) or not can_fork():
+def auto_workers(pixels: torch.Tensor, device: torch.device) -> int:
+    """Workers for `pixels` trained on `device` when the user has not chosen: up to MAX_AUTO_WORKERS, one core left
+    to the main process, where a CUDA GPU trains on images held by the host; otherwise none (on Apple's MPS the
+    host memory is the GPU's, and a process forked after MPS has started is not safe to use)."""
+    if device.type != "cuda" or pixels.device.type == device.type or not can_fork():
         return 0
     return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1))
 

@@ -41,8 +41,8 @@ def training_options(*, from_run: bool):
         click.option("--seed", type=int, default=default(0),
                      help=show("Seed for initialisation, order and augmentation.", 0)),
         click.option("--loader-workers", type=int, default=None,
-                     help=show("Processes streaming batches from host memory or a memory-mapped file.",
-                               "0 when the images sit on the training device, else up to 4")),
+                     help=show("Processes streaming batches from host memory or the memory-mapped file.",
+                               "up to 4 when a GPU trains on images held by the host, else 0")),
         click.option("--compile/--no-compile", "compile", default=default(False),
                      help=show("torch.compile the network (worth it on CUDA for long runs).", "no")),
     ]

@@ -138,7 +138,7 @@ class Setup:
         """The normalised rows `batches[i]` of `images` on the device, one tensor per batch (batches.py)."""
         workers = self.config.loader_workers
         if workers is None:
-            workers = auto_workers(images, self.device, self.config.image_memory_gb)
+            workers = auto_workers(images, self.device)
         for raw in stream(images, batches, self.device, workers):
             batch = normalize(raw, self.mean, self.std)
             yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch

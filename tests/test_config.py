@@ -28,6 +28,7 @@ def test_explicit_values_survive_resolution():
     (dict(manifest_format="xml"), "--manifest-format"), (dict(warmup=-1), "--warmup"),
     (dict(select="per-label"), "--select"), (dict(rank_by="entropy"), "--rank-by"),
     (dict(smoothing=1.0), "--smoothing"), (dict(loss_pass="both"), "--loss-pass"),
+    (dict(loader_workers=-1), "--loader-workers"),
 ])
 def test_bad_values_are_rejected_with_the_option_name(options, named):
     with pytest.raises(LabelscrubError, match=named):
