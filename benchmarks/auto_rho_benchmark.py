@@ -6,7 +6,8 @@ overall and per class, with the planted one. Run by hand, never in CI (results i
 
 Per setting it prints the planted and estimated rates, the worst per-class error, the share dropped and the
 detection precision / recall / F1. `--fixed` also cleans with rho_max set to the planted rate (the best guess a
-user could make, knowing the truth) for comparison. `--retrain` retrains what each run keeps; with auto it also
+user could make, knowing the truth) for comparison, `--fixed 0.05 0.1 0.15` with each of those values (a grid
+for the best fixed rho_max). `--retrain` retrains what each run keeps; with auto it also
 measures `--relabel`: how many of the relabelled samples got their true label back, and the retrain accuracy on
 the relabelled manifest against the one that only drops.
 """
@@ -34,7 +35,8 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/datasets/cifar10")
     parser.add_argument("--noise", nargs="+", default=["sym40"], choices=sorted(NOISE_SETTINGS))
-    parser.add_argument("--fixed", action="store_true", help="also clean with rho_max = the planted rate")
+    parser.add_argument("--fixed", nargs="*", type=float, default=None, metavar="RHO",
+                        help="also clean with these fixed rho_max values (none given: the planted rate)")
     parser.add_argument("--no-auto", dest="auto", action="store_false", help="skip the auto run (with --fixed)")
     parser.add_argument("--retrain", action="store_true", help="retrain each kept set (and the relabelled one)")
     parser.add_argument("--select", default="global", choices=["global", "per-class"])
@@ -60,14 +62,15 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
     print(f"== {setting}: {len(noisy)} train, {int(flipped.sum())} flipped ({flipped.mean():.3f})", flush=True)
 
     variants = [("auto", {"rho_max": "auto", "relabel": True})] if args.auto else []
-    if args.fixed:
-        variants.append(("fixed = planted rate", {"rho_max": float(flipped.mean())}))
+    if args.fixed is not None:
+        for rho_max in args.fixed or [float(flipped.mean())]:
+            variants.append((f"fixed {rho_max:g}", {"rho_max": rho_max}))
     rows = []
     for name, options in variants:
         started = time.perf_counter()
         if args.suggest_confidence is not None:
             options["suggest_confidence"] = args.suggest_confidence
-        result = labelscrub.clean(data, out / name.split()[0], overwrite=True, select=args.select,
+        result = labelscrub.clean(data, out / name.replace(" ", "-"), overwrite=True, select=args.select,
                                   **recipe, **options)
         seconds = time.perf_counter() - started
         report = result.report()
@@ -84,7 +87,7 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         if name == "auto":
             row.update(relabel_quality(report, row_of, true_labels, noisy))
         if args.retrain:
-            row["retrain_accuracy"] = retrain_kept(data, ~dropped, recipe, out / name.split()[0] / "drop")
+            row["retrain_accuracy"] = retrain_kept(data, ~dropped, recipe, out / name.replace(" ", "-") / "drop")
             if name == "auto":
                 row["retrain_accuracy_relabel"] = labelscrub.retrain(
                     result.manifest_path, test=data / "test.parquet", out=out / "auto" / "relabel",

@@ -1,0 +1,48 @@
+"""Retrain what finished benchmark runs kept, without cleaning again: plant the same noise (same --seed), read each
+run's `dropped` column, retrain on the rest under the benchmark recipe and print the test accuracy. Run by hand,
+never in CI (results in BENCHMARKS.md).
+
+    python benchmarks/retrain_runs.py --noise sym10 benchmarks/results/auto-f/sym10/auto \
+        benchmarks/results/auto-e/sym10/fixed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from noise_benchmark import NOISE_SETTINGS, plant, retrain_kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="output folders of clean runs on the planted data")
+    parser.add_argument("--noise", required=True, choices=sorted(NOISE_SETTINGS))
+    parser.add_argument("--data", default="../shared/datasets/cifar10")
+    parser.add_argument("--train-per-class", type=int, default=1000)
+    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="labelscrub-retrain-") as scratch:
+        data, _, noisy = plant(args.noise, args, Path(scratch))
+        for run in args.runs:
+            config = json.loads((run / "run.json").read_text())["config"]
+            if config["seed"] != args.seed:
+                raise SystemExit(f"{run}: cleaned with seed {config['seed']}, not {args.seed}")
+            report = pq.read_table(run / "report.parquet", columns=["sample_id", "dropped"])
+            rows = np.array([int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()])
+            kept = np.ones(len(noisy), bool)
+            kept[rows] = ~report.column("dropped").to_numpy(zero_copy_only=False)
+            recipe = {key: config[key] for key in ("epochs", "stem", "image_size", "device", "seed")}
+            accuracy = retrain_kept(data, kept, recipe, run / "drop")
+            print(json.dumps({"run": str(run), "noise": args.noise, "kept": int(kept.sum()),
+                              "retrain_accuracy": accuracy}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
