@@ -1,11 +1,11 @@
 """Where the loops' uint8 batches come from: a gather where the images lie, or DataLoader workers streaming them.
 
 Decoded images live in one uint8 array (images.py): on the GPU when they fit its share, else in host memory or a
-memory-mapped file. A CUDA run whose images stay on the host streams its batches through DataLoader
-worker processes: each worker gathers whole batches, reading rows in ascending order (front to back in a
-memory-mapped file), into pinned memory, so the copy to the GPU overlaps the step before it. Everywhere else a
-batch is one gather in the main process: on the GPU the images are already there, and on the CPU the workers
-would take cores from the training itself (measured: BENCHMARKS.md, "Streaming batches"). The loops decide the
+memory-mapped file. A CUDA run whose images stay on the host streams its batches through DataLoader worker
+processes: each worker gathers whole batches, reading rows in ascending order (front to back in a memory-mapped
+file), into pinned memory, so the copy to the GPU overlaps the step before it. Everywhere else a batch is one
+gather in the main process: on the GPU the images are already there, and on the CPU the workers would take cores
+from the training itself (measured: BENCHMARKS.md, "Streaming batches"). The loops decide the
 order of the rows and augment with the run's own generator, so a run gives the same result whichever way its
 batches arrive.
 """
