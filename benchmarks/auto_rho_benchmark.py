@@ -24,7 +24,7 @@ import numpy as np
 import labelscrub
 from labelscrub.planted import detection_scores
 
-from noise_benchmark import NOISE_SETTINGS, plant, retrain_kept, run_settings
+from noise_benchmark import NOISE_SETTINGS, dropped_by_row, plant, report_rows, retrain_kept, run_settings
 
 
 def main() -> None:
@@ -70,13 +70,11 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         started = time.perf_counter()
         if args.suggest_confidence is not None:
             options["suggest_confidence"] = args.suggest_confidence
-        result = labelscrub.clean(data, out / name.replace(" ", "-"), overwrite=True, select=args.select,
-                                  **recipe, **options)
+        run_out = out / name.replace(" ", "-")
+        result = labelscrub.clean(data, run_out, overwrite=True, select=args.select, **recipe, **options)
         seconds = time.perf_counter() - started
         report = result.report()
-        row_of = np.array([int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()])
-        dropped = np.zeros(len(noisy), bool)
-        dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
+        dropped = dropped_by_row(report, len(noisy))
         noise = result.summary["noise"]
         estimated = np.array([entry["estimated_noise_rate"] for entry in noise["classes"].values()], float)
         row = {"noise": setting, "variant": name, "select": args.select, "planted_rate": float(flipped.mean()),
@@ -85,12 +83,12 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
                "rho_max_used": noise["rho_max_used"], "dropped_share": float(dropped.mean()),
                **detection_scores(dropped, flipped), "seconds": seconds}
         if name == "auto":
-            row.update(relabel_quality(report, row_of, true_labels, noisy))
+            row.update(relabel_quality(report, report_rows(report), true_labels, noisy))
         if args.retrain:
-            row["retrain_accuracy"] = retrain_kept(data, ~dropped, recipe, out / name.replace(" ", "-") / "drop")
+            row["retrain_accuracy"] = retrain_kept(data, ~dropped, recipe, run_out / "drop")
             if name == "auto":
                 row["retrain_accuracy_relabel"] = labelscrub.retrain(
-                    result.manifest_path, test=data / "test.parquet", out=out / "auto" / "relabel",
+                    result.manifest_path, test=data / "test.parquet", out=run_out / "relabel",
                     overwrite=True, **recipe).accuracy
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -157,11 +157,9 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         seconds = time.perf_counter() - started
         erm_seconds = seconds if method == "erm" else erm_seconds
         report = result.report()
-        row_of = [int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()]
-        dropped = np.zeros(len(noisy), bool)
-        dropped[row_of] = report.column("dropped").to_numpy(zero_copy_only=False)
+        dropped = dropped_by_row(report, len(noisy))
         score = np.full(len(noisy), np.nan)
-        score[row_of] = report.column("score").to_numpy(zero_copy_only=False)
+        score[report_rows(report)] = report.column("score").to_numpy(zero_copy_only=False)
         retrained = labelscrub.retrain(result.out_dir, out=result.out_dir / "retrain", overwrite=True)
         rows.append(_row(setting, spec, detection_scores(dropped, flipped), auroc(score, flipped),
                          retrained.accuracy, seconds, erm_seconds, trainings=2 if method == "oneshot" else 1,
@@ -206,6 +204,18 @@ def run_cleanlab(setting: str, data: Path, noisy: np.ndarray, flipped: np.ndarra
     accuracy = retrain_kept(data, ~issues, recipe, out)
     return _row(setting, "cleanlab (5-fold CV)", detection_scores(issues, flipped), auroc(score, flipped),
                 accuracy, seconds, erm_seconds, trainings=CV_FOLDS, heldout=None)
+
+
+def report_rows(report: pa.Table) -> np.ndarray:
+    """The row of data/train.parquet behind each report row (sample ids read "train.parquet:ROW")."""
+    return np.array([int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()])
+
+
+def dropped_by_row(report: pa.Table, count: int) -> np.ndarray:
+    """(count,) bool: True for the rows of data/train.parquet that the run's report marks dropped."""
+    dropped = np.zeros(count, bool)
+    dropped[report_rows(report)] = report.column("dropped").to_numpy(zero_copy_only=False)
+    return dropped
 
 
 def retrain_kept(data: Path, kept: np.ndarray, recipe: dict, out: Path) -> float:

@@ -2,8 +2,8 @@
 run's `dropped` column, retrain on the rest under the benchmark recipe and print the test accuracy. Run by hand,
 never in CI (results in BENCHMARKS.md).
 
-    python benchmarks/retrain_runs.py --noise sym10 benchmarks/results/auto-f/sym10/auto \
-        benchmarks/results/auto-e/sym10/fixed
+    python benchmarks/retrain_runs.py --noise sym10 benchmarks/results/grid-sym10/sym10/fixed-0.05 \
+        benchmarks/results/grid-sym10/sym10/fixed-0.15
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
-from noise_benchmark import NOISE_SETTINGS, plant, retrain_kept
+from noise_benchmark import NOISE_SETTINGS, dropped_by_row, plant, retrain_kept
 
 
 def main() -> None:
@@ -35,9 +34,7 @@ def main() -> None:
             if config["seed"] != args.seed:
                 raise SystemExit(f"{run}: cleaned with seed {config['seed']}, not {args.seed}")
             report = pq.read_table(run / "report.parquet", columns=["sample_id", "dropped"])
-            rows = np.array([int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()])
-            kept = np.ones(len(noisy), bool)
-            kept[rows] = ~report.column("dropped").to_numpy(zero_copy_only=False)
+            kept = ~dropped_by_row(report, len(noisy))
             recipe = {key: config[key] for key in ("epochs", "stem", "image_size", "device", "seed")}
             accuracy = retrain_kept(data, kept, recipe, run / "drop")
             print(json.dumps({"run": str(run), "noise": args.noise, "kept": int(kept.sum()),

@@ -5,9 +5,8 @@ memory-mapped file. A CUDA run whose images stay on the host streams its batches
 processes: each worker gathers whole batches, reading rows in ascending order (front to back in a memory-mapped
 file), into pinned memory, so the copy to the GPU overlaps the step before it. Everywhere else a batch is one
 gather in the main process: on the GPU the images are already there, and on the CPU the workers would take cores
-from the training itself (measured: BENCHMARKS.md, "Streaming batches"). The loops decide the
-order of the rows and augment with the run's own generator, so a run gives the same result whichever way its
-batches arrive.
+from the training itself (measured: BENCHMARKS.md, "Streaming batches"). The loops decide the order of the rows
+and augment with the run's own generator, so a run gives the same result whichever way its batches arrive.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ folder, so resident memory does not grow with the number of decoded images.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -98,7 +99,7 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
 def allocate(n_images: int, size: int, memory_budget_bytes: int, spill_path: Path | None) -> np.ndarray:
     """Zeroed (n, 3, size, size) uint8 storage: in RAM within the budget, else memory-mapped at `spill_path`."""
     shape = (n_images, 3, size, size)
-    if spill_path is None or n_images * 3 * size * size <= memory_budget_bytes:
+    if spill_path is None or math.prod(shape) <= memory_budget_bytes:
         return np.zeros(shape, dtype=np.uint8)
     return np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.uint8, shape=shape)
 
