@@ -80,10 +80,13 @@ class _Recorder:
         self.decoy_loss = torch.full((count,), float("nan"), device=device)
         self.predicted = torch.full((count,), -1, dtype=torch.int64, device=device)
 
-    def record(self, rows: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, decoys: torch.Tensor) -> None:
-        loss, predicted, margin, decoy_loss = _measure(logits, targets, decoys)
+    def record(self, rows: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+               decoys: torch.Tensor | None) -> None:
+        """Store the measurements of `rows`; without `decoys` their decoy loss stays NaN."""
+        loss, predicted, margin, decoy_loss = _measure(logits, targets, targets if decoys is None else decoys)
         self.losses[rows], self.predicted[rows], self.margin[rows] = loss, predicted, margin
-        self.decoy_loss[rows] = decoy_loss
+        if decoys is not None:
+            self.decoy_loss[rows] = decoy_loss
 
     def result(self) -> Probe:
         losses = self.losses.cpu().numpy()
@@ -274,20 +277,20 @@ def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorde
 def probe(setup: Setup, images: torch.Tensor, targets: np.ndarray, index: np.ndarray, *,
           keep_probabilities: bool = False) -> Probe:
     """Cross-entropy, prediction, margin and probability of the given label for the samples in `index`: eval mode,
-    no augmentation, no gradient. Entries outside `index` stay NaN / -1."""
+    no augmentation, no gradient. Entries outside `index` stay NaN / -1. The decoy loss is measured only when
+    `images` are the setup's own training pixels, whose decoys `setup.decoys` holds (NaN otherwise)."""
     count = len(targets)
     recorder = _Recorder(count, setup.device)
     probabilities = None
     targets_t = torch.from_numpy(np.where(targets >= 0, targets, 0)).to(setup.device)
-    # Drawn as make_setup draws them, so the training set gets exactly `setup.decoys`.
-    decoys = torch.from_numpy(decoy_labels(targets, setup.model.fc.out_features, setup.config.seed)).to(setup.device)
+    decoys = setup.decoys if images is setup.pixels else None
     setup.model.eval()
     chunks = _chunks(index, setup.config.eval_batch_size)
     with torch.no_grad(), setup.autocast():
         for chunk, batch in zip(chunks, setup.batches_of(images, chunks)):
             logits = setup.forward(batch)
             rows = torch.from_numpy(chunk).to(setup.device)
-            recorder.record(rows, logits, targets_t[rows], decoys[rows])
+            recorder.record(rows, logits, targets_t[rows], None if decoys is None else decoys[rows])
             if keep_probabilities:
                 if probabilities is None:
                     probabilities = np.full((count, logits.shape[1]), np.nan, np.float32)

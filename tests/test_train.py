@@ -40,3 +40,16 @@ def test_margin_is_positive_exactly_where_the_model_prefers_another_class():
     train_epoch(setup, np.ones(N, dtype=bool), 0, schedule_epochs=3)
     result = probe(setup, setup.pixels, labels, np.arange(N))
     assert ((result.margin > 0) == (result.predicted != labels)).all()
+
+
+def test_the_probe_measures_each_training_sample_decoy_and_no_decoy_for_other_images():
+    setup, labels = fresh_setup()
+    train_epoch(setup, np.ones(N, dtype=bool), 0, schedule_epochs=3)
+    result = probe(setup, setup.pixels, labels, np.arange(N), keep_probabilities=True)
+    decoys = setup.decoys.numpy()
+    assert (decoys != labels).all()
+    expected = -np.log(result.probabilities[np.arange(N), decoys])
+    np.testing.assert_allclose(result.decoy_loss, expected, rtol=1e-4)
+
+    other_images = setup.pixels.clone()  # held-out images have no decoys
+    assert np.isnan(probe(setup, other_images, labels, np.arange(N)).decoy_loss).all()
