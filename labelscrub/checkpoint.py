@@ -17,7 +17,7 @@ import torch
 
 from labelscrub.model import cpu_state_dict
 
-FORMAT = 3  # bump when the layout changes; older checkpoints are then refused rather than misread
+FORMAT = 4  # bump when the layout changes; older checkpoints are then refused rather than misread
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 

@@ -29,8 +29,8 @@ import torch
 
 from labelscrub import checkpoint
 from labelscrub.config import METHOD_NAMES, CleanConfig
-from labelscrub.noise import NoiseEstimate, estimate_noise
-from labelscrub.ranking import moving_average, updated_score
+from labelscrub.noise import NoiseEstimate, best_depth, estimate_noise, evidence_epochs, label_depth
+from labelscrub.ranking import updated_score
 from labelscrub.schedule import rho_at, select_kept
 from labelscrub.suggest import SuggestionTracker
 from labelscrub.train import (
@@ -135,11 +135,12 @@ class Task:
         tracker = SuggestionTracker.from_state(self.state)
         tracker.update(measured)
         self.state.update(tracker.to_state())
-        if self.noise is None:  # the noise estimate's inputs, until the end of the warm-up
-            for key, value in (("loss_average", measured.losses), ("decoy_average", measured.decoy_loss)):
-                self.state[key] = moving_average(self.state.get(key), value, config.smoothing)
+        if self.noise is None:  # the noise estimate's inputs: the last warm-up epochs
+            if epoch in evidence_epochs(config.warmup):
+                for key, loss in (("given_depth", measured.losses), ("decoy_depth", measured.decoy_loss)):
+                    self.state[key] = best_depth(self.state.get(key), label_depth(loss, measured.mean_class_loss))
             if epoch + 1 >= config.warmup:
-                self.state.update(estimate_noise(self.state.pop("loss_average"), self.state.pop("decoy_average"),
+                self.state.update(estimate_noise(self.state.pop("given_depth"), self.state.pop("decoy_depth"),
                                                  self.labels, decoy_labels(self.labels, self.num_classes, config.seed),
                                                  self.eligible, self.num_classes, epoch=epoch).to_state())
 

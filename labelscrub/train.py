@@ -61,6 +61,9 @@ class Probe:
     # (N,) float32 cross-entropy of the sample's decoy label (`Setup.decoys`): what this sample's loss would be if
     # its label were wrong. The noise-rate estimate compares the two (noise.py). NaN where not measured.
     decoy_loss: np.ndarray | None = None
+    # (N,) float32 mean over all classes of -log p(class): subtracted from a label's loss, how far below the
+    # average class the model puts that label, whatever its confidence in the image as a whole (noise.py).
+    mean_class_loss: np.ndarray | None = None
 
 
 @dataclass
@@ -78,30 +81,34 @@ class _Recorder:
         self.losses = torch.full((count,), float("nan"), device=device)
         self.margin = torch.full((count,), float("nan"), device=device)
         self.decoy_loss = torch.full((count,), float("nan"), device=device)
+        self.mean_class_loss = torch.full((count,), float("nan"), device=device)
         self.predicted = torch.full((count,), -1, dtype=torch.int64, device=device)
 
     def record(self, rows: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
                decoys: torch.Tensor | None) -> None:
         """Store the measurements of `rows`; without `decoys` their decoy loss stays NaN."""
-        loss, predicted, margin, decoy_loss = _measure(logits, targets, targets if decoys is None else decoys)
+        loss, predicted, margin, decoy_loss, mean_class_loss = _measure(logits, targets,
+                                                                        targets if decoys is None else decoys)
         self.losses[rows], self.predicted[rows], self.margin[rows] = loss, predicted, margin
+        self.mean_class_loss[rows] = mean_class_loss
         if decoys is not None:
             self.decoy_loss[rows] = decoy_loss
 
     def result(self) -> Probe:
         losses = self.losses.cpu().numpy()
         return Probe(losses, self.predicted.cpu().numpy(), np.exp(-losses), self.margin.cpu().numpy(),
-                     decoy_loss=self.decoy_loss.cpu().numpy())
+                     decoy_loss=self.decoy_loss.cpu().numpy(), mean_class_loss=self.mean_class_loss.cpu().numpy())
 
 
 def _measure(logits: torch.Tensor, targets: torch.Tensor,
-             decoys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(cross-entropy, argmax class, margin, cross-entropy of the decoy label) per row, without gradient."""
+             decoys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cross-entropy, argmax class, margin, cross-entropy of the decoy label, mean cross-entropy over all classes)
+    per row, without gradient."""
     log_probs = F.log_softmax(logits.detach().float(), dim=1)
     picked = log_probs.gather(1, targets[:, None])[:, 0]
     others = log_probs.scatter(1, targets[:, None], float("-inf"))
     decoy = log_probs.gather(1, decoys[:, None])[:, 0]
-    return -picked, log_probs.argmax(1), others.max(1).values - picked, -decoy
+    return -picked, log_probs.argmax(1), others.max(1).values - picked, -decoy, -log_probs.mean(1)
 
 
 class Progress:

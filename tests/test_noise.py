@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
-from labelscrub.noise import MAX_NOISE_RATE, NoiseEstimate, estimate_noise, noise_summary
+from labelscrub.noise import (
+    MAX_NOISE_RATE, NoiseEstimate, best_depth, estimate_noise, evidence_epochs, label_depth, noise_summary)
 
 
 def planted(n: int, noise_rate: float, num_classes: int = 5, seed: int = 0):
@@ -91,3 +93,23 @@ def test_noise_summary_counts_per_class_and_the_noise_matrix():
     assert summary["noise_matrix"] == [{"given": "a", "predicted": "b", "count": 2},
                                        {"given": "b", "predicted": "a", "count": 1}]
     assert summary["estimated_noise_rate"] == 0.5 and summary["rho_max_used"] == 0.5
+
+
+def test_label_depth_is_how_far_below_the_average_class_a_label_sits():
+    logits = torch.tensor([[4.0, 1.0, -2.0], [0.0, 0.0, 0.0]])
+    losses = -torch.log_softmax(logits, 1)
+    depth = label_depth(losses.numpy(), losses.mean(1, keepdim=True).numpy())
+    centred_logits = logits - logits.mean(1, keepdim=True)
+    np.testing.assert_allclose(depth, -centred_logits.numpy(), atol=1e-6)
+
+
+def test_each_label_counts_at_its_best_epoch_and_unmeasured_epochs_are_skipped():
+    best = best_depth(None, np.array([3.0, 1.0, np.nan], np.float32))
+    best = best_depth(best, np.array([2.0, np.nan, 4.0], np.float32))
+    np.testing.assert_array_equal(best, [2.0, 1.0, 4.0])
+
+
+@pytest.mark.parametrize("warmup, epochs", [(0, [0]), (1, [0]), (2, [1]), (3, [1, 2]), (6, [3, 4, 5]),
+                                            (20, [17, 18, 19])])
+def test_the_estimate_reads_the_last_warmup_epochs_but_not_the_first_unless_it_is_alone(warmup, epochs):
+    assert list(evidence_epochs(warmup)) == epochs
