@@ -85,9 +85,9 @@ def estimate_noise(given: np.ndarray, decoy: np.ndarray, labels: np.ndarray, dec
     wrong each sample's given label and its decoy label look (`given`, `decoy`: higher = more wrong; the best
     label depths of the last warm-up epochs). Samples that are not eligible, or not measured (NaN), take no part.
 
-    What a wrong label c looks like is the loss of c on images of other classes, i.e. the decoy losses of the
-    samples whose decoy is c; comparing each class with its own decoys accounts for a model that favours some
-    classes over others."""
+    What a wrong label c looks like is how c looks on images of other classes, i.e. the decoys of the samples
+    whose decoy is c; comparing each class with its own decoys accounts for a model that favours some classes
+    over others."""
     usable = np.asarray(eligible, bool) & ~np.isnan(given) & ~np.isnan(decoy)
     per_class = np.full(num_classes, np.nan)
     if not usable.any():
