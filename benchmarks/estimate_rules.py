@@ -30,7 +30,7 @@ from labelscrub.train import make_setup, train_epoch
 
 from noise_benchmark import NOISE_SETTINGS, plant
 
-DIGITS = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def _arguments() -> argparse.Namespace:
 def estimates_for(setting: str, args: argparse.Namespace, scratch: Path) -> dict[str, float]:
     """Train the warm-up once and return {rule: estimated noise rate}; the truth is under "planted"."""
     if setting == "digits":
-        images = open_data(DIGITS / "digits").train
+        images = open_data(SAMPLE_DATA / "digits").train
         truth = _digits_truth(images.sample_ids, images.labels)
         config = CleanConfig(epochs=15, lr=0.02, seed=args.seed)
     else:
@@ -93,17 +93,17 @@ def estimates_for(setting: str, args: argparse.Namespace, scratch: Path) -> dict
 
 def _digits_truth(sample_ids: list[str], labels: np.ndarray) -> np.ndarray:
     """The true label of every digits sample: its given label unless sample_data/digits_flipped.csv says otherwise."""
-    with (DIGITS / "digits_flipped.csv").open() as handle:
+    with (SAMPLE_DATA / "digits_flipped.csv").open() as handle:
         flipped = {row["folder_sample_id"]: int(row["true_label"]) for row in csv.DictReader(handle)}
     return np.array([flipped.get(sample, label) for sample, label in zip(sample_ids, labels)])
 
 
-def _statistic(name: str):
-    """(given, decoy) of one epoch's measurements: their losses, or their depths."""
-    if name == "loss":
-        return lambda measured: (measured.losses, measured.decoy_loss)
-    return lambda measured: (label_depth(measured.losses, measured.mean_class_loss),
-                             label_depth(measured.decoy_loss, measured.mean_class_loss))
+def _given_and_decoy(measured, statistic: str) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's measurements of the given and the decoy labels: their losses, or their depths."""
+    if statistic == "loss":
+        return measured.losses, measured.decoy_loss
+    return (label_depth(measured.losses, measured.mean_class_loss),
+            label_depth(measured.decoy_loss, measured.mean_class_loss))
 
 
 def _averaged(statistic: str):
@@ -111,9 +111,9 @@ def _averaged(statistic: str):
     def read(epochs, config: CleanConfig):
         given = decoy = None
         for measured in epochs:
-            now = _statistic(statistic)(measured)
-            given = moving_average(given, now[0], config.smoothing)
-            decoy = moving_average(decoy, now[1], config.smoothing)
+            now_given, now_decoy = _given_and_decoy(measured, statistic)
+            given = moving_average(given, now_given, config.smoothing)
+            decoy = moving_average(decoy, now_decoy, config.smoothing)
         return given, decoy
     return read
 
@@ -127,8 +127,8 @@ def _best(statistic: str, which: str):
                   "all": list(range(len(epochs)))}[which]
         given = decoy = None
         for epoch in chosen:
-            now = _statistic(statistic)(epochs[epoch])
-            given, decoy = best_depth(given, now[0]), best_depth(decoy, now[1])
+            now_given, now_decoy = _given_and_decoy(epochs[epoch], statistic)
+            given, decoy = best_depth(given, now_given), best_depth(decoy, now_decoy)
         return given, decoy
     return read
 
