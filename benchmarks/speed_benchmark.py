@@ -10,11 +10,18 @@ Run by hand, never in CI; every ratio it prints is measured within the one run (
    in turn, `--repeats` times; the fastest repeat of each is kept. Wall time excludes reading and decoding, which
    is the same for every variant and measured once.
 3. With `--memory`, one `labelscrub clean` in a child process whose peak resident memory is read from the kernel.
+
+A variant with the benchmark's own option `host_images=true` keeps its decoded images in host memory on a CUDA
+run, as a dataset too large for the GPU's share would be, so the streaming path (batches.py) is timed on small data:
+
+    python benchmarks/speed_benchmark.py --train-per-class 0 --epochs 3 --stem cifar --device cuda \
+        --batch-size 512 --variants stepe "stepe:host_images=true" "stepe:host_images=true,loader_workers=0"
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -30,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import labelscrub
+import labelscrub.outputs
 from labelscrub.config import CleanConfig
 from labelscrub.model import pick_device
 from labelscrub.train import make_setup
@@ -54,11 +62,14 @@ def main() -> None:
         timings: dict[str, list[dict]] = {spec: [] for spec in args.variants}
         for repeat in range(args.repeats):
             for spec in args.variants:
-                method, options = parse_method_spec(spec)
-                result = labelscrub.clean(
-                    data, Path(scratch) / "runs" / f"{repeat}-{len(timings[spec])}", overwrite=True, method=method,
-                    epochs=args.epochs, stem=args.stem, image_size=args.image_size, batch_size=args.batch_size,
-                    device=args.device, compile=args.compile, rho_max=args.rho_max, **options)
+                method_spec, host_images = split_host_images(spec)
+                method, options = parse_method_spec(method_spec)
+                with images_kept_on_host() if host_images else contextlib.nullcontext():
+                    result = labelscrub.clean(
+                        data, Path(scratch) / "runs" / f"{repeat}-{len(timings[spec])}", overwrite=True,
+                        method=method, epochs=args.epochs, stem=args.stem, image_size=args.image_size,
+                        batch_size=args.batch_size, device=args.device, compile=args.compile, rho_max=args.rho_max,
+                        **options)
                 measured = summarize(result.summary)
                 timings[spec].append(measured)
                 print(json.dumps({"variant": spec, "repeat": repeat, **measured}), flush=True)
@@ -88,6 +99,30 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--memory", action="store_true", help="also measure the peak memory of a clean")
     return parser.parse_args()
+
+
+def split_host_images(spec: str) -> tuple[str, bool]:
+    """"stepe:host_images=true,loader_workers=0" -> ("stepe:loader_workers=0", True): the benchmark's own option
+    taken out of a variant before the rest is read as labelscrub options."""
+    method, _, rest = spec.partition(":")
+    pairs = [pair for pair in rest.split(",") if pair]
+    host = [pair for pair in pairs if pair.partition("=")[0] == "host_images"]
+    if len(host) > 1 or (host and host[0] not in ("host_images=true", "host_images=false")):
+        raise SystemExit(f"error: write host_images=true or host_images=false once in {spec!r}")
+    others = [pair for pair in pairs if pair not in host]
+    return (f"{method}:{','.join(others)}" if others else method), host == ["host_images=true"]
+
+
+@contextlib.contextmanager
+def images_kept_on_host():
+    """labelscrub puts decoded images on a CUDA GPU when they take under a quarter of its free memory; this
+    stands in for a dataset above that share, whose batches then stream from host memory."""
+    place = labelscrub.outputs.to_device
+    labelscrub.outputs.to_device = lambda pixels, device: torch.from_numpy(pixels)
+    try:
+        yield
+    finally:
+        labelscrub.outputs.to_device = place
 
 
 def subset(source: Path, per_class: int, target: Path) -> Path:
