@@ -75,8 +75,8 @@ def main() -> None:
                 print(json.dumps({"variant": spec, "repeat": repeat, **measured}), flush=True)
         rows = [{"variant": spec, **min(runs, key=lambda run: run["seconds"])} for spec, runs in timings.items()]
         reference = rows[0]["seconds"]
-        print(f"\n{pq.read_metadata(data / 'train.parquet').num_rows:,} training images, {args.epochs} epochs, batch {args.batch_size}, device {device}; fastest of "
-              f"{args.repeats} repeat(s)\n")
+        print(f"\n{pq.read_metadata(data / 'train.parquet').num_rows:,} training images, {args.epochs} epochs, "
+              f"batch {args.batch_size}, device {device}; fastest of {args.repeats} repeat(s)\n")
         print(table(rows, reference, bare_train))
         if args.memory:
             peak = peak_memory_of_clean(data, args, Path(scratch) / "memory")

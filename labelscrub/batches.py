@@ -1,12 +1,13 @@
 """Where the loops' uint8 batches come from: a gather where the images lie, or DataLoader workers streaming them.
 
 Decoded images live in one uint8 array (images.py): on the GPU when they fit its share, else in host memory or a
-memory-mapped file. A CUDA run whose images stay on the host streams its batches through DataLoader worker
+memory-mapped file. A CUDA run whose large images stay on the host streams its batches through DataLoader worker
 processes: each worker gathers whole batches, reading rows in ascending order (front to back in a memory-mapped
 file), into pinned memory, so the copy to the GPU overlaps the step before it. Everywhere else a batch is one
-gather in the main process: on the GPU the images are already there, and on the CPU the workers would take cores
-from the training itself (measured: BENCHMARKS.md, "Streaming batches"). The loops decide the order of the rows
-and augment with the run's own generator, so a run gives the same result whichever way its batches arrive.
+gather in the main process: on the GPU the images are already there; on the CPU the workers would take cores
+from the training itself; and small images are gathered faster than workers start and hand them over (both
+measured: BENCHMARKS.md, "Streaming batches"). The loops decide the order of the rows and augment with the run's
+own generator, so a run gives the same result whichever way its batches arrive.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config import SMALL_IMAGE_SIDE
+
 # Workers when streaming is chosen automatically: enough to hide reads behind a step, few enough to leave the
 # main process its cores.
 MAX_AUTO_WORKERS = 4
@@ -28,9 +31,14 @@ PREFETCH_PER_WORKER = 2
 
 def auto_workers(pixels: torch.Tensor, device: torch.device) -> int:
     """Workers for `pixels` trained on `device` when the user has not chosen: up to MAX_AUTO_WORKERS, one core left
-    to the main process, where a CUDA GPU trains on images held by the host; otherwise none (on Apple's MPS the
-    host memory is the GPU's, and a process forked after MPS has started is not safe to use)."""
+    to the main process, where a CUDA GPU trains on large images held by the host; otherwise none. On Apple's MPS
+    the host memory is the GPU's, and a process forked after MPS has started is not safe to use. Small images
+    (CIFAR-sized) are gathered in the main process: on an H200 at 32 px, four workers took 1.31x the time of
+    images kept on the GPU and the in-process gather 1.08x, since starting workers every pass and handing batches
+    over cost more than a gather of small rows."""
     if device.type != "cuda" or pixels.device.type == device.type or not can_fork():
+        return 0
+    if pixels.shape[-1] <= SMALL_IMAGE_SIDE:
         return 0
     return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1))
 

@@ -42,7 +42,7 @@ def training_options(*, from_run: bool):
                      help=show("Seed for initialisation, order and augmentation.", 0)),
         click.option("--loader-workers", type=int, default=None,
                      help=show("Processes streaming batches from host memory or the memory-mapped file.",
-                               "up to 4 when a CUDA GPU trains on images held by the host, else 0")),
+                               "up to 4 when a CUDA GPU trains on large images (over 64 px) held by the host, else 0")),
         click.option("--compile/--no-compile", "compile", default=default(False),
                      help=show("torch.compile the network (worth it on CUDA for long runs).", "no")),
     ]

@@ -68,8 +68,8 @@ class CleanConfig:
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)
     seed: int = 0  # drives shuffling, augmentation and initialisation
-    # processes streaming batches of host-held images to a CUDA GPU (batches.py); None = up to 4 when the images
-    # stay on the host of a CUDA run, else none. Changes speed only, never results.
+    # processes streaming batches of host-held images to a CUDA GPU (batches.py); None = up to 4 when large images
+    # (over SMALL_IMAGE_SIDE) stay on the host of a CUDA run, else none. Changes speed only, never results.
     loader_workers: int | None = None
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
