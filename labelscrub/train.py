@@ -198,7 +198,7 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
     """
     progress = progress or Progress()
     config = setup.config
-    batches = _shuffled_batches(np.flatnonzero(kept), config.batch_size, setup.generator)
+    batches = shuffled_batches(np.flatnonzero(kept), config.batch_size, setup.generator)
     recorder = _Recorder(len(kept), setup.device) if record is not None else None
     progress.epoch_started(epoch, schedule_epochs, len(batches))
     setup.model.train()
@@ -238,13 +238,9 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
     return EpochTraining(mean_loss, time.perf_counter() - started, truncated, measured)
 
 
-def _shuffled_batches(train_index: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
+def shuffled_batches(train_index: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
     order = train_index[torch.randperm(len(train_index), generator=generator).numpy()]
-    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        # Batch norm cannot train on a batch of one; the straggler joins the previous batch.
-        batches[-2:] = [np.concatenate(batches[-2:])]
-    return batches
+    return _chunks(order, batch_size)
 
 
 def _augmented(setup: Setup, images: torch.Tensor) -> torch.Tensor:
@@ -252,7 +248,16 @@ def _augmented(setup: Setup, images: torch.Tensor) -> torch.Tensor:
 
 
 def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
-    return [rows[start:start + size] for start in range(0, len(rows), size)]
+    """`rows` in consecutive batches of `size`, except that a last batch under half of `size` joins the one before.
+
+    Batch norm in train mode normalises each batch by its own statistics, and at 32 px with the ImageNet stem the
+    last stage sees one value per image and channel: a tail of 2 or 3 images gives degenerate statistics, a wild
+    step and corrupted running statistics. In a benchmark run whose kept count left a tail of 3, held-out accuracy
+    fell to 8% after that epoch and the run's selection ended far worse than its neighbours' (BENCHMARKS.md)."""
+    chunks = [rows[start:start + size] for start in range(0, len(rows), size)]
+    if len(chunks) > 1 and len(chunks[-1]) < size / 2:
+        chunks[-2:] = [np.concatenate(chunks[-2:])]
+    return chunks
 
 
 def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorder) -> None:
@@ -268,8 +273,6 @@ def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorde
     setup.model.train(len(rows) > 1)
     try:
         chunks = _chunks(rows, setup.config.eval_batch_size)
-        if len(chunks) > 1 and len(chunks[-1]) == 1:  # a straggler of one: measured beside the row before it
-            chunks[-1] = rows[-2:]
         with torch.no_grad(), setup.autocast():
             for chunk, images in zip(chunks, setup.batches_of(setup.pixels, chunks)):
                 index = torch.from_numpy(chunk).to(setup.device)

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from labelscrub.config import CleanConfig
-from labelscrub.train import make_setup, probe, train_epoch
+from labelscrub.train import make_setup, probe, shuffled_batches, train_epoch
 from test_methods import CLASSES, N, SIDE, tiny_data
 
 CONFIG = CleanConfig(epochs=3, batch_size=8, seed=3).resolve(typical_side=SIDE)
@@ -53,3 +53,12 @@ def test_the_probe_measures_each_training_sample_decoy_and_no_decoy_for_other_im
 
     other_images = setup.pixels.clone()  # held-out images have no decoys
     assert np.isnan(probe(setup, other_images, labels, np.arange(N)).decoy_loss).all()
+
+
+def test_no_training_batch_is_a_small_tail_and_every_kept_sample_trains_once():
+    generator = torch.Generator().manual_seed(0)
+    for kept_count in (9475, 9500, 9858, 129, 127, 64, 3):  # tails of 3, 28, 2, 1 and single short batches
+        batches = shuffled_batches(np.arange(kept_count), 128, generator)
+        assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(kept_count))
+        if len(batches) > 1:
+            assert min(len(batch) for batch in batches) >= 64
