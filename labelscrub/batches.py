@@ -36,9 +36,8 @@ def auto_workers(pixels: torch.Tensor, device: torch.device) -> int:
     (CIFAR-sized) are gathered in the main process: on an H200 at 32 px, four workers took 1.31x the time of
     images kept on the GPU and the in-process gather 1.08x, since starting workers every pass and handing batches
     over cost more than a gather of small rows."""
-    if device.type != "cuda" or pixels.device.type == device.type or not can_fork():
-        return 0
-    if pixels.shape[-1] <= SMALL_IMAGE_SIDE:
+    if (device.type != "cuda" or pixels.device.type == device.type or pixels.shape[-1] <= SMALL_IMAGE_SIDE
+            or not can_fork()):
         return 0
     return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1))
 

@@ -10,7 +10,8 @@ import sys
 import click
 
 from labelscrub import __version__
-from labelscrub.config import LOSS_PASSES, MANIFEST_FORMATS, METHOD_NAMES, RANKINGS, SELECTIONS, STEMS, CleanConfig
+from labelscrub.config import (
+    LOSS_PASSES, MANIFEST_FORMATS, METHOD_NAMES, RANKINGS, SELECTIONS, SMALL_IMAGE_SIDE, STEMS, CleanConfig)
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.retrain import retrain as retrain_data
@@ -42,7 +43,8 @@ def training_options(*, from_run: bool):
                      help=show("Seed for initialisation, order and augmentation.", 0)),
         click.option("--loader-workers", type=int, default=None,
                      help=show("Processes streaming batches from host memory or the memory-mapped file.",
-                               "up to 4 when a CUDA GPU trains on large images (over 64 px) held by the host, else 0")),
+                               f"up to 4 when a CUDA GPU trains on large images (over {SMALL_IMAGE_SIDE} px) held "
+                               "by the host, else 0")),
         click.option("--compile/--no-compile", "compile", default=default(False),
                      help=show("torch.compile the network (worth it on CUDA for long runs).", "no")),
     ]
