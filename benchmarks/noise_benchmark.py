@@ -160,9 +160,9 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         dropped = dropped_by_row(report, len(noisy))
         score = np.full(len(noisy), np.nan)
         score[report_rows(report)] = report.column("score").to_numpy(zero_copy_only=False)
-        retrained = labelscrub.retrain(result.out_dir, out=result.out_dir / "retrain", overwrite=True)
         rows.append(_row(setting, spec, detection_scores(dropped, flipped), auroc(score, flipped),
-                         retrained.accuracy, seconds, erm_seconds, trainings=2 if method == "oneshot" else 1,
+                         retrain_accuracy(result, spec), seconds, erm_seconds,
+                         trainings=2 if method == "oneshot" else 1,
                          heldout=result.heldout_accuracy))
         print(json.dumps(rows[-1]), flush=True)
     if args.oracle:
@@ -176,6 +176,18 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         rows.append(run_cleanlab(setting, data, noisy, flipped, recipe, out / "cleanlab", erm_seconds))
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def retrain_accuracy(result: labelscrub.CleanResult, spec: str) -> float:
+    """Test accuracy of a fresh model trained on what the run kept.
+
+    Plain `erm` keeps every sample, so its retrain would repeat its clean run: the same samples, recipe, seed and
+    test split (the planted data's test.parquet is the held-out split the clean run measures). Both gave the same
+    accuracy in the runs of BENCHMARKS.md that made both (54.7% and 41.6%), so erm reuses its clean run's
+    accuracy and saves a training."""
+    if spec == "erm":
+        return result.heldout_accuracy
+    return labelscrub.retrain(result.out_dir, out=result.out_dir / "retrain", overwrite=True).accuracy
 
 
 def run_cleanlab(setting: str, data: Path, noisy: np.ndarray, flipped: np.ndarray, recipe: dict, out: Path,
