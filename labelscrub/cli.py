@@ -86,8 +86,8 @@ def cli() -> None:
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="stepe", show_default=True,
               help="stepe, or a baseline to compare with: erm (no dropping), truncation, spl, oneshot.")
 @click.option("--rho-max", type=RhoMax(), default="auto", show_default=True,
-              help="Final share of samples left out of training: auto estimates the noise rate at the end of the "
-              "warm-up (per class with --select per-class), or give a number such as 0.2.")
+              help="Final share of samples left out of training: auto estimates the noise rate in the warm-up "
+              "(per class with --select per-class), or give a number such as 0.2.")
 @click.option("--warmup", type=int, default=None, help="Epochs trained on all samples [default: 20% of epochs].")
 @click.option("--ramp", type=int, default=None, help="Epochs for rho to rise to rho-max [default: 20% of epochs].")
 @click.option("--select", type=click.Choice(SELECTIONS), default=CleanConfig.select, show_default=True,

@@ -55,8 +55,8 @@ class CleanConfig:
     # --- which samples train when (methods.py) ---
     method: str = "stepe"  # stepe | erm | truncation | spl | oneshot
     # Step-E schedule (also the drop share of truncation, the start of spl and the cut of oneshot)
-    # final share of training samples left out of the gradient updates; "auto" = the noise rate estimated at the
-    # end of the warm-up (noise.py), per class with select="per-class"
+    # final share of training samples left out of the gradient updates; "auto" = the noise rate estimated in the
+    # warm-up (noise.py), per class with select="per-class"
     rho_max: float | str = "auto"
     warmup: int | None = None  # epochs trained on everything; None = 20% of epochs
     ramp: int | None = None  # epochs over which rho rises linearly to rho_max; None = 20% of epochs

@@ -97,7 +97,7 @@ class Task:
     @property
     def rho_max(self) -> float:
         """The final drop share: the user's number, or with --rho-max auto the estimated noise rate (0 until the
-        end of the warm-up has estimated it, like the share of the warm-up itself)."""
+        warm-up has estimated it, like the share of the warm-up itself)."""
         if self.config.rho_max != "auto":
             return float(self.config.rho_max)
         return 0.0 if self.noise is None else self.noise.overall
@@ -127,19 +127,20 @@ class Task:
         return select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible, self.labels, per_class)
 
     def after_epoch(self, epoch: int, measured: Probe) -> None:
-        """Fold one epoch's measurements into the score, the suggestions and, at the end of the warm-up, the
-        noise-rate estimate."""
+        """Fold one epoch's measurements into the score, the suggestions and, after the last evidence epoch (in
+        the warm-up), the noise-rate estimate."""
         config = self.config
         self.state["score"] = updated_score(self.state["score"], measured, rank_by=config.rank_by,
                                             smoothing=config.smoothing)
         tracker = SuggestionTracker.from_state(self.state)
         tracker.update(measured)
         self.state.update(tracker.to_state())
-        if self.noise is None:  # the noise estimate's inputs: the last warm-up epochs
-            if epoch in evidence_epochs(config.warmup):
+        if self.noise is None:  # the noise estimate's inputs: the evidence epochs of the warm-up
+            evidence = evidence_epochs(config.warmup)
+            if epoch in evidence:
                 for key, loss in (("given_depth", measured.losses), ("decoy_depth", measured.decoy_loss)):
                     self.state[key] = best_depth(self.state.get(key), label_depth(loss, measured.mean_class_loss))
-            if epoch + 1 >= config.warmup:
+            if epoch >= evidence[-1]:
                 self.state.update(estimate_noise(self.state.pop("given_depth"), self.state.pop("decoy_depth"),
                                                  self.labels, decoy_labels(self.labels, self.num_classes, config.seed),
                                                  self.eligible, self.num_classes, epoch=epoch).to_state())

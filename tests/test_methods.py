@@ -156,6 +156,12 @@ def test_auto_drops_the_estimated_rate_made_at_the_end_of_the_warm_up():
     assert (~outcome.final_kept).sum() == math.ceil(round(outcome.noise.overall * N, 9))
 
 
+def test_in_a_long_warm_up_auto_estimates_early_but_still_drops_nothing_until_the_warm_up_ends():
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=9, warmup=8))
+    assert outcome.noise is not None and outcome.noise.epoch == 5  # after the 6th epoch, not the 8th
+    assert outcome.kept_history[:8].all() and outcome.rho_max == outcome.noise.overall
+
+
 def test_auto_per_class_drops_each_class_its_own_estimate():
     outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", select="per-class"))
     labels = np.arange(N) % CLASSES
