@@ -17,7 +17,9 @@ import torch
 
 from labelscrub.model import cpu_state_dict
 
-FORMAT = 4  # bump when the layout changes; older checkpoints are then refused rather than misread
+# Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
+# 5: the noise estimate reads epochs 4-6 of a longer warm-up, which a format-4 state had not kept.
+FORMAT = 5
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 
