@@ -19,7 +19,8 @@ from labelscrub.model import cpu_state_dict
 
 # Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
 # 5: the noise estimate reads epochs 4-6 of a longer warm-up, which a format-4 state had not kept.
-FORMAT = 5
+# 6: with auto, the log-probabilities of the confusion estimate's window and the confused samples (confusion.py).
+FORMAT = 6
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 

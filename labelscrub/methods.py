@@ -29,6 +29,8 @@ import torch
 
 from labelscrub import checkpoint
 from labelscrub.config import METHOD_NAMES, CleanConfig
+from labelscrub.confusion import (
+    ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory)
 from labelscrub.noise import NoiseEstimate, best_depth, estimate_noise, evidence_epochs, label_depth
 from labelscrub.ranking import updated_score
 from labelscrub.schedule import rho_at, select_kept
@@ -55,7 +57,10 @@ class TrainingOutcome:
     suggested: np.ndarray  # (N,) int64 suggested label (suggest.py), -1 = no confident suggestion
     suggestion_confidence: np.ndarray  # (N,) float32, NaN where there is no suggestion
     noise: NoiseEstimate | None  # None only when the run ended before the warm-up did
-    rho_max: float  # the final drop share used: the user's, or the estimated noise rate with auto
+    # With auto, labels found moved from one class to one other (confusion.py); None before the middle of
+    # training, in runs too short to have one, and without auto.
+    confusion: ConfusionEstimate | None
+    rho_max: float  # the drop share of the loss ranking: the user's, or with auto the decoy estimate
     epochs: list[EpochSummary] = field(default_factory=list)
 
 
@@ -95,9 +100,26 @@ class Task:
         return NoiseEstimate.from_state(self.state)
 
     @property
+    def confusion(self) -> ConfusionEstimate | None:
+        """The labels moved from one class to one other, estimated in the middle of training (None until then)."""
+        return ConfusionEstimate.from_state(self.state)
+
+    def confusion_window(self) -> range:
+        """The epochs the confusion estimate reads: with --rho-max auto only, and only where every sample's
+        probabilities fit in memory (confusion.MAX_CELLS)."""
+        config = self.config
+        if config.rho_max != "auto" or not fits_in_memory(len(self.labels), self.num_classes):
+            return range(0)
+        return confusion_epochs(config.epochs, evidence_epochs(config.warmup)[-1])
+
+    def wants_probabilities(self, epoch: int) -> bool:
+        return self.confusion is None and epoch in self.confusion_window()
+
+    @property
     def rho_max(self) -> float:
-        """The final drop share: the user's number, or with --rho-max auto the estimated noise rate (0 until the
-        warm-up has estimated it, like the share of the warm-up itself)."""
+        """The drop share of the loss ranking: the user's number, or with --rho-max auto the decoy estimate of the
+        noise rate (0 until the warm-up has estimated it, like the share of the warm-up itself). Confused samples
+        (`confusion`) are left out on top of it."""
         if self.config.rho_max != "auto":
             return float(self.config.rho_max)
         return 0.0 if self.noise is None else self.noise.overall
@@ -117,18 +139,22 @@ class Task:
 
     def select(self, scores: np.ndarray, share: float) -> np.ndarray:
         """Keep mask leaving out the highest `scores`: `share` (a ramp share, 1 = the plateau) of rho_max overall,
-        or per class of that class's own rho_max (its estimated noise rate with auto, else the same for all)."""
+        or per class of that class's own rho_max (its estimated noise rate with auto, else the same for all); and
+        leaving out the confused samples once they are known."""
+        confused = self.state.get("confused")
+        keep = self.eligible if confused is None else self.eligible & ~confused
         if self.config.select == "global":
-            return select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible)
+            return keep & select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible)
         if self.config.rho_max == "auto" and self.noise is not None:
             per_class = {int(label): share * float(rate) for label, rate in enumerate(self.noise.per_class)}
         else:
             per_class = {}
-        return select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible, self.labels, per_class)
+        return keep & select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible, self.labels,
+                                  per_class)
 
     def after_epoch(self, epoch: int, measured: Probe) -> None:
-        """Fold one epoch's measurements into the score, the suggestions and, after the last evidence epoch (in
-        the warm-up), the noise-rate estimate."""
+        """Fold one epoch's measurements into the score, the suggestions, after the last evidence epoch (in the
+        warm-up) the noise-rate estimate and, in the middle of training, the confusion estimate."""
         config = self.config
         self.state["score"] = updated_score(self.state["score"], measured, rank_by=config.rank_by,
                                             smoothing=config.smoothing)
@@ -144,6 +170,23 @@ class Task:
                 self.state.update(estimate_noise(self.state.pop("given_depth"), self.state.pop("decoy_depth"),
                                                  self.labels, decoy_labels(self.labels, self.num_classes, config.seed),
                                                  self.eligible, self.num_classes, epoch=epoch).to_state())
+        if self.wants_probabilities(epoch):
+            self._add_to_confusion_window(epoch, measured)
+
+    def _add_to_confusion_window(self, epoch: int, measured: Probe) -> None:
+        window = self.confusion_window()
+        # NaN (not measured) stays NaN; the floor keeps a probability that underflowed to 0 finite.
+        log_probs = np.log(np.maximum(measured.probabilities, np.float32(1e-30)))
+        total = log_probs if epoch == window[0] else self.state["confusion_log_probs"] + log_probs
+        if epoch < window[-1]:
+            self.state["confusion_log_probs"] = total
+            return
+        self.state.pop("confusion_log_probs", None)
+        mean = total / len(window)
+        estimate = estimate_confusion(mean, self.labels, self.eligible, self.noise.per_class, epoch=epoch)
+        self.state.update(estimate.to_state())
+        self.state["confused"] = confused_samples(mean, self.labels, self.eligible, self.sample_ids, estimate,
+                                                  self.noise.per_class)
 
     def start_phase(self) -> None:
         """A fresh model ranks from its own measurements only; the noise estimate, once made, is kept."""
@@ -176,14 +219,16 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
     for epoch in range(first, epochs.stop):
         kept = kept_for(epoch, last)
         target_rho = rho_for(epoch) if rho_for is not None else None
+        with_probabilities = task.wants_probabilities(epoch)
         training = train_epoch(
             setup, kept, epoch, schedule_epochs=config.epochs,
             truncate_rho=target_rho if truncate and target_rho else 0.0,
-            record=task.eligible if config.loss_pass == "train" else None, progress=task.progress)
+            record=task.eligible if config.loss_pass == "train" else None, keep_probabilities=with_probabilities,
+            progress=task.progress)
         last, probe_seconds = training.measured, 0.0
         if last is None:  # the paper's separate probe pass
             started = time.perf_counter()
-            last = probe(setup, task.pixels, task.labels, eligible_index)
+            last = probe(setup, task.pixels, task.labels, eligible_index, keep_probabilities=with_probabilities)
             probe_seconds = time.perf_counter() - started
         task.after_epoch(epoch, last)
         trained = int(kept.sum())
@@ -214,7 +259,7 @@ def _outcome(task: Task, setup: Setup, history: _History, last: Probe, final_kep
         model=setup.model, loss_history=np.stack(history.losses), kept_history=np.stack(history.kept),
         final_kept=final_kept, predicted=last.predicted, p_label=last.p_label, final_loss=last.losses,
         score=score, normalization=setup.normalization, suggested=suggested, suggestion_confidence=confidence,
-        noise=task.noise, rho_max=task.rho_max, epochs=history.summaries)
+        noise=task.noise, confusion=task.confusion, rho_max=task.rho_max, epochs=history.summaries)
 
 
 def _stepe(task: Task) -> TrainingOutcome:

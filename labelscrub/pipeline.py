@@ -122,9 +122,9 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     # --relabel: a dropped sample with a confident suggestion goes back into the manifest under that label.
     rescued = dropped & (outcome.suggested >= 0) if config.relabel else np.zeros_like(dropped)
     relabelled = rescued & (outcome.suggested != train_set.labels)  # the others keep their own, confirmed label
-    noise = noise_summary(estimate=outcome.noise, rho_max=outcome.rho_max, labels=train_set.labels,
-                          predicted=outcome.predicted, eligible=eligible, dropped=dropped, relabelled=relabelled,
-                          class_names=train_set.class_names)
+    noise = noise_summary(estimate=outcome.noise, confusion=outcome.confusion, rho_max=outcome.rho_max,
+                          labels=train_set.labels, predicted=outcome.predicted, eligible=eligible, dropped=dropped,
+                          relabelled=relabelled, class_names=train_set.class_names)
     metadata = _metadata(config, data_path, train_set, outcome, noise)
     report = build_report(
         sample_ids=train_set.sample_ids, labels=train_set.labels, class_names=train_set.class_names,

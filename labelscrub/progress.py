@@ -66,6 +66,10 @@ def closing_summary(result) -> str:
         noisiest = ", ".join(f"{name} {rate:.0%}" for name, rate in sorted(per_class, key=lambda x: -x[1])[:3])
         lines.append(f"estimated noise rate: {noise['estimated_noise_rate']:.1%} (noisiest classes: {noisiest}); "
                      f"rho_max used: {noise['rho_max_used']:.3f}")
+        confused = [f"{name} from {entry['confused_with']} {entry['confused_share']:.0%}"
+                    for name, entry in noise["classes"].items() if entry.get("confused_with")]
+        if confused:
+            lines.append(f"labels confused with one other class: {', '.join(confused)}")
     if result.summary["config"]["relabel"]:
         lines.append(f"relabelled {counts['relabelled']} dropped samples to their suggested label "
                      f"({counts['restored']} more kept under their own); manifest holds {counts['in_manifest']}")

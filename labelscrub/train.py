@@ -14,7 +14,6 @@ Two ways to measure every sample's loss each epoch (`CleanConfig.loss_pass`):
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -77,7 +76,9 @@ class EpochTraining:
 class _Recorder:
     """Per-sample loss, prediction and margin gathered on the device during an epoch; copied to the host once."""
 
-    def __init__(self, count: int, device: torch.device):
+    def __init__(self, count: int, device: torch.device, *, keep_probabilities: bool = False):
+        self.keep_probabilities = keep_probabilities
+        self.probabilities: torch.Tensor | None = None  # (count, classes), allocated at the first record
         self.losses = torch.full((count,), float("nan"), device=device)
         self.margin = torch.full((count,), float("nan"), device=device)
         self.decoy_loss = torch.full((count,), float("nan"), device=device)
@@ -93,11 +94,18 @@ class _Recorder:
         self.mean_class_loss[rows] = mean_class_loss
         if decoys is not None:
             self.decoy_loss[rows] = decoy_loss
+        if self.keep_probabilities:
+            if self.probabilities is None:
+                self.probabilities = torch.full((len(self.losses), logits.shape[1]), float("nan"),
+                                                device=logits.device)
+            self.probabilities[rows] = F.softmax(logits.detach().float(), dim=1)
 
     def result(self) -> Probe:
         losses = self.losses.cpu().numpy()
+        probabilities = None if self.probabilities is None else self.probabilities.cpu().numpy()
         return Probe(losses, self.predicted.cpu().numpy(), np.exp(-losses), self.margin.cpu().numpy(),
-                     decoy_loss=self.decoy_loss.cpu().numpy(), mean_class_loss=self.mean_class_loss.cpu().numpy())
+                     probabilities=probabilities, decoy_loss=self.decoy_loss.cpu().numpy(),
+                     mean_class_loss=self.mean_class_loss.cpu().numpy())
 
 
 def _measure(logits: torch.Tensor, targets: torch.Tensor,
@@ -188,18 +196,21 @@ def decoy_labels(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
 
 
 def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: int, truncate_rho: float = 0.0,
-                record: np.ndarray | None = None, progress: Progress | None = None) -> EpochTraining:
+                record: np.ndarray | None = None, keep_probabilities: bool = False,
+                progress: Progress | None = None) -> EpochTraining:
     """One pass over the samples where `kept` is True, shuffled and augmented.
 
     `truncate_rho` > 0 is loss truncation: inside every batch the ceil(rho * B) highest losses get no gradient.
     `record` (a mask) asks for the measurement of those samples from this epoch's forward passes: kept samples from
-    their training step, the others from a forward pass without gradient after the last step.
+    their training step, the others from a forward pass without gradient after the last step; with
+    `keep_probabilities` the measurement includes every class's probability.
     The learning rate follows `learning_rate` over `schedule_epochs`.
     """
     progress = progress or Progress()
     config = setup.config
     batches = shuffled_batches(np.flatnonzero(kept), config.batch_size, setup.generator)
-    recorder = _Recorder(len(kept), setup.device) if record is not None else None
+    recorder = (_Recorder(len(kept), setup.device, keep_probabilities=keep_probabilities)
+                if record is not None else None)
     progress.epoch_started(epoch, schedule_epochs, len(batches))
     setup.model.train()
     started, truncated = time.perf_counter(), 0
@@ -290,8 +301,7 @@ def probe(setup: Setup, images: torch.Tensor, targets: np.ndarray, index: np.nda
     no augmentation, no gradient. Entries outside `index` stay NaN / -1. The decoy loss is measured only when
     `images` are the setup's own training pixels, whose decoys `setup.decoys` holds (NaN otherwise)."""
     count = len(targets)
-    recorder = _Recorder(count, setup.device)
-    probabilities = None
+    recorder = _Recorder(count, setup.device, keep_probabilities=keep_probabilities)
     targets_t = torch.from_numpy(np.where(targets >= 0, targets, 0)).to(setup.device)
     decoys = setup.decoys if images is setup.pixels else None
     setup.model.eval()
@@ -301,11 +311,7 @@ def probe(setup: Setup, images: torch.Tensor, targets: np.ndarray, index: np.nda
             logits = setup.forward(batch)
             rows = torch.from_numpy(chunk).to(setup.device)
             recorder.record(rows, logits, targets_t[rows], None if decoys is None else decoys[rows])
-            if keep_probabilities:
-                if probabilities is None:
-                    probabilities = np.full((count, logits.shape[1]), np.nan, np.float32)
-                probabilities[chunk] = F.softmax(logits.float(), dim=1).cpu().numpy()
-    return dataclasses.replace(recorder.result(), probabilities=probabilities)
+    return recorder.result()
 
 
 def heldout_accuracy(setup: Setup, heldout: tuple[torch.Tensor, np.ndarray] | None) -> float | None:

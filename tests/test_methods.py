@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from labelscrub.config import CleanConfig
-from labelscrub.schedule import rho_at, select_kept
+from labelscrub.schedule import drop_count, rho_at, select_kept
 from labelscrub.methods import SPL_GROWTH, Task, train_with_method
 from labelscrub.train import Progress
 
@@ -176,3 +176,35 @@ def test_every_method_reports_a_noise_estimate_and_suggestions():
         outcome, _ = run(dataclasses.replace(CONFIG, method=method))
         assert 0.0 <= outcome.noise.overall <= 1.0 and outcome.noise.per_class.shape == (CLASSES,)
         assert outcome.suggested.shape == (N,) and ((outcome.suggested >= -1) & (outcome.suggested < CLASSES)).all()
+
+
+def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_from_then_on(monkeypatch):
+    import labelscrub.methods as methods_module
+    from labelscrub.confusion import ConfusionEstimate, confused_samples
+
+    seen = {}
+
+    def fake_estimate(log_probs, labels, usable, spread, *, epoch):
+        seen["log_probs"], seen["epoch"] = log_probs, epoch
+        return ConfusionEstimate(np.array([0.0, spread[1] + 0.3, 0.0, 0.0]), np.array([-1, 0, -1, -1]), epoch)
+
+    monkeypatch.setattr(methods_module, "estimate_confusion", fake_estimate)
+    for loss_pass in ("train", "probe"):
+        outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=8, warmup=1, loss_pass=loss_pass))
+        # 8 epochs: the window is epochs 2-4 (ending at 55%), so the estimate comes after epoch 4.
+        assert seen["epoch"] == 4 and outcome.confusion.epoch == 4 and outcome.confusion.source[1] == 0
+        assert seen["log_probs"].shape == (N, CLASSES) and (seen["log_probs"] <= 0).all()
+        labels = np.arange(N) % CLASSES
+        confused = confused_samples(seen["log_probs"], labels, np.ones(N, bool), ids, outcome.confusion,
+                                    outcome.noise.per_class)
+        # Class 1's share beyond its decoy estimate, the samples scoring most like class 0, are left out of every
+        # later epoch and of the manifest.
+        assert confused.sum() == drop_count(0.3, 10) and (labels[confused] == 1).all()
+        assert not outcome.kept_history[5:][:, confused].any() and not outcome.final_kept[confused].any()
+
+
+def test_auto_finds_no_confusion_between_classes_the_network_cannot_tell_apart():
+    """Quadrants in the same row look alike to the network at 8 px: more than half of each pair scores like the
+    other, which is the network's own confusion, not moved labels."""
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=8, warmup=1))
+    assert outcome.confusion is not None and (outcome.confusion.source == -1).all()

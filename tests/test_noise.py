@@ -85,10 +85,11 @@ def test_noise_summary_counts_per_class_and_the_noise_matrix():
     predicted = np.array([1, 1, 0, 0, 1, 2])
     dropped = np.array([True, True, False, True, False, False])
     relabelled = np.array([True, False, False, False, False, False])
-    summary = noise_summary(estimate=NoiseEstimate(0.5, np.array([0.6, 0.5, 0.0]), 2), rho_max=0.5, labels=labels,
-                            predicted=predicted, eligible=np.ones(6, bool), dropped=dropped,
-                            relabelled=relabelled, class_names=["a", "b", "c"])
-    assert summary["classes"]["a"] == {"samples": 3, "estimated_noise_rate": 0.6, "dropped": 2, "relabelled": 1}
+    summary = noise_summary(estimate=NoiseEstimate(0.5, np.array([0.6, 0.5, 0.0]), 2), confusion=None,
+                            rho_max=0.5, labels=labels, predicted=predicted, eligible=np.ones(6, bool),
+                            dropped=dropped, relabelled=relabelled, class_names=["a", "b", "c"])
+    assert summary["classes"]["a"] == {"samples": 3, "estimated_noise_rate": 0.6, "confused_share": None,
+                                       "confused_with": None, "dropped": 2, "relabelled": 1}
     assert summary["classes"]["c"]["dropped"] == 0
     assert summary["noise_matrix"] == [{"given": "a", "predicted": "b", "count": 2},
                                        {"given": "b", "predicted": "a", "count": 1}]

@@ -1,0 +1,123 @@
+"""Labels moved from one class to one other: the estimate finds the share and its source, and picks the samples."""
+
+import numpy as np
+import pytest
+
+from labelscrub.confusion import (
+    ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory, MAX_CELLS)
+from labelscrub.noise import NoiseEstimate, noise_summary
+from labelscrub.schedule import drop_count
+
+CLASSES, PER_CLASS = 4, 1000
+
+
+def network_view(moved_share=0.0, seed=0):
+    """Log-probabilities as a network sees its training images in the middle of training: it has fitted the right
+    labels, and has learnt that some images of class 0 are labelled 1, but not which: an image of class 0 looks
+    the same whatever its label. Returns (log_probs, given labels, true labels)."""
+    generator = np.random.default_rng(seed)
+    true = np.repeat(np.arange(CLASSES), PER_CLASS)
+    given = true.copy()
+    class_zero = np.flatnonzero(true == 0)
+    moved = generator.choice(class_zero, int(moved_share * PER_CLASS), replace=False)
+    given[moved] = 1
+    logits = generator.normal(0.0, 1.0, (len(true), CLASSES))
+    logits[np.arange(len(true)), true] += 4.0
+    if moved_share:
+        logits[true == 0, 1] += 1.5
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return log_probs, given, true
+
+
+def ids(count):
+    return [f"s{index:04d}" for index in range(count)]
+
+
+@pytest.mark.parametrize("epochs, after, expected", [
+    (30, 5, range(14, 17)),  # ends at 55% of the training
+    (60, 5, range(30, 33)),
+    (8, 1, range(2, 5)),
+    (4, 1, range(0)),  # too short: the window would overlap the warm-up's estimate
+    (6, 2, range(0)),
+])
+def test_the_window_ends_at_55_percent_of_the_training_after_the_warm_up_estimate(epochs, after, expected):
+    assert confusion_epochs(epochs, after) == expected
+
+
+def test_a_one_way_move_is_found_with_its_source_and_its_share():
+    log_probs, given, _ = network_view(moved_share=0.4)
+    estimate = estimate_confusion(log_probs, given, np.ones(len(given), bool), np.zeros(CLASSES), epoch=16)
+    # 400 of class 0's images carry the label 1: 400 of the 1,400 images labelled 1.
+    assert estimate.source.tolist() == [-1, 0, -1, -1]
+    assert estimate.share[1] == pytest.approx(400 / 1400, abs=0.05)
+    assert estimate.share[[0, 2, 3]].tolist() == [0.0, 0.0, 0.0]
+    assert estimate.epoch == 16
+
+
+def test_clean_labels_show_no_confusion():
+    log_probs, given, _ = network_view(moved_share=0.0)
+    estimate = estimate_confusion(log_probs, given, np.ones(len(given), bool), np.zeros(CLASSES), epoch=16)
+    assert (estimate.source == -1).all() and (estimate.share == 0).all()
+
+
+def test_a_confusion_no_larger_than_the_decoy_estimate_is_left_to_the_loss_ranking():
+    log_probs, given, _ = network_view(moved_share=0.4)
+    spread = np.array([0.0, 0.5, 0.0, 0.0])  # wrong labels spread over classes already explain class 1's
+    estimate = estimate_confusion(log_probs, given, np.ones(len(given), bool), spread, epoch=16)
+    assert (estimate.source == -1).all()
+
+
+def test_the_confused_samples_are_the_moved_ones():
+    log_probs, given, true = network_view(moved_share=0.4)
+    usable = np.ones(len(given), bool)
+    estimate = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16)
+    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, np.zeros(CLASSES))
+    assert confused.sum() == drop_count(estimate.share[1], (given == 1).sum())
+    assert (given[confused] == 1).all()
+    assert (true[confused] == 0).mean() >= 0.9
+
+
+def test_the_share_the_loss_ranking_already_leaves_out_is_not_confused_twice():
+    log_probs, given, _ = network_view(moved_share=0.4)
+    usable = np.ones(len(given), bool)
+    estimate = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16)
+    spread = np.array([0.0, 0.1, 0.0, 0.0])
+    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, spread)
+    assert confused.sum() == drop_count(estimate.share[1] - 0.1, (given == 1).sum())
+
+
+def test_unusable_or_unmeasured_samples_are_never_confused_nor_counted():
+    log_probs, given, _ = network_view(moved_share=0.4)
+    usable = np.ones(len(given), bool)
+    usable[:10] = False
+    log_probs[10:20] = np.nan
+    estimate = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16)
+    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, np.zeros(CLASSES))
+    assert not confused[:20].any() and estimate.source[1] == 0
+
+
+def test_the_state_round_trips_and_is_absent_before_the_estimate():
+    estimate = ConfusionEstimate(np.array([0.0, 0.3]), np.array([-1, 0]), 16)
+    again = ConfusionEstimate.from_state(estimate.to_state())
+    assert again.source.tolist() == [-1, 0] and again.share.tolist() == [0.0, 0.3] and again.epoch == 16
+    assert ConfusionEstimate.from_state({}) is None
+
+
+def test_the_memory_bound_on_kept_probabilities():
+    assert fits_in_memory(50_000, 100) and not fits_in_memory(MAX_CELLS, 2)
+
+
+def test_the_summary_reports_each_class_at_the_larger_of_its_two_estimates_and_where_its_labels_came_from():
+    labels = np.repeat([0, 1, 2], [100, 300, 100])
+    nothing = np.zeros(len(labels), bool)
+    summary = noise_summary(
+        estimate=NoiseEstimate(0.02, np.array([0.05, 0.01, 0.02]), 5),
+        confusion=ConfusionEstimate(np.array([0.0, 0.2, 0.0]), np.array([-1, 0, -1]), 16), rho_max=0.02,
+        labels=labels, predicted=labels, eligible=np.ones(len(labels), bool), dropped=nothing,
+        relabelled=nothing, class_names=["truck", "automobile", "ship"])
+    assert summary["classes"]["automobile"]["estimated_noise_rate"] == 0.2
+    assert summary["classes"]["automobile"]["confused_with"] == "truck"
+    assert summary["classes"]["truck"]["estimated_noise_rate"] == 0.05
+    assert summary["classes"]["truck"]["confused_with"] is None
+    assert summary["estimated_noise_rate"] == pytest.approx((100 * 0.05 + 300 * 0.2 + 100 * 0.02) / 500)
+    assert summary["spread_noise_rate"] == 0.02 and summary["confusion_after_epoch"] == 16
