@@ -130,8 +130,8 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         sample_ids=train_set.sample_ids, labels=train_set.labels, class_names=train_set.class_names,
         predicted=outcome.predicted, p_label=outcome.p_label, final_loss=outcome.final_loss,
         score=outcome.score, loss_history=outcome.loss_history, kept_history=outcome.kept_history,
-        dropped=dropped, suggested=outcome.suggested, suggestion_confidence=outcome.suggestion_confidence,
-        errors=errors, metadata=metadata)
+        dropped=dropped, confused_with=_confused_with(outcome, train_set.labels), suggested=outcome.suggested,
+        suggestion_confidence=outcome.suggestion_confidence, errors=errors, metadata=metadata)
     report_path, model_path, run_json_path = out_dir / "report.parquet", out_dir / "model.pt", out_dir / "run.json"
     with outputs_together():  # the report, manifest, model and run.json appear together or not at all
         write_report(report, report_path)
@@ -180,6 +180,13 @@ def _check_trainable(images: LabeledImages, eligible: np.ndarray, errors: list[s
     if len(present) < 2:
         raise LabelscrubError(f"{images.location}: only one class ({present[0]}) has readable samples; "
                               "cleaning labels needs at least two classes")
+
+
+def _confused_with(outcome, labels: np.ndarray) -> np.ndarray:
+    """Per sample the class its label came from, for the samples left out as confused; -1 elsewhere."""
+    if outcome.confusion is None:
+        return np.full(len(labels), -1, np.int64)
+    return np.where(outcome.confused, outcome.confusion.source[np.maximum(labels, 0)], -1)
 
 
 def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outcome,

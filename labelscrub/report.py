@@ -2,7 +2,7 @@
 
 Columns (see README "The report"): sample_id, label, label_name, predicted, predicted_name, p_label, loss,
 loss_trajectory (list<float32>, one value per epoch), dropped, first_dropped_epoch, epochs_dropped, score,
-suggested_label, suggested_name, suggestion_confidence (suggest.py; null where the model is not confident), error.
+confused_with (the class a confused label came from, confusion.py), suggested_label, suggested_name, suggestion_confidence (suggest.py; null where the model is not confident), error.
 The schema metadata key `labelscrub` holds JSON with the version, resolved configuration, class names, the rho
 schedule and per-epoch summaries.
 """
@@ -34,6 +34,7 @@ REPORT_SCHEMA = pa.schema([
     ("first_dropped_epoch", pa.int32()),
     ("epochs_dropped", pa.int32()),
     ("score", pa.float32()),
+    ("confused_with", pa.string()),
     ("suggested_label", pa.int64()),
     ("suggested_name", pa.string()),
     ("suggestion_confidence", pa.float32()),
@@ -43,10 +44,11 @@ REPORT_SCHEMA = pa.schema([
 
 def build_report(*, sample_ids: list[str], labels: np.ndarray, class_names: list[str], predicted: np.ndarray,
                  p_label: np.ndarray, final_loss: np.ndarray, score: np.ndarray, loss_history: np.ndarray,
-                 kept_history: np.ndarray, dropped: np.ndarray, suggested: np.ndarray,
+                 kept_history: np.ndarray, dropped: np.ndarray, confused_with: np.ndarray, suggested: np.ndarray,
                  suggestion_confidence: np.ndarray, errors: list[str | None],
                  metadata: dict[str, Any]) -> pa.Table:
-    """Assemble the report table. Unreadable samples (error set) get nulls for everything measured."""
+    """Assemble the report table. Unreadable samples (error set) get nulls for everything measured;
+    `confused_with` is -1 for samples not left out as confused."""
     readable = np.array([error is None for error in errors], dtype=bool)
     excluded = ~kept_history & readable[None, :]  # (epochs, N): left out of that epoch's updates
     first_dropped = np.where(excluded.any(axis=0), excluded.argmax(axis=0), -1)
@@ -74,6 +76,7 @@ def build_report(*, sample_ids: list[str], labels: np.ndarray, class_names: list
         "first_dropped_epoch": pa.array(first_dropped, pa.int32(), mask=first_dropped < 0),
         "epochs_dropped": pa.array(excluded.sum(axis=0), pa.int32()),
         "score": masked(score.astype(np.float32), pa.float32()),
+        "confused_with": pa.array(names(confused_with, readable & (confused_with >= 0)), pa.string()),
         "suggested_label": pa.array(suggested, pa.int64(), mask=~(readable & (suggested >= 0))),
         "suggested_name": pa.array(names(suggested, readable & (suggested >= 0)), pa.string()),
         "suggestion_confidence": pa.array(suggestion_confidence.astype(np.float32), pa.float32(),
