@@ -60,7 +60,7 @@ class TrainingOutcome:
     # With auto, labels found moved from one class to one other (confusion.py); None before the middle of
     # training, in runs too short to have one, and without auto.
     confusion: ConfusionEstimate | None
-    confused: np.ndarray  # (N,) bool: left out as confused (always dropped); all False without a confusion
+    confused: np.ndarray  # (N,) bool: dropped as confused; all False without a confusion or dropping (erm)
     rho_max: float  # the drop share of the loss ranking: the user's, or with auto the decoy estimate
     epochs: list[EpochSummary] = field(default_factory=list)
 
@@ -260,8 +260,9 @@ def _outcome(task: Task, setup: Setup, history: _History, last: Probe, final_kep
         model=setup.model, loss_history=np.stack(history.losses), kept_history=np.stack(history.kept),
         final_kept=final_kept, predicted=last.predicted, p_label=last.p_label, final_loss=last.losses,
         score=score, normalization=setup.normalization, suggested=suggested, suggestion_confidence=confidence,
-        noise=task.noise, confusion=task.confusion, confused=task.state.get("confused", np.zeros_like(final_kept)),
-        rho_max=task.rho_max, epochs=history.summaries)
+        noise=task.noise, confusion=task.confusion,
+        confused=task.state.get("confused", np.zeros_like(final_kept)) & ~final_kept, rho_max=task.rho_max,
+        epochs=history.summaries)
 
 
 def _stepe(task: Task) -> TrainingOutcome:

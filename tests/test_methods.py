@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from labelscrub.config import CleanConfig
@@ -178,9 +179,12 @@ def test_every_method_reports_a_noise_estimate_and_suggestions():
         assert outcome.suggested.shape == (N,) and ((outcome.suggested >= -1) & (outcome.suggested < CLASSES)).all()
 
 
-def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_from_then_on(monkeypatch):
+@pytest.fixture
+def planted_confusion(monkeypatch):
+    """The confusion estimate replaced by one that always finds class 1's labels beyond its decoy estimate, plus
+    0.3, moved there from class 0; returns what it was called with."""
     import labelscrub.methods as methods_module
-    from labelscrub.confusion import ConfusionEstimate, confused_samples
+    from labelscrub.confusion import ConfusionEstimate
 
     seen = {}
 
@@ -189,6 +193,13 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
         return ConfusionEstimate(np.array([0.0, spread[1] + 0.3, 0.0, 0.0]), np.array([-1, 0, -1, -1]), epoch)
 
     monkeypatch.setattr(methods_module, "estimate_confusion", fake_estimate)
+    return seen
+
+
+def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_from_then_on(planted_confusion):
+    from labelscrub.confusion import confused_samples
+
+    seen = planted_confusion
     for loss_pass in ("train", "probe"):
         outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=8, warmup=1, loss_pass=loss_pass))
         # 8 epochs: the window is epochs 2-4 (ending at 55%), so the estimate comes after epoch 4.
@@ -201,6 +212,12 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
         # later epoch and of the manifest.
         assert confused.sum() == drop_count(0.3, 10) and (labels[confused] == 1).all()
         assert not outcome.kept_history[5:][:, confused].any() and not outcome.final_kept[confused].any()
+        np.testing.assert_array_equal(outcome.confused, confused)
+
+
+def test_erm_estimates_the_confusion_but_drops_and_reports_no_confused_sample(planted_confusion):
+    outcome, _ = run(dataclasses.replace(CONFIG, method="erm", rho_max="auto", epochs=8, warmup=1))
+    assert outcome.confusion.source[1] == 0 and outcome.final_kept.all() and not outcome.confused.any()
 
 
 def test_auto_finds_no_confusion_between_classes_the_network_cannot_tell_apart():
