@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=1000)
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retrain-seed", type=int, default=None,
+                        help="seed of the retraining only (default: the run's own): how much a retrain varies")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="labelscrub-retrain-") as scratch:
         data, _, noisy = plant(args.noise, args, Path(scratch))
@@ -36,9 +38,12 @@ def main() -> None:
             report = pq.read_table(run / "report.parquet", columns=["sample_id", "dropped"])
             kept = ~dropped_by_row(report, len(noisy))
             recipe = {key: config[key] for key in ("epochs", "stem", "image_size", "device", "seed")}
-            accuracy = retrain_kept(data, kept, recipe, run / "drop")
+            if args.retrain_seed is not None:
+                recipe["seed"] = args.retrain_seed
+            folder = "drop" if args.retrain_seed is None else f"drop-seed{args.retrain_seed}"
+            accuracy = retrain_kept(data, kept, recipe, run / folder)
             print(json.dumps({"run": str(run), "noise": args.noise, "kept": int(kept.sum()),
-                              "retrain_accuracy": accuracy}), flush=True)
+                              "retrain_seed": recipe["seed"], "retrain_accuracy": accuracy}), flush=True)
 
 
 if __name__ == "__main__":

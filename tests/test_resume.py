@@ -25,13 +25,15 @@ def report(out):
     return np.array(table.column("loss_trajectory").to_pylist(), dtype=np.float32), table.column("dropped").to_pylist()
 
 
-@pytest.mark.parametrize("method, extra, kill_after", [
-    ("stepe", [], "epoch 3/5"),
-    ("oneshot", [], "epoch 3/5"),
+@pytest.mark.parametrize("method, extra, kill_after, confusion_epoch", [
+    ("stepe", [], "epoch 3/5", None),
+    ("oneshot", [], "epoch 3/5", None),
     # killed in the middle of the warm-up, before auto has estimated the noise rate
-    ("stepe", ["--rho-max", "auto", "--warmup", "3"], "epoch 2/5"),
+    ("stepe", ["--rho-max", "auto", "--warmup", "3"], "epoch 2/5", None),
+    # killed inside the confusion estimate's window (epochs 3 to 5 of 8, estimated after the 5th: 4 from 0)
+    ("stepe", ["--rho-max", "auto", "--epochs", "8"], "epoch 4/8", 4),
 ])
-def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_after):
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_after, confusion_epoch):
     complete, killed = tmp_path / "complete", tmp_path / "killed"
     options = OPTIONS + ["--method", method] + extra
     result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(complete), "--quiet", *options])
@@ -61,6 +63,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_a
     assert not (killed / "checkpoint.pt").exists()
     noise = [json.loads((out / "run.json").read_text())["noise"] for out in (complete, killed)]
     assert noise[0]["estimated_noise_rate"] == pytest.approx(noise[1]["estimated_noise_rate"], abs=1e-6)
+    assert noise[0]["confusion_after_epoch"] == noise[1]["confusion_after_epoch"] == confusion_epoch
+    assert [entry["confused_with"] for entry in noise[0]["classes"].values()] == \
+        [entry["confused_with"] for entry in noise[1]["classes"].values()]
 
 
 def test_resume_with_different_options_is_refused(tmp_path):
