@@ -82,6 +82,7 @@ def estimate_confusion(log_probs: np.ndarray, labels: np.ndarray, usable: np.nda
     confusion must exceed to count. Samples not `usable` (or with NaN) take no part."""
     classes = log_probs.shape[1]
     usable = _measured(log_probs, usable)
+    floor = spread_floor(spread)
     share, source = np.zeros(classes), np.full(classes, -1, np.int64)
     members_of = [np.flatnonzero(usable & (labels == label)) for label in range(classes)]
 
@@ -101,12 +102,20 @@ def estimate_confusion(log_probs: np.ndarray, labels: np.ndarray, usable: np.nda
         if not candidates:
             continue
         best, origin = max((moved_share(label, origin), origin) for origin in candidates)
-        spread_rate = 0.0 if np.isnan(spread[label]) else float(spread[label])
         # Half or more of each class scoring like the other is a network that cannot tell the two apart (or
         # labels random between them), not labels moved one way: a swap of 40% both ways sums to 0.8.
-        if best >= MIN_CONFUSED_SHARE and best > spread_rate and best + moved_share(origin, label) < 1.0:
+        if best - floor[label] >= MIN_CONFUSED_SHARE and best + moved_share(origin, label) < 1.0:
             share[label], source[label] = best, origin
     return ConfusionEstimate(share, source, epoch)
+
+
+def spread_floor(spread: np.ndarray) -> np.ndarray:
+    """Per class, the share of its labels the decoy estimate already accounts for: its own estimate, but never
+    less than the overall one (the mean of the classes'), since one class's estimate can come out low by chance
+    (40% symmetric noise: dog 18%, and a network that weak still mixes dog up with cat, 48%, in the middle of
+    training). A confusion counts, and is left out, only beyond it."""
+    spread = np.nan_to_num(np.asarray(spread, np.float64))
+    return np.maximum(spread, spread.mean())
 
 
 def confused_samples(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarray, sample_ids: list[str],
@@ -125,8 +134,8 @@ def confused_samples(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarr
     safe_labels = np.where(labels >= 0, labels, 0)
     source = estimate.source[safe_labels]
     score = np.where(source >= 0, log_probs[rows, np.maximum(source, 0)] - log_probs[rows, safe_labels], -np.inf)
-    spread = np.nan_to_num(spread)
-    shares = {int(label): max(0.0, float(estimate.share[label] - spread[label])) for label in confused_classes}
+    floor = spread_floor(spread)
+    shares = {int(label): max(0.0, float(estimate.share[label] - floor[label])) for label in confused_classes}
     usable = _measured(log_probs, usable)
     return ~select_kept(score, sample_ids, 0.0, usable, labels, shares) & usable
 

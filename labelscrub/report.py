@@ -2,7 +2,8 @@
 
 Columns (see README "The report"): sample_id, label, label_name, predicted, predicted_name, p_label, loss,
 loss_trajectory (list<float32>, one value per epoch), dropped, first_dropped_epoch, epochs_dropped, score,
-confused_with (the class a confused label came from, confusion.py), suggested_label, suggested_name, suggestion_confidence (suggest.py; null where the model is not confident), error.
+confused_with (the class a confused label came from, confusion.py), suggested_label, suggested_name,
+suggestion_confidence (suggest.py; null where the model is not confident), error.
 The schema metadata key `labelscrub` holds JSON with the version, resolved configuration, class names, the rho
 schedule and per-epoch summaries.
 """

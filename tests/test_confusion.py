@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from labelscrub.confusion import (
-    ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory, MAX_CELLS)
+    ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory, MAX_CELLS, spread_floor)
 from labelscrub.noise import NoiseEstimate, noise_summary
 from labelscrub.schedule import drop_count
 
@@ -121,3 +121,19 @@ def test_the_summary_reports_each_class_at_the_larger_of_its_two_estimates_and_w
     assert summary["classes"]["truck"]["confused_with"] is None
     assert summary["estimated_noise_rate"] == pytest.approx((100 * 0.05 + 300 * 0.2 + 100 * 0.02) / 500)
     assert summary["spread_noise_rate"] == 0.02 and summary["confusion_after_epoch"] == 16
+
+
+def test_a_class_whose_decoy_estimate_came_out_low_is_floored_at_the_mean_of_the_classes():
+    np.testing.assert_allclose(spread_floor(np.array([0.4, 0.1, 0.4, 0.3])), [0.4, 0.3, 0.4, 0.3])
+    np.testing.assert_allclose(spread_floor(np.array([0.02, np.nan, 0.0, 0.02])), [0.02, 0.01, 0.01, 0.02])
+
+
+def test_under_heavy_spread_noise_only_the_confusion_beyond_the_mean_decoy_estimate_counts():
+    log_probs, given, _ = network_view(moved_share=0.4)
+    usable = np.ones(len(given), bool)
+    # class 1's own decoy estimate is low, the others' high: the floor is their mean, 0.225, not 0.0
+    spread = np.array([0.3, 0.0, 0.3, 0.3])
+    estimate = estimate_confusion(log_probs, given, usable, spread, epoch=16)
+    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, spread)
+    assert estimate.source[1] == 0
+    assert confused.sum() == drop_count(estimate.share[1] - 0.225, (given == 1).sum())
