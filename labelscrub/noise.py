@@ -22,8 +22,8 @@ right label the model still gets wrong usually had a better epoch, a wrong label
 the right labels above s. The estimate is made once, in the warm-up, before any sample has been dropped: after
 its last epoch, or after its 6th in a longer warm-up (EVIDENCE_BEFORE_EPOCH), before the wrong labels are fitted.
 It matches the truth when wrong labels are spread over the other classes; where labels are wrong in a systematic
-way (cat images labelled dog, over and over) the model learns the confusion and the estimate is too low. README
-"Estimating the noise rate" has the measurements.
+way (cat images labelled dog, over and over) the model learns the confusion and the estimate is too low:
+confusion.py finds those labels later in training. README "Estimating the noise rate" has the measurements.
 """
 
 from __future__ import annotations
