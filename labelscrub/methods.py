@@ -142,16 +142,16 @@ class Task:
         """Keep mask leaving out the highest `scores`: `share` (a ramp share, 1 = the plateau) of rho_max overall,
         or per class of that class's own rho_max (its estimated noise rate with auto, else the same for all); and
         leaving out the confused samples once they are known."""
-        confused = self.state.get("confused")
-        keep = self.eligible if confused is None else self.eligible & ~confused
         if self.config.select == "global":
-            return keep & select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible)
-        if self.config.rho_max == "auto" and self.noise is not None:
-            per_class = {int(label): share * float(rate) for label, rate in enumerate(self.noise.per_class)}
+            kept = select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible)
         else:
-            per_class = {}
-        return keep & select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible, self.labels,
-                                  per_class)
+            if self.config.rho_max == "auto" and self.noise is not None:
+                per_class = {int(label): share * float(rate) for label, rate in enumerate(self.noise.per_class)}
+            else:
+                per_class = {}
+            kept = select_kept(scores, self.sample_ids, share * self.rho_max, self.eligible, self.labels, per_class)
+        confused = self.state.get("confused")
+        return kept if confused is None else kept & ~confused
 
     def after_epoch(self, epoch: int, measured: Probe) -> None:
         """Fold one epoch's measurements into the score, the suggestions, after the last evidence epoch (in the
