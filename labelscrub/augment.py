@@ -1,23 +1,34 @@
 """Batched, on-device image preparation: uint8 (B, 3, S, S) in, normalised float (B, 3, S, S) out.
 
 Training batches are augmented as a whole (no per-image Python loop), with random numbers from an explicit
-generator so a seeded run is reproducible:
-- CIFAR stem: random crop from the image padded by S/8 pixels (reflect), then a horizontal flip with p = 0.5.
-- ImageNet stem: random-resized crop (8%..100% of the area, aspect 3/4..4/3) resampled with roi_align, then flip.
+generator so a seeded run is reproducible. Which augmentation depends on the training side S, not on the stem
+(`for_training_side`):
+- S <= SMALL_IMAGE_SIDE: random crop from the image padded by S/8 pixels (reflect), then a horizontal flip.
+- larger: random-resized crop (8%..100% of the area, aspect 3/4..4/3) resampled with roi_align, then flip.
+A random-resized crop of a 32 px image keeps as little as 9 x 9 pixels of it: too little to tell a cat from a dog,
+so on small images it cripples the network whatever the stem.
 The probe and held-out passes use `normalize` only.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from labelscrub.config import SMALL_IMAGE_SIDE
+
 # Random-resized-crop ranges, torchvision's defaults.
 RRC_AREA = (0.08, 1.0)
 RRC_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+
+def for_training_side(side: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The training augmentation for images trained at `side` pixels (see the module docstring)."""
+    return random_crop_flip if side <= SMALL_IMAGE_SIDE else random_resized_crop_flip
 
 
 def channel_stats(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -33,7 +44,7 @@ def normalize(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
 
 
 def random_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Padded random crop and horizontal flip, for small images trained at native size."""
+    """Padded random crop and horizontal flip, for images trained at up to SMALL_IMAGE_SIDE pixels."""
     count, _, size, _ = batch.shape
     pad = max(1, size // 8)
     padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
@@ -47,7 +58,7 @@ def random_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.T
 
 
 def random_resized_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random-resized crop and horizontal flip, for images trained with the ImageNet stem."""
+    """Random-resized crop and horizontal flip, for images trained at more than SMALL_IMAGE_SIDE pixels."""
     count, _, size, _ = batch.shape
     area = torch.empty(count).uniform_(*RRC_AREA, generator=generator) * size * size
     ratio = torch.exp(torch.empty(count).uniform_(*RRC_LOG_RATIO, generator=generator))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelscrub.augment import channel_stats, normalize, random_crop_flip, random_resized_crop_flip
+from labelscrub.augment import channel_stats, for_training_side, normalize
 from labelscrub.batches import auto_workers, stream
 from labelscrub.config import CleanConfig
 from labelscrub.model import build_model
@@ -181,7 +181,7 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
         mean=torch.tensor(mean, device=device)[None, :, None, None],
         std=torch.tensor(std, device=device)[None, :, None, None],
         generator=torch.Generator().manual_seed(config.seed), device=device, config=config,
-        augment=random_crop_flip if config.stem == "cifar" else random_resized_crop_flip,
+        augment=for_training_side(config.image_size),
         autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext,
         normalization={"mean": mean, "std": std})
 
