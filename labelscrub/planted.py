@@ -3,6 +3,8 @@ want to check labelscrub on their own clean data before trusting it on noisy dat
 
 - `inject_noise`: symmetric (a uniformly random *other* class) or asymmetric (class -> a fixed confusable class)
   flips of an exact number of samples, chosen with a seeded generator; the true labels are left untouched.
+- `instance_dependent_noise`: the kind people make. Hard, ambiguous images are the likeliest to get a wrong label,
+  and it is the wrong class they look most like.
 - `detection_scores`: precision, recall and F1 of a dropped set against the flipped set.
 - `auroc`: how well a score ranks flipped above clean samples (Mann-Whitney, ties counted half).
 """
@@ -41,6 +43,42 @@ def inject_noise(labels: np.ndarray, *, kind: str, rate: float, num_classes: int
     else:
         raise ValueError(f"noise kind must be symmetric or asymmetric, not {kind!r}")
     return noisy
+
+
+def instance_dependent_noise(labels: np.ndarray, reference: np.ndarray, *, rate: float, seed: int) -> np.ndarray:
+    """Noisy copy of `labels` with instance-dependent noise, after the DNN-based scheme of Chen et al. 2021
+    ("Beyond Class-Conditional Assumption", AAAI): a reference network trained on the clean labels gives each
+    image its class probabilities `reference` (N, classes), which should be out-of-sample (out-of-fold) so they
+    are not memorised. An image's mislabeling score is the largest probability among its wrong classes: how much it
+    looks like something else. Exactly round(rate * N) images are mislabeled, each moved to that most likely wrong
+    class.
+
+    Chen et al. flip the round(rate * N) highest scores; here they are drawn without replacement with probability
+    proportional to the score, so easy images are rarely but not never mislabeled (as with people), and the noise
+    is not a hard threshold a detector could learn."""
+    labels = np.asarray(labels, dtype=np.int64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], not {rate}")
+    if reference.shape != (len(labels), reference.shape[1]) or reference.shape[1] < 2:
+        raise ValueError(f"reference must hold (samples, classes >= 2) probabilities, not shape {reference.shape}")
+    wrong = reference.copy()
+    wrong[np.arange(len(labels)), labels] = -np.inf
+    target = wrong.argmax(axis=1)
+    # A tiny floor: an image the reference is certain of can still be mislabeled, and weights must not all be 0.
+    score = np.maximum(wrong.max(axis=1), 1e-6)
+    count = round(rate * len(labels))
+    chosen = np.random.default_rng(seed).choice(len(labels), size=count, replace=False, p=score / score.sum())
+    noisy = labels.copy()
+    noisy[chosen] = target[chosen]
+    return noisy
+
+
+def noise_matrix(true_labels: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
+    """(classes, classes) counts: row = true class, column = given (noisy) label."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(true_labels, np.int64), np.asarray(noisy, np.int64)), 1)
+    return matrix
 
 
 def detection_scores(dropped: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
