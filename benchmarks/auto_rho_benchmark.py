@@ -24,7 +24,9 @@ import numpy as np
 import labelscrub
 from labelscrub.planted import detection_scores
 
-from noise_benchmark import NOISE_SETTINGS, dropped_by_row, plant, report_rows, retrain_kept, run_settings
+from noise_benchmark import (
+    NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, report_rows, retrain_kept,
+    run_settings)
 
 
 def main() -> None:
@@ -33,7 +35,6 @@ def main() -> None:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/datasets/cifar10")
     parser.add_argument("--noise", nargs="+", default=["sym40"], choices=sorted(NOISE_SETTINGS))
     parser.add_argument("--fixed", nargs="*", type=float, default=None, metavar="RHO",
                         help="also clean with these fixed rho_max values (none given: the planted rate)")
@@ -43,13 +44,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--suggest-confidence", type=float, default=None,
                         help="clean's --suggest-confidence; the relabel accuracy is also broken down by confidence "
                         "above it (default: labelscrub's)")
-    parser.add_argument("--train-per-class", type=int, default=1000)
-    parser.add_argument("--test-per-class", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--stem", default="imagenet")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    add_protocol_arguments(parser)
     parser.add_argument("--out", default=None)
     return parser.parse_args()
 
@@ -57,7 +52,7 @@ def _arguments() -> argparse.Namespace:
 def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path) -> list[dict]:
     data, true_labels, noisy = plant(setting, args, scratch)
     flipped = noisy != true_labels
-    recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
+    recipe = protocol_recipe(args)
     truth_per_class = np.array([flipped[noisy == label].mean() for label in range(int(noisy.max()) + 1)])
     print(f"== {setting}: {len(noisy)} train, {int(flipped.sum())} flipped ({flipped.mean():.3f})", flush=True)
 

@@ -27,14 +27,14 @@ import pyarrow.parquet as pq
 
 import labelscrub
 from labelscrub.config import METHOD_NAMES, CleanConfig
-from labelscrub.model import pick_device
-from labelscrub.outputs import decode_to_device
-from labelscrub.planted import CIFAR10_ASYMMETRIC, auroc, detection_scores, inject_noise
-from labelscrub.sources import open_data
-from labelscrub.train import make_setup, probe, train_epoch
+from labelscrub.planted import CIFAR10_ASYMMETRIC, auroc, detection_scores, inject_noise, instance_dependent_noise
+
+from reference_probs import cached_reference, out_of_fold_probabilities
 
 NOISE_SETTINGS = {"sym0": ("symmetric", 0.0), "sym10": ("symmetric", 0.1), "sym20": ("symmetric", 0.2),
-                  "sym40": ("symmetric", 0.4), "asym40": ("asymmetric", 0.4)}
+                  "sym40": ("symmetric", 0.4), "asym40": ("asymmetric", 0.4),
+                  # instance-dependent: hard images get the wrong class they look most like (reference_probs.py)
+                  "idn20": ("instance", 0.2), "idn40": ("instance", 0.4)}
 CV_FOLDS = 5
 
 
@@ -60,7 +60,6 @@ def run_settings(args: argparse.Namespace, run_setting, markdown_table, *, prefi
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/datasets/cifar10", help="folder with train.parquet, test.parquet")
     parser.add_argument("--noise", nargs="+", default=["sym40"], choices=sorted(NOISE_SETTINGS))
     parser.add_argument("--methods", nargs="*", default=list(METHOD_NAMES), type=method_spec,
                         help="method names, or variants as METHOD:option=value,option=value "
@@ -68,18 +67,27 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--no-cleanlab", dest="cleanlab", action="store_false")
     parser.add_argument("--oracle", action="store_true",
                         help="also retrain on exactly the unflipped samples: the best any dropping can do")
-    parser.add_argument("--train-per-class", type=int, default=800, help="0 = all")
-    parser.add_argument("--test-per-class", type=int, default=200, help="0 = all")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--stem", default="imagenet")
-    parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--rho-max", type=float, default=None, help="default: the planted noise rate")
     parser.add_argument("--warmup", type=int, default=None, help="Step-E warm-up epochs (default: labelscrub's)")
     parser.add_argument("--ramp", type=int, default=None, help="Step-E ramp epochs (default: labelscrub's)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    add_protocol_arguments(parser)
     parser.add_argument("--out", default=None)
     return parser.parse_args()
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, size, recipe and seed options every benchmark shares; the defaults are the CPU protocol."""
+    parser.add_argument("--data", default="../shared/datasets/cifar10", help="folder with train.parquet, test.parquet")
+    parser.add_argument("--train-per-class", type=int, default=1000, help="0 = all")
+    parser.add_argument("--test-per-class", type=int, default=200, help="0 = all")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--stem", default="imagenet")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="the noise draw and the runs")
+    parser.add_argument("--reference-seed", type=int, default=0,
+                        help="instance-dependent noise: the seed of the reference network (reference_probs.py), "
+                        "the annotator the noise imitates; kept fixed while --seed varies the draw")
 
 
 def method_spec(text: str) -> str:
@@ -132,12 +140,26 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     test_rows = first_per_class(test_labels_all, args.test_per_class)
     true_labels = train_labels_all[train_rows]
     names = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])["info"]["features"]["label"]["names"]
-    mapping = {names.index(a): names.index(b) for a, b in CIFAR10_ASYMMETRIC.items()} if kind == "asymmetric" else None
-    noisy = inject_noise(true_labels, kind=kind, rate=rate, num_classes=len(names), seed=args.seed, mapping=mapping)
     data = scratch / "data"
+    if kind == "instance":
+        write_subset(source / "train.parquet", train_rows, true_labels, scratch / "clean" / "train.parquet")
+        reference = cached_reference(scratch / "clean", true_labels,
+                                     {**protocol_recipe(args), "seed": args.reference_seed},
+                                     {"data": str(source.resolve()), "train_per_class": args.train_per_class})
+        noisy = instance_dependent_noise(true_labels, reference, rate=rate, seed=args.seed)
+    else:
+        mapping = ({names.index(a): names.index(b) for a, b in CIFAR10_ASYMMETRIC.items()}
+                   if kind == "asymmetric" else None)
+        noisy = inject_noise(true_labels, kind=kind, rate=rate, num_classes=len(names), seed=args.seed,
+                             mapping=mapping)
     write_subset(source / "train.parquet", train_rows, noisy, data / "train.parquet")
     write_subset(source / "test.parquet", test_rows, test_labels_all[test_rows], data / "test.parquet")
     return data, true_labels, noisy
+
+
+def protocol_recipe(args: argparse.Namespace) -> dict:
+    """The training options of the protocol, as `labelscrub.clean` and `retrain` take them."""
+    return dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
 
 
 def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path) -> list[dict]:
@@ -145,7 +167,7 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
     flipped = noisy != true_labels
     test_count = pq.read_metadata(data / "test.parquet").num_rows
     rho_max = args.rho_max if args.rho_max is not None else max(float(flipped.mean()), 0.0)
-    recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
+    recipe = protocol_recipe(args)
     schedule = dict(warmup=args.warmup, ramp=args.ramp)
     print(f"== {setting}: {len(noisy)} train ({int(flipped.sum())} flipped), {test_count} test, "
           f"rho_max {rho_max:.3f}", flush=True)
@@ -198,19 +220,8 @@ def run_cleanlab(setting: str, data: Path, noisy: np.ndarray, flipped: np.ndarra
     from cleanlab.filter import find_label_issues
 
     started = time.perf_counter()
-    images = open_data(data).train
-    config = CleanConfig(method="erm", **recipe).resolve(typical_side=recipe["image_size"] or 32)
-    device = pick_device(config.device)
-    pixels_t, _, _ = decode_to_device(images, config, out / ".cache", "cv.npy", device)
-    folds = np.random.default_rng(config.seed).permutation(len(noisy)) % CV_FOLDS
-    pred_probs = np.zeros((len(noisy), len(images.class_names)), np.float32)
-    for fold in range(CV_FOLDS):
-        train_mask = folds != fold
-        setup = make_setup(pixels_t, noisy, train_mask, len(images.class_names), config, device)
-        for epoch in range(config.epochs):
-            train_epoch(setup, train_mask, epoch, schedule_epochs=config.epochs)
-        held = np.flatnonzero(~train_mask)
-        pred_probs[held] = probe(setup, pixels_t, noisy, held, keep_probabilities=True).probabilities[held]
+    with tempfile.TemporaryDirectory(prefix="labelscrub-cv-") as scratch:
+        pred_probs = out_of_fold_probabilities(data, noisy, CV_FOLDS, recipe, Path(scratch))
     issues = find_label_issues(labels=noisy, pred_probs=pred_probs)
     seconds = time.perf_counter() - started
     # Self-confidence (probability of the given label) is cleanlab's default ranking; lower = more suspect.

@@ -1,0 +1,75 @@
+"""Keep every epoch's per-sample measurements of a run on planted noise, to try noise-estimate rules offline.
+
+One `labelscrub.clean` run (any method) on planted noise, exactly as the CLI trains it, that also saves after each
+epoch every sample's class probabilities, loss, decoy loss and mean class loss (`dumps/epoch-NN.npz`), plus the
+true and noisy labels and the decoys (`dumps/labels.npz`). An `erm` run trains on everything, so its dumps hold
+the same warm-up as a Step-E run of the same seed and show how plain training memorises after it; it also gives
+erm's held-out accuracy. Run by hand, never in CI:
+
+    OMP_NUM_THREADS=1 python benchmarks/epoch_dumps.py --noise idn40 --method erm --seed 0
+
+`estimate_offline.py` reads the dumps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import labelscrub
+from labelscrub import methods
+from labelscrub.planted import detection_scores
+from labelscrub.train import decoy_labels
+
+from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--noise", default="idn40", choices=sorted(NOISE_SETTINGS))
+    parser.add_argument("--method", default="erm")
+    parser.add_argument("--rho-max", default="auto")
+    add_protocol_arguments(parser)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out = Path(args.out or f"benchmarks/results/dumps/{args.noise}-{args.method}-s{args.seed}")
+    dumps = out / "dumps"
+    dumps.mkdir(parents=True, exist_ok=True)
+    rho_max = args.rho_max if args.rho_max == "auto" else float(args.rho_max)
+
+    original = methods.Task.after_epoch
+
+    def after_epoch(task: methods.Task, epoch: int, measured) -> None:
+        np.savez(dumps / f"epoch-{epoch:02d}.npz", probabilities=measured.probabilities.astype(np.float16),
+                 losses=measured.losses, decoy_loss=measured.decoy_loss, mean_class_loss=measured.mean_class_loss)
+        original(task, epoch, measured)
+
+    train_epoch = methods.train_epoch
+
+    def train_epoch_keeping_probabilities(*arguments, **options):
+        return train_epoch(*arguments, **{**options, "keep_probabilities": True})
+
+    methods.Task.after_epoch = after_epoch
+    methods.train_epoch = train_epoch_keeping_probabilities
+
+    with tempfile.TemporaryDirectory(prefix="labelscrub-dumps-") as scratch:
+        data, true_labels, noisy = plant(args.noise, args, Path(scratch))
+        np.savez(dumps / "labels.npz", true=true_labels, noisy=noisy,
+                 decoys=decoy_labels(noisy, int(true_labels.max()) + 1, args.seed))
+        result = labelscrub.clean(data, out / "run", overwrite=True, method=args.method, rho_max=rho_max,
+                                  **protocol_recipe(args))
+        dropped = dropped_by_row(result.report(), len(noisy))
+    noise = result.summary["noise"]
+    row = {"noise": args.noise, "method": args.method, "seed": args.seed, "planted": float((noisy != true_labels).mean()),
+           "estimated": noise["estimated_noise_rate"], "spread": noise["spread_noise_rate"],
+           "heldout_accuracy": result.heldout_accuracy, **detection_scores(dropped, noisy != true_labels)}
+    (out / "row.json").write_text(json.dumps(row, indent=2))
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

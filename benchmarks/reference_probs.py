@@ -1,0 +1,97 @@
+"""Out-of-fold class probabilities: what a network trained on other images thinks of each image.
+
+Two users:
+- instance-dependent noise (`labelscrub.planted.instance_dependent_noise`) needs a reference network trained on
+  the *clean* labels: 2 folds, each image scored by the network that never saw it, so its probabilities say how
+  ambiguous the image is rather than that it was memorised. They are cached per protocol and reference seed in
+  benchmarks/cache/, since every noise setting and method of a protocol reuses them.
+- cleanlab needs out-of-sample probabilities on the *noisy* labels (5 folds, noise_benchmark.run_cleanlab).
+
+Run by hand to fill the cache and see the noise it plants (the true class x given label matrix):
+
+    python benchmarks/reference_probs.py --noise idn40 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from labelscrub.config import CleanConfig
+from labelscrub.model import pick_device
+from labelscrub.outputs import decode_to_device
+from labelscrub.sources import open_data
+from labelscrub.train import make_setup, probe, train_epoch
+
+CACHE = Path(__file__).resolve().parent / "cache"
+REFERENCE_FOLDS = 2
+
+
+def out_of_fold_probabilities(data: Path, labels: np.ndarray, folds: int, recipe: dict, scratch: Path) -> np.ndarray:
+    """(N, classes) softmax of each sample of data/train.parquet (file order), from a network trained for the
+    recipe's epochs on the other folds with `labels`; fold membership is drawn with the recipe's seed."""
+    images = open_data(data).train
+    config = CleanConfig(method="erm", **recipe).resolve(typical_side=recipe.get("image_size") or 32)
+    device = pick_device(config.device)
+    pixels, _, _ = decode_to_device(images, config, scratch, "folds.npy", device)
+    fold_of = np.random.default_rng(config.seed).permutation(len(labels)) % folds
+    probabilities = np.zeros((len(labels), len(images.class_names)), np.float32)
+    for fold in range(folds):
+        train_mask = fold_of != fold
+        setup = make_setup(pixels, labels, train_mask, len(images.class_names), config, device)
+        for epoch in range(config.epochs):
+            train_epoch(setup, train_mask, epoch, schedule_epochs=config.epochs)
+        held = np.flatnonzero(~train_mask)
+        probabilities[held] = probe(setup, pixels, labels, held, keep_probabilities=True).probabilities[held]
+        print(f"reference fold {fold + 1}/{folds}: out-of-fold accuracy "
+              f"{(probabilities[held].argmax(1) == labels[held]).mean():.1%}", flush=True)
+    return probabilities
+
+
+def cached_reference(clean_data: Path, true_labels: np.ndarray, recipe: dict, protocol: dict) -> np.ndarray:
+    """The clean-label reference probabilities of clean_data/train.parquet, computed once per protocol and seed."""
+    key = json.dumps({**protocol, **recipe, "folds": REFERENCE_FOLDS,
+                      "labels": hashlib.sha256(np.asarray(true_labels, np.int64).tobytes()).hexdigest()},
+                     sort_keys=True)
+    path = CACHE / f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    print(f"reference probabilities: training {REFERENCE_FOLDS} folds on the clean labels ({path.name})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
+        probabilities = out_of_fold_probabilities(clean_data, true_labels, REFERENCE_FOLDS, recipe, Path(scratch))
+    CACHE.mkdir(exist_ok=True)
+    temporary = path.with_suffix(".tmp.npy")
+    np.save(temporary, probabilities)
+    temporary.replace(path)
+    path.with_suffix(".json").write_text(key + "\n")
+    return probabilities
+
+
+def main() -> None:
+    from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant
+    from labelscrub.planted import noise_matrix
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--noise", default="idn40", choices=sorted(NOISE_SETTINGS))
+    add_protocol_arguments(parser)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
+        _, true_labels, noisy = plant(args.noise, args, Path(scratch))
+    classes = int(true_labels.max()) + 1
+    matrix = noise_matrix(true_labels, noisy, classes)
+    print(f"{args.noise}, seed {args.seed}: {int((noisy != true_labels).sum())} of {len(noisy)} labels wrong "
+          f"({(noisy != true_labels).mean():.1%}); rows = true class, columns = given label")
+    print("| true \\ given | " + " | ".join(str(label) for label in range(classes)) + " | wrong |")
+    print("| --- " * (classes + 2) + "|")
+    for label, row in enumerate(matrix):
+        print(f"| {label} | " + " | ".join(str(count) for count in row)
+              + f" | {1 - row[label] / max(1, row.sum()):.0%} |")
+
+
+if __name__ == "__main__":
+    main()
