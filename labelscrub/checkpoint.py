@@ -20,7 +20,8 @@ from labelscrub.model import cpu_state_dict
 # Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
 # 5: the noise estimate reads epochs 4-6 of a longer warm-up, which a format-4 state had not kept.
 # 6: with auto, the log-probabilities of the confusion estimate's window and the confused samples (confusion.py).
-FORMAT = 6
+# 7: the estimate waits for 4 trained epochs, and may be doubted and capped (noise.doubt_estimate).
+FORMAT = 7
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 

@@ -31,7 +31,8 @@ from labelscrub import checkpoint
 from labelscrub.config import METHOD_NAMES, CleanConfig
 from labelscrub.confusion import (
     ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory)
-from labelscrub.noise import NoiseEstimate, best_depth, estimate_noise, evidence_epochs, label_depth
+from labelscrub.noise import (
+    NoiseEstimate, best_depth, doubt_estimate, estimate_noise, evidence_epochs, label_depth)
 from labelscrub.ranking import updated_score
 from labelscrub.schedule import rho_at, select_kept
 from labelscrub.suggest import SuggestionTracker
@@ -168,9 +169,18 @@ class Task:
                 for key, loss in (("given_depth", measured.losses), ("decoy_depth", measured.decoy_loss)):
                     self.state[key] = best_depth(self.state.get(key), label_depth(loss, measured.mean_class_loss))
             if epoch >= evidence[-1]:
-                self.state.update(estimate_noise(self.state.pop("given_depth"), self.state.pop("decoy_depth"),
-                                                 self.labels, decoy_labels(self.labels, self.num_classes, config.seed),
-                                                 self.eligible, self.num_classes, epoch=epoch).to_state())
+                estimate = estimate_noise(self.state.pop("given_depth"), self.state.pop("decoy_depth"),
+                                          self.labels, decoy_labels(self.labels, self.num_classes, config.seed),
+                                          self.eligible, self.num_classes, epoch=epoch)
+                measured_now = self.eligible & (measured.predicted >= 0)
+                agreement = float((measured.predicted == self.labels)[measured_now].mean() if measured_now.any()
+                                  else 0.0)
+                sizes = np.bincount(self.labels[self.eligible], minlength=self.num_classes)
+                estimate = doubt_estimate(estimate, agreement, sizes, self.num_classes)
+                self.state.update(estimate.to_state())
+                if estimate.doubt is not None and config.rho_max == "auto":
+                    self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: "
+                                       f"{estimate.doubt}; dropping at most {estimate.overall:.1%}")
         if self.wants_probabilities(epoch):
             self._add_to_confusion_window(epoch, measured)
 

@@ -47,8 +47,22 @@ EVIDENCE_EPOCHS = 3
 # wrong label often enough to begin fitting it. On CIFAR-10 at 40% symmetric noise with 500 images per class, the
 # same rule read over epochs 3-5 gave 37.4%, over epochs 9-11 (the end of a 12-epoch warm-up) 30.2%.
 EVIDENCE_BEFORE_EPOCH = 6
+# When the estimate cannot be trusted (`doubt_estimate`), it is capped at DOUBTED_CAP: dropping a tenth of the
+# data costs little if the labels are clean, where trusting a wrong estimate dropped half of it. Doubted when the
+# network gets fewer than MIN_FIT of the labels it takes for right (2,000 CIFAR-10 images, 10% flipped, 8 epochs:
+# 36%, with the estimate at 21.5%), agrees with the labels less than MIN_LIFT times as often as chance, or when
+# the median class has fewer than MIN_CLASS_SAMPLES samples (MIN_DECOYS: too few for the tail shares).
+MIN_FIT = 0.5
+MIN_LIFT = 1.5
+MIN_CLASS_SAMPLES = 20
+DOUBTED_CAP = 0.1
 # Never estimate more than this share: a drop share near 1 would leave nothing to train on.
 MAX_NOISE_RATE = 0.9
+# ...and never read before this many epochs have trained, however short the warm-up: after one epoch the network
+# has barely left its random start and right labels look as wrong as decoys (2,000 CIFAR-10 images, 10% flipped,
+# 8 epochs: read after the first epoch, the estimate was 51%, and the run dropped half the data). A shorter
+# warm-up makes auto wait: nothing is dropped until the estimate is made.
+MIN_EPOCHS_BEFORE_ESTIMATE = 4
 
 
 @dataclass(frozen=True)
@@ -56,26 +70,35 @@ class NoiseEstimate:
     overall: float  # estimated share of wrong labels among the readable samples
     per_class: np.ndarray  # (classes,) float64 estimated share within each given class; NaN for empty classes
     epoch: int  # the epoch (0-based) after which the estimate was made
+    # Why the estimate cannot be trusted (`doubt_estimate`), None when it can. A doubted estimate is capped at
+    # DOUBTED_CAP overall and per class; `uncapped` keeps what the rule read.
+    doubt: str | None = None
+    uncapped: float | None = None
 
     def to_state(self) -> dict:
-        return {"noise_overall": self.overall, "noise_per_class": self.per_class, "noise_epoch": self.epoch}
+        state = {"noise_overall": self.overall, "noise_per_class": self.per_class, "noise_epoch": self.epoch}
+        if self.doubt is not None:
+            state.update(noise_doubt=self.doubt, noise_uncapped=self.uncapped)
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "NoiseEstimate | None":
         if "noise_overall" not in state:
             return None
+        uncapped = state.get("noise_uncapped")
         return cls(float(state["noise_overall"]), np.asarray(state["noise_per_class"], np.float64),
-                   int(state["noise_epoch"]))
+                   int(state["noise_epoch"]), state.get("noise_doubt"),
+                   None if uncapped is None else float(uncapped))
 
 
 def evidence_epochs(warmup: int) -> range:
     """The epochs (0-based) whose measurements the estimate reads, the estimate being made after the last of them:
     the last EVIDENCE_EPOCHS of the warm-up or, in a warm-up longer than EVIDENCE_BEFORE_EPOCH, of its first
-    EVIDENCE_BEFORE_EPOCH epochs; without the first epoch unless it is the only one (its network has barely left
-    its random start: on the digits sample, with a warm-up of 3 epochs, counting it took the estimate from 17.9% to
-    14.6% against 20% planted)."""
-    last = min(max(warmup, 1), EVIDENCE_BEFORE_EPOCH) - 1
-    first = max(last + 1 - EVIDENCE_EPOCHS, min(1, last))
+    EVIDENCE_BEFORE_EPOCH epochs; in a warm-up shorter than MIN_EPOCHS_BEFORE_ESTIMATE, of that many epochs.
+    Never the first epoch (its network has barely left its random start: on the digits sample, with a warm-up of 3
+    epochs, counting it took the estimate from 17.9% to 14.6% against 20% planted)."""
+    last = min(max(warmup, MIN_EPOCHS_BEFORE_ESTIMATE), EVIDENCE_BEFORE_EPOCH) - 1
+    first = max(last + 1 - EVIDENCE_EPOCHS, 1)
     return range(first, last + 1)
 
 
@@ -113,6 +136,32 @@ def estimate_noise(given: np.ndarray, decoy: np.ndarray, labels: np.ndarray, dec
         per_class[label] = smallest_tail_ratio(given[given_labels == label], wrong)
     overall = float(np.nansum(per_class * sizes) / sizes.sum())
     return NoiseEstimate(overall, per_class, epoch)
+
+
+def doubt_estimate(estimate: NoiseEstimate, agreement: float, class_sizes: np.ndarray,
+                   num_classes: int) -> NoiseEstimate:
+    """The estimate as it may be used: unchanged when it can be trusted, else capped at DOUBTED_CAP with the
+    reason. `agreement` is the share of the samples whose given label the network predicted in the last evidence
+    epoch; `class_sizes` the eligible samples per given class.
+
+    The rule errs upward by the right labels that look as wrong as decoys, and those are the right labels the
+    network does not yet get right. So the estimate is doubted when the network gets fewer than MIN_FIT of the
+    labels it takes for right (agreement / (1 - estimate)), or is barely above chance (MIN_LIFT x 1 / classes), or
+    when the median class holds fewer than MIN_CLASS_SAMPLES samples, too few for the tail shares."""
+    reasons = []
+    fit = agreement / max(1e-9, 1.0 - estimate.overall)
+    if agreement < MIN_LIFT / max(1, num_classes):
+        reasons.append(f"the network is near chance (it agrees with {agreement:.0%} of the labels)")
+    elif fit < MIN_FIT:
+        reasons.append(f"the network gets only {fit:.0%} of the labels it takes for right; train longer "
+                       "(--epochs) or set --rho-max")
+    present = class_sizes[class_sizes > 0]
+    if len(present) and np.median(present) < MIN_CLASS_SAMPLES:
+        reasons.append(f"the median class has {int(np.median(present))} samples, under {MIN_CLASS_SAMPLES}")
+    if not reasons:
+        return estimate
+    return NoiseEstimate(min(estimate.overall, DOUBTED_CAP), np.minimum(estimate.per_class, DOUBTED_CAP),
+                         estimate.epoch, "; ".join(reasons), estimate.overall)
 
 
 def smallest_tail_ratio(given: np.ndarray, wrong: np.ndarray) -> float:
@@ -165,6 +214,9 @@ def noise_summary(*, estimate: NoiseEstimate | None, confusion: ConfusionEstimat
         "estimated_noise_rate": overall,
         "estimated_after_epoch": None if estimate is None else estimate.epoch,
         "spread_noise_rate": None if estimate is None else estimate.overall,
+        # why the estimate was not trusted and capped (None: trusted), and what it read before the cap
+        "estimate_doubt": None if estimate is None else estimate.doubt,
+        "uncapped_noise_rate": None if estimate is None else estimate.uncapped,
         "confusion_after_epoch": None if confusion is None else confusion.epoch,
         "rho_max_used": rho_max,
         "classes": classes,

@@ -33,6 +33,9 @@ class ConsoleProgress(Progress):
             self.bar = None
         click.echo(describe_epoch(summary, epochs), file=self.stream)
 
+    def note(self, message: str) -> None:
+        click.echo(f"warning: {message}", file=self.stream)
+
 
 def describe_epoch(summary: EpochSummary, epochs: int) -> str:
     parts = [f"epoch {summary.epoch + 1}/{epochs}"]
@@ -66,6 +69,9 @@ def closing_summary(result) -> str:
         noisiest = ", ".join(f"{name} {rate:.0%}" for name, rate in sorted(per_class, key=lambda x: -x[1])[:3])
         lines.append(f"estimated noise rate: {noise['estimated_noise_rate']:.1%} (noisiest classes: {noisiest}); "
                      f"rho_max used: {noise['rho_max_used']:.3f}")
+        if noise.get("estimate_doubt"):
+            lines.append(f"warning: the noise estimate cannot be trusted ({noise['estimate_doubt']}): it read "
+                         f"{noise['uncapped_noise_rate']:.1%}, capped at {noise['spread_noise_rate']:.1%}")
         confused = [f"{name} from {entry['confused_with']} {entry['confused_share']:.0%}"
                     for name, entry in noise["classes"].items() if entry.get("confused_with")]
         if confused:

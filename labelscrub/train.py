@@ -128,6 +128,9 @@ class Progress:
 
     def epoch_done(self, summary: EpochSummary, epochs: int) -> None: ...
 
+    def note(self, message: str) -> None:
+        """Something the user should know while the run goes on (an estimate that cannot be trusted)."""
+
 
 @dataclass
 class Setup:

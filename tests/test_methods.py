@@ -10,6 +10,7 @@ import torch
 from labelscrub.config import CleanConfig
 from labelscrub.schedule import drop_count, rho_at, select_kept
 from labelscrub.methods import SPL_GROWTH, Task, train_with_method
+from labelscrub.noise import DOUBTED_CAP
 from labelscrub.train import Progress
 
 N, CLASSES, SIDE = 40, 4, 8
@@ -151,10 +152,28 @@ def test_oneshot_ranks_once_after_warmup_then_trains_a_fresh_model_on_the_rest()
 
 
 def test_auto_drops_the_estimated_rate_made_at_the_end_of_the_warm_up():
-    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", warmup=2))
-    assert outcome.noise is not None and outcome.noise.epoch == 1  # after the second (last) warm-up epoch
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=6, warmup=4))
+    assert outcome.noise is not None and outcome.noise.epoch == 3  # after the fourth (last) warm-up epoch
     assert outcome.rho_max == outcome.noise.overall
     assert (~outcome.final_kept).sum() == math.ceil(round(outcome.noise.overall * N, 9))
+
+
+class NotingProgress(Progress):
+    def __init__(self):
+        self.notes = []
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+def test_a_short_warm_up_waits_for_the_fourth_epoch_and_a_doubted_estimate_is_capped_and_said():
+    progress = NotingProgress()
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=6, warmup=1), progress=progress)
+    assert outcome.noise.epoch == 3 and outcome.kept_history[:4].all()  # nothing dropped before the estimate
+    # 10 samples per class are too few for the tail shares: the estimate is doubted, capped, and the user told
+    assert "median class has 10 samples" in outcome.noise.doubt
+    assert outcome.noise.overall <= DOUBTED_CAP and outcome.rho_max == outcome.noise.overall
+    assert len(progress.notes) == 1 and "cannot be trusted" in progress.notes[0]
 
 
 def test_in_a_long_warm_up_auto_estimates_early_but_still_drops_nothing_until_the_warm_up_ends():
@@ -201,9 +220,9 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
 
     seen = planted_confusion
     for loss_pass in ("train", "probe"):
-        outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=8, warmup=1, loss_pass=loss_pass))
-        # 8 epochs: the window is epochs 2-4 (ending at 55%), so the estimate comes after epoch 4.
-        assert seen["epoch"] == 4 and outcome.confusion.epoch == 4 and outcome.confusion.source[1] == 0
+        outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=12, warmup=1, loss_pass=loss_pass))
+        # 12 epochs: the window is epochs 4-6 (ending at 55%), so the estimate comes after epoch 6.
+        assert seen["epoch"] == 6 and outcome.confusion.epoch == 6 and outcome.confusion.source[1] == 0
         assert seen["log_probs"].shape == (N, CLASSES) and (seen["log_probs"] <= 0).all()
         labels = np.arange(N) % CLASSES
         confused = confused_samples(seen["log_probs"], labels, np.ones(N, bool), ids, outcome.confusion,
@@ -211,17 +230,17 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
         # Class 1's share beyond its decoy estimate, the samples scoring most like class 0, are left out of every
         # later epoch and of the manifest.
         assert confused.sum() == drop_count(0.3, 10) and (labels[confused] == 1).all()
-        assert not outcome.kept_history[5:][:, confused].any() and not outcome.final_kept[confused].any()
+        assert not outcome.kept_history[7:][:, confused].any() and not outcome.final_kept[confused].any()
         np.testing.assert_array_equal(outcome.confused, confused)
 
 
 def test_erm_estimates_the_confusion_but_drops_and_reports_no_confused_sample(planted_confusion):
-    outcome, _ = run(dataclasses.replace(CONFIG, method="erm", rho_max="auto", epochs=8, warmup=1))
+    outcome, _ = run(dataclasses.replace(CONFIG, method="erm", rho_max="auto", epochs=12, warmup=1))
     assert outcome.confusion.source[1] == 0 and outcome.final_kept.all() and not outcome.confused.any()
 
 
 def test_auto_finds_no_confusion_between_classes_the_network_cannot_tell_apart():
     """Quadrants in the same row look alike to the network at 8 px: more than half of each pair scores like the
     other, which is the network's own confusion, not moved labels."""
-    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=8, warmup=1))
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=12, warmup=1))
     assert outcome.confusion is not None and (outcome.confusion.source == -1).all()

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from labelscrub.noise import (
-    MAX_NOISE_RATE, NoiseEstimate, best_depth, estimate_noise, evidence_epochs, label_depth, noise_summary)
+    DOUBTED_CAP, MAX_NOISE_RATE, NoiseEstimate, best_depth, doubt_estimate, estimate_noise, evidence_epochs,
+    label_depth, noise_summary)
 
 
 def planted(n: int, noise_rate: float, num_classes: int = 5, seed: int = 0):
@@ -110,7 +111,28 @@ def test_each_label_counts_at_its_best_epoch_and_unmeasured_epochs_are_skipped()
     np.testing.assert_array_equal(best, [2.0, 1.0, 4.0])
 
 
-@pytest.mark.parametrize("warmup, epochs", [(0, [0]), (1, [0]), (2, [1]), (3, [1, 2]), (6, [3, 4, 5]),
-                                            (7, [3, 4, 5]), (20, [3, 4, 5])])
+@pytest.mark.parametrize("warmup, epochs", [(0, [1, 2, 3]), (1, [1, 2, 3]), (3, [1, 2, 3]), (4, [1, 2, 3]),
+                                            (5, [2, 3, 4]), (6, [3, 4, 5]), (7, [3, 4, 5]), (20, [3, 4, 5])])
 def test_the_estimate_reads_the_last_warmup_epochs_but_not_the_first_nor_late_ones(warmup, epochs):
+    # a warm-up shorter than 4 epochs waits for the 4th: after one epoch the network is close to its random start
     assert list(evidence_epochs(warmup)) == epochs
+
+
+def test_an_estimate_from_a_network_that_gets_the_labels_right_is_trusted_as_it_is():
+    estimate = NoiseEstimate(0.4, np.array([0.3, 0.5]), epoch=5)
+    # 45% agreement with 60% of the labels right: the network gets 75% of those
+    assert doubt_estimate(estimate, 0.45, np.array([500, 500]), 10) is estimate
+
+
+@pytest.mark.parametrize("agreement, sizes, reason", [
+    (0.12, [500, 500], "near chance"),  # 1.2 x chance on 10 classes
+    (0.20, [500, 500], "gets only 33%"),  # 20% agreement, 60% of labels right
+    (0.45, [15, 12], "median class has 13 samples"),
+])
+def test_a_doubted_estimate_is_capped_and_says_why(agreement, sizes, reason):
+    estimate = NoiseEstimate(0.4, np.array([0.3, 0.5]), epoch=5)
+    doubted = doubt_estimate(estimate, agreement, np.array(sizes), 10)
+    assert reason in doubted.doubt and doubted.uncapped == 0.4
+    assert doubted.overall == DOUBTED_CAP and (doubted.per_class <= DOUBTED_CAP).all()
+    again = NoiseEstimate.from_state(doubted.to_state())  # survives a checkpoint
+    assert again.doubt == doubted.doubt and again.uncapped == 0.4 and again.overall == DOUBTED_CAP

@@ -30,8 +30,8 @@ def report(out):
     ("oneshot", [], "epoch 3/5", None),
     # killed in the middle of the warm-up, before auto has estimated the noise rate
     ("stepe", ["--rho-max", "auto", "--warmup", "3"], "epoch 2/5", None),
-    # killed inside the confusion estimate's window (epochs 3 to 5 of 8, estimated after the 5th: 4 from 0)
-    ("stepe", ["--rho-max", "auto", "--epochs", "8"], "epoch 4/8", 4),
+    # killed inside the confusion estimate's window (epochs 5 to 7 of 11, estimated after the 7th: 6 from 0)
+    ("stepe", ["--rho-max", "auto", "--epochs", "11"], "epoch 6/11", 6),
 ])
 def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_after, confusion_epoch):
     complete, killed = tmp_path / "complete", tmp_path / "killed"
