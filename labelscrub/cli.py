@@ -148,10 +148,12 @@ def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **opt
 @click.option("--resume", is_flag=True, help="Continue an interrupted retrain from the checkpoint in --out.")
 @click.option("--compare", is_flag=True, help="Also train on every original sample (the noisy baseline) and "
               "print both accuracies.")
+@click.option("--equal-steps", is_flag=True, help="Train the kept samples for as many SGD steps as all samples "
+              "get in the recipe's epochs (more epochs when many were dropped).")
 @training_options(from_run=True)
 @click.option("--quiet", is_flag=True, help="Print nothing but errors and the accuracy.")
 def retrain(source: str, test: str | None, out: str | None, overwrite: bool, resume: bool, compare: bool,
-            quiet: bool, **options) -> None:
+            equal_steps: bool, quiet: bool, **options) -> None:
     """Train a fresh ResNet-18 on the samples a clean run kept and measure it on held-out data.
 
     SOURCE is the --out folder of `labelscrub clean`, or its manifest. The recipe is the clean run's unless
@@ -163,8 +165,8 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, res
     """
     progress = None if quiet else ConsoleProgress()
     try:
-        result = retrain_data(source, test=test, out=out, compare=compare, overwrite=overwrite, resume=resume,
-                              progress=progress, **options)
+        result = retrain_data(source, test=test, out=out, compare=compare, equal_steps=equal_steps,
+                              overwrite=overwrite, resume=resume, progress=progress, **options)
     except LabelscrubError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:

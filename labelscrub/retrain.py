@@ -53,7 +53,7 @@ class RetrainResult:
 
 
 def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Path | None = None,
-            compare: bool = False, overwrite: bool = False, resume: bool = False,
+            compare: bool = False, equal_steps: bool = False, overwrite: bool = False, resume: bool = False,
             progress: Progress | None = None, **training_options: Any) -> RetrainResult:
     """Train on the kept samples of a clean run (its folder, or its manifest) and measure held-out accuracy.
 
@@ -77,12 +77,14 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     kept = align_classes(kept, class_names)  # a class may have lost every sample to cleaning
     test_set = _test_data(test, metadata, config, class_names)
     config = config.resolve(typical_side(kept)) if config.image_size is None or config.lr is None else config
+    cleaned_config = _with_equal_steps(config, metadata, kept) if equal_steps else config
     device = pick_device(config.device)
     progress = progress or Progress()
 
     current = checkpoint.fingerprint(
         data=str(manifest.resolve()), sample_ids=kept.sample_ids, labels=kept.labels,
-        config={**config.to_dict(), "test": str(test_set.location), "compare": compare})
+        config={**config.to_dict(), "test": str(test_set.location), "compare": compare,
+                "cleaned_epochs": cleaned_config.epochs})
     saved = load_checkpoint(out_dir, current) if resume else None
     # Each finished training ("cleaned", then "baseline") keeps its metrics and weights in the checkpoint, so a
     # resumed --compare run does not train the finished one again.
@@ -94,6 +96,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
             if phase in finished:
                 continue
             images = kept if phase == "cleaned" else _original_data(metadata, config, class_names)
+            phase_config = cleaned_config if phase == "cleaned" else config
 
             def on_epoch(epoch: int, setup: Setup, phase: str = phase) -> None:
                 save_checkpoint(out_dir, {
@@ -102,7 +105,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
                     "generator": setup.generator.get_state(), "finished": finished})
 
             resume_from = saved if saved is not None and saved["phase"] == phase else None
-            finished[phase] = _fit_and_measure(images, config, device, test, class_names, cache, progress,
+            finished[phase] = _fit_and_measure(images, phase_config, device, test, class_names, cache, progress,
                                                resume_from=resume_from, on_epoch=on_epoch)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
@@ -154,6 +157,19 @@ def _recipe(metadata: dict[str, Any], overrides: dict[str, Any]) -> CleanConfig:
     values.update(overrides)
     values["method"] = "erm"
     return CleanConfig.from_dict(values)
+
+
+def _with_equal_steps(config: CleanConfig, metadata: dict[str, Any], kept: LabeledImages) -> CleanConfig:
+    """The recipe with its epochs scaled so the kept samples get as many SGD steps as all of the clean run's
+    samples would in the recipe's epochs: fewer samples at equal epochs also means fewer steps."""
+    classes = (metadata.get("noise") or {}).get("classes")
+    if not classes:
+        raise LabelscrubError("--equal-steps needs the clean run's report beside the manifest (its sample count); "
+                              "pass the clean run's folder")
+    trained_before = sum(entry["samples"] for entry in classes.values())
+    kept_count = max(1, int((kept.labels >= 0).sum()))
+    epochs = max(config.epochs, round(config.epochs * trained_before / kept_count))
+    return dataclasses.replace(config, epochs=epochs)
 
 
 def _test_data(test: str | Path | None, metadata: dict[str, Any], config: CleanConfig,

@@ -44,6 +44,22 @@ def test_retrain_takes_a_manifest_file_options_override_the_recipe(folder_run, t
     assert metrics["config"]["batch_size"] == 128 and "noisy_baseline" not in metrics
 
 
+def test_equal_steps_gives_the_kept_samples_as_many_steps_as_all_samples(folder_run, tmp_path):
+    run, _ = folder_run
+    result = CliRunner().invoke(cli, ["retrain", str(run), "--equal-steps", "--compare", "--epochs", "4",
+                                      "--out", str(tmp_path / "retrain"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "retrain" / "metrics.json").read_text())
+    cleaned, baseline = metrics["cleaned"], metrics["noisy_baseline"]
+    assert baseline["epochs"] == 4 and cleaned["epochs"] == round(4 * 1438 / (1438 - 288)) == 5
+    # a manifest away from its clean run has no sample count to match
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "manifest.csv").write_text((run / "manifest.csv").read_text())
+    result = CliRunner().invoke(cli, ["retrain", str(tmp_path / "alone" / "manifest.csv"), "--equal-steps",
+                                      "--test", str(DIGITS / "val"), "--out", str(tmp_path / "other")])
+    assert result.exit_code != 0 and "--equal-steps needs" in result.output and "Traceback" not in result.output
+
+
 def test_retrain_without_a_manifest_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["retrain", str(tmp_path)])
     assert result.exit_code != 0 and "no manifest" in result.output and "Traceback" not in result.output
