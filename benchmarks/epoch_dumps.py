@@ -64,7 +64,8 @@ def main() -> None:
                                   **protocol_recipe(args))
         dropped = dropped_by_row(result.report(), len(noisy))
     noise = result.summary["noise"]
-    row = {"noise": args.noise, "method": args.method, "seed": args.seed, "planted": float((noisy != true_labels).mean()),
+    row = {"noise": args.noise, "method": args.method, "seed": args.seed,
+           "planted": float((noisy != true_labels).mean()),
            "estimated": noise["estimated_noise_rate"], "spread": noise["spread_noise_rate"],
            "heldout_accuracy": result.heldout_accuracy, **detection_scores(dropped, noisy != true_labels)}
     (out / "row.json").write_text(json.dumps(row, indent=2))

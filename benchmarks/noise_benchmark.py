@@ -142,10 +142,7 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     names = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])["info"]["features"]["label"]["names"]
     data = scratch / "data"
     if kind == "instance":
-        write_subset(source / "train.parquet", train_rows, true_labels, scratch / "clean" / "train.parquet")
-        reference = cached_reference(scratch / "clean", true_labels,
-                                     {**protocol_recipe(args), "seed": args.reference_seed},
-                                     {"data": str(source.resolve()), "train_per_class": args.train_per_class})
+        reference = reference_for(args, scratch)
         noisy = instance_dependent_noise(true_labels, reference, rate=rate, seed=args.seed)
     else:
         mapping = ({names.index(a): names.index(b) for a, b in CIFAR10_ASYMMETRIC.items()}
@@ -155,6 +152,17 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     write_subset(source / "train.parquet", train_rows, noisy, data / "train.parquet")
     write_subset(source / "test.parquet", test_rows, test_labels_all[test_rows], data / "test.parquet")
     return data, true_labels, noisy
+
+
+def reference_for(args: argparse.Namespace, scratch: Path, fold: int | None = None) -> np.ndarray | None:
+    """The clean-label reference probabilities of the protocol's training rows (reference_probs.py)."""
+    source = Path(args.data)
+    train_labels_all = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
+    train_rows = first_per_class(train_labels_all, args.train_per_class)
+    true_labels = train_labels_all[train_rows]
+    write_subset(source / "train.parquet", train_rows, true_labels, scratch / "clean" / "train.parquet")
+    return cached_reference(scratch / "clean", true_labels, {**protocol_recipe(args), "seed": args.reference_seed},
+                            {"data": str(source.resolve()), "train_per_class": args.train_per_class}, fold=fold)
 
 
 def protocol_recipe(args: argparse.Namespace) -> dict:

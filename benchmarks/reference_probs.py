@@ -10,6 +10,8 @@ Two users:
 Run by hand to fill the cache and see the noise it plants (the true class x given label matrix):
 
     python benchmarks/reference_probs.py --noise idn40 --seed 0
+    # or both folds side by side first, one process each:
+    python benchmarks/reference_probs.py --fold 0 & python benchmarks/reference_probs.py --fold 1
 """
 
 from __future__ import annotations
@@ -32,16 +34,18 @@ CACHE = Path(__file__).resolve().parent / "cache"
 REFERENCE_FOLDS = 2
 
 
-def out_of_fold_probabilities(data: Path, labels: np.ndarray, folds: int, recipe: dict, scratch: Path) -> np.ndarray:
+def out_of_fold_probabilities(data: Path, labels: np.ndarray, folds: int, recipe: dict, scratch: Path,
+                              only: list[int] | None = None) -> np.ndarray:
     """(N, classes) softmax of each sample of data/train.parquet (file order), from a network trained for the
-    recipe's epochs on the other folds with `labels`; fold membership is drawn with the recipe's seed."""
+    recipe's epochs on the other folds with `labels`; fold membership is drawn with the recipe's seed. With
+    `only`, just those folds are computed (the other rows stay 0), so folds can run side by side."""
     images = open_data(data).train
     config = CleanConfig(method="erm", **recipe).resolve(typical_side=recipe.get("image_size") or 32)
     device = pick_device(config.device)
     pixels, _, _ = decode_to_device(images, config, scratch, "folds.npy", device)
     fold_of = np.random.default_rng(config.seed).permutation(len(labels)) % folds
     probabilities = np.zeros((len(labels), len(images.class_names)), np.float32)
-    for fold in range(folds):
+    for fold in range(folds) if only is None else only:
         train_mask = fold_of != fold
         setup = make_setup(pixels, labels, train_mask, len(images.class_names), config, device)
         for epoch in range(config.epochs):
@@ -53,33 +57,54 @@ def out_of_fold_probabilities(data: Path, labels: np.ndarray, folds: int, recipe
     return probabilities
 
 
-def cached_reference(clean_data: Path, true_labels: np.ndarray, recipe: dict, protocol: dict) -> np.ndarray:
-    """The clean-label reference probabilities of clean_data/train.parquet, computed once per protocol and seed."""
+def cached_reference(clean_data: Path, true_labels: np.ndarray, recipe: dict, protocol: dict,
+                     fold: int | None = None) -> np.ndarray | None:
+    """The clean-label reference probabilities of clean_data/train.parquet, computed once per protocol and seed.
+    Each fold is cached on its own as it is done; `fold` computes only that one (None once others are missing)."""
     key = json.dumps({**protocol, **recipe, "folds": REFERENCE_FOLDS,
                       "labels": hashlib.sha256(np.asarray(true_labels, np.int64).tobytes()).hexdigest()},
                      sort_keys=True)
     path = CACHE / f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)
-    print(f"reference probabilities: training {REFERENCE_FOLDS} folds on the clean labels ({path.name})", flush=True)
-    with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
-        probabilities = out_of_fold_probabilities(clean_data, true_labels, REFERENCE_FOLDS, recipe, Path(scratch))
-    CACHE.mkdir(exist_ok=True)
-    temporary = path.with_suffix(".tmp.npy")
-    np.save(temporary, probabilities)
-    temporary.replace(path)
+    path.with_suffix(".json").parent.mkdir(exist_ok=True)
     path.with_suffix(".json").write_text(key + "\n")
-    return probabilities
+    parts = []
+    for index in range(REFERENCE_FOLDS):
+        part = path.with_suffix(f".fold{index}.npy")
+        if not part.exists() and fold in (None, index):
+            print(f"reference probabilities: training fold {index + 1}/{REFERENCE_FOLDS} on the clean labels "
+                  f"({part.name})", flush=True)
+            with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
+                _save(part, out_of_fold_probabilities(clean_data, true_labels, REFERENCE_FOLDS, recipe,
+                                                      Path(scratch), only=[index]))
+        parts.append(np.load(part) if part.exists() else None)
+    if any(part is None for part in parts):
+        return None
+    _save(path, np.sum(parts, axis=0))  # each fold's rows are zero in the others
+    return np.load(path)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    temporary = path.with_suffix(".tmp.npy")
+    np.save(temporary, array)
+    temporary.replace(path)
 
 
 def main() -> None:
-    from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant
+    from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant, reference_for
     from labelscrub.planted import noise_matrix
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--noise", default="idn40", choices=sorted(NOISE_SETTINGS))
+    parser.add_argument("--fold", type=int, default=None,
+                        help="compute only this reference fold (run the folds side by side, then once without)")
     add_protocol_arguments(parser)
     args = parser.parse_args()
+    if args.fold is not None:
+        with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
+            reference_for(args, Path(scratch), fold=args.fold)
+        return
     with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
         _, true_labels, noisy = plant(args.noise, args, Path(scratch))
     classes = int(true_labels.max()) + 1
