@@ -79,6 +79,8 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """The data, size, recipe and seed options every benchmark shares; the defaults are the CPU protocol."""
     parser.add_argument("--data", default="../shared/datasets/cifar10", help="folder with train.parquet, test.parquet")
     parser.add_argument("--train-per-class", type=int, default=1000, help="0 = all")
+    parser.add_argument("--smallest-class", type=int, default=None,
+                        help="imbalanced training set: class sizes fall geometrically from --train-per-class to this")
     parser.add_argument("--test-per-class", type=int, default=200, help="0 = all")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--stem", default="imagenet")
@@ -113,11 +115,16 @@ def parse_method_spec(text: str) -> tuple[str, dict]:
     return method, options
 
 
-def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
-    """Row numbers of the first `per_class` samples of every class, in file order (all rows when 0)."""
+def first_per_class(labels: np.ndarray, per_class: int, smallest: int | None = None) -> np.ndarray:
+    """Row numbers of the first `per_class` samples of every class, in file order (all rows when 0). With
+    `smallest`, class sizes fall geometrically from `per_class` (the first class) to `smallest` (the last): an
+    imbalanced set."""
+    classes = np.unique(labels)
     if per_class <= 0:
         return np.arange(len(labels))
-    chosen = [np.flatnonzero(labels == label)[:per_class] for label in np.unique(labels)]
+    sizes = [per_class] * len(classes) if smallest is None else \
+        np.rint(np.geomspace(per_class, smallest, len(classes))).astype(int).tolist()
+    chosen = [np.flatnonzero(labels == label)[:size] for label, size in zip(classes, sizes)]
     return np.sort(np.concatenate(chosen))
 
 
@@ -136,7 +143,7 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     source = Path(args.data)
     train_labels_all = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
     test_labels_all = pq.read_table(source / "test.parquet", columns=["label"]).column("label").to_numpy()
-    train_rows = first_per_class(train_labels_all, args.train_per_class)
+    train_rows = first_per_class(train_labels_all, args.train_per_class, args.smallest_class)
     test_rows = first_per_class(test_labels_all, args.test_per_class)
     true_labels = train_labels_all[train_rows]
     names = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])["info"]["features"]["label"]["names"]
@@ -158,11 +165,12 @@ def reference_for(args: argparse.Namespace, scratch: Path, fold: int | None = No
     """The clean-label reference probabilities of the protocol's training rows (reference_probs.py)."""
     source = Path(args.data)
     train_labels_all = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
-    train_rows = first_per_class(train_labels_all, args.train_per_class)
+    train_rows = first_per_class(train_labels_all, args.train_per_class, args.smallest_class)
     true_labels = train_labels_all[train_rows]
     write_subset(source / "train.parquet", train_rows, true_labels, scratch / "clean" / "train.parquet")
     return cached_reference(scratch / "clean", true_labels, {**protocol_recipe(args), "seed": args.reference_seed},
-                            {"data": str(source.resolve()), "train_per_class": args.train_per_class}, fold=fold)
+                            {"data": str(source.resolve()), "train_per_class": args.train_per_class,
+                             **({"smallest_class": args.smallest_class} if args.smallest_class else {})}, fold=fold)
 
 
 def protocol_recipe(args: argparse.Namespace) -> dict:
