@@ -22,10 +22,11 @@ import numpy as np
 
 import labelscrub
 from labelscrub import methods
-from labelscrub.planted import detection_scores
+from labelscrub.planted import auroc, detection_scores
 from labelscrub.train import decoy_labels
 
-from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe
+from noise_benchmark import (
+    NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, report_rows)
 
 
 def main() -> None:
@@ -62,12 +63,16 @@ def main() -> None:
                  decoys=decoy_labels(noisy, int(true_labels.max()) + 1, args.seed))
         result = labelscrub.clean(data, out / "run", overwrite=True, method=args.method, rho_max=rho_max,
                                   **protocol_recipe(args))
-        dropped = dropped_by_row(result.report(), len(noisy))
+        report = result.report()
+        dropped = dropped_by_row(report, len(noisy))
+        score = np.full(len(noisy), np.nan)
+        score[report_rows(report)] = report.column("score").to_numpy(zero_copy_only=False)
     noise = result.summary["noise"]
     row = {"noise": args.noise, "method": args.method, "seed": args.seed,
            "planted": float((noisy != true_labels).mean()),
            "estimated": noise["estimated_noise_rate"], "spread": noise["spread_noise_rate"],
-           "heldout_accuracy": result.heldout_accuracy, **detection_scores(dropped, noisy != true_labels)}
+           "heldout_accuracy": result.heldout_accuracy, **detection_scores(dropped, noisy != true_labels),
+           "auroc": auroc(score, noisy != true_labels)}
     (out / "row.json").write_text(json.dumps(row, indent=2))
     print(json.dumps(row), flush=True)
 

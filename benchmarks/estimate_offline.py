@@ -11,6 +11,11 @@ Rules:
 - confident-joint: cleanlab's count (Northcutt et al. 2021) on the window's mean probabilities, in-sample.
 - runner-up: the decoy rule with each sample's likeliest other class as its decoy instead of a uniform one, and
   the ratio read as r / (1 - r) (a wrong label is the likeliest other class of a right one, and the reverse).
+- plausible-T: the decoy rule with decoys drawn per image in proportion to p(class)^T over its other classes (the
+  window's mean probabilities): T = 0 is uniform like labelscrub's decoys, T = 1 a wrong label as likely as the
+  network finds it, like an annotator's slip.
+- flattest: the plausible-T whose tail ratios are flattest over the top thresholds (a reference that matches the
+  wrong labels gives a constant ratio where right labels are gone).
 - gmm: a two-component Gaussian mixture on the window's mean loss, the high-loss component's weight.
 - disagree: the share of samples whose likeliest class (mean probability) is not the given label.
 """
@@ -25,7 +30,7 @@ import numpy as np
 
 from labelscrub.confusion import confusion_epochs, estimate_confusion, spread_floor
 from labelscrub.noise import (
-    best_depth, estimate_noise, evidence_epochs, label_depth, smallest_tail_ratio)
+    best_depth, estimate_noise, evidence_epochs, label_depth, smallest_tail_ratio, tail_ratio)
 
 
 def load(run: Path) -> tuple[dict, list]:
@@ -98,6 +103,41 @@ def runner_up_rule(arrays: dict, noisy: np.ndarray, classes: int, epochs: list, 
     return float(np.dot(sizes, rates) / sizes.sum())
 
 
+TEMPERATURES = (0.0, 0.5, 1.0, 2.0)
+
+
+def plausible_decoys(probs: np.ndarray, noisy: np.ndarray, temperature: float, seed: int = 0) -> np.ndarray:
+    weights = np.power(np.maximum(probs.astype(np.float64), 1e-12), temperature)
+    weights[np.arange(len(noisy)), noisy] = 0.0
+    weights /= weights.sum(1, keepdims=True)
+    draws = np.random.default_rng(seed).random(len(noisy))[:, None]
+    return np.minimum((weights.cumsum(1) < draws).sum(1), probs.shape[1] - 1)
+
+
+def decoy_depths(epochs: list, window: range, decoys: np.ndarray) -> np.ndarray:
+    depth = None
+    rows = np.arange(len(decoys))
+    for epoch in window:
+        log_p = np.log(np.maximum(epochs[epoch]["probabilities"].astype(np.float32), 1e-30))
+        depth = best_depth(depth, label_depth(-log_p[rows, decoys], -log_p.mean(1)))
+    return depth
+
+
+def plausible_rule(arrays: dict, noisy: np.ndarray, classes: int, epochs: list, window: range,
+                   temperature: float) -> tuple[float, float]:
+    """(estimate, flatness: mean over classes of the relative spread of the top tail ratios; lower = flatter)."""
+    decoys = plausible_decoys(arrays["probs"], noisy, temperature)
+    depth = decoy_depths(epochs, window, decoys)
+    estimate = estimate_noise(arrays["given"], depth, noisy, decoys, np.ones(len(noisy), bool), classes, epoch=0)
+    spreads = []
+    for label in range(classes):
+        wrong = depth[decoys == label]
+        given = arrays["given"][noisy == label]
+        ratios = [tail_ratio(given, wrong, t) for t in np.percentile(wrong, np.arange(70, 96, 5))]
+        spreads.append(np.std(ratios) / max(np.mean(ratios), 1e-9))
+    return estimate.overall, float(np.mean(spreads))
+
+
 def gmm_rule(losses: np.ndarray) -> float:
     from sklearn.mixture import GaussianMixture
 
@@ -135,6 +175,14 @@ def main() -> None:
                 "confident-joint": confident_joint(arrays["probs"], noisy, classes),
                 "runner-up": runner_up_rule(arrays, noisy, classes, epochs, window),
                 "gmm": gmm_rule(arrays["losses"]),
+            }
+            flat = {}
+            for temperature in TEMPERATURES:
+                flat[temperature] = plausible_rule(arrays, noisy, classes, epochs, window, temperature)
+                row[f"plausible-{temperature:g}"] = flat[temperature][0]
+                row[f"flat-{temperature:g}"] = flat[temperature][1]
+            row["flattest"] = min(flat.values(), key=lambda pair: pair[1])[0]
+            row |= {
                 "disagree": float((arrays["probs"].argmax(1) != noisy).mean()),
                 "agreement(last)": float((last.argmax(1) == noisy).mean()),
                 "true-accuracy(last)": float((last.argmax(1) == true).mean()),

@@ -15,17 +15,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from noise_benchmark import NOISE_SETTINGS, dropped_by_row, plant, retrain_kept
+from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, retrain_kept
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="output folders of clean runs on the planted data")
     parser.add_argument("--noise", required=True, choices=sorted(NOISE_SETTINGS))
-    parser.add_argument("--data", default="../shared/datasets/cifar10")
-    parser.add_argument("--train-per-class", type=int, default=1000)
-    parser.add_argument("--test-per-class", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    add_protocol_arguments(parser)  # the recipe itself comes from each run
     parser.add_argument("--retrain-seed", type=int, default=None,
                         help="seed of the retraining only (default: the run's own): how much a retrain varies")
     args = parser.parse_args()

@@ -32,7 +32,7 @@ from labelscrub.config import METHOD_NAMES, CleanConfig
 from labelscrub.confusion import (
     ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory)
 from labelscrub.noise import (
-    NoiseEstimate, best_depth, doubt_estimate, estimate_noise, evidence_epochs, label_depth)
+    EVIDENCE_EPOCHS, NoiseEstimate, doubt_estimate, evidence_epochs, label_depth, last_read_epoch, read_estimate)
 from labelscrub.ranking import updated_score
 from labelscrub.schedule import rho_at, select_kept
 from labelscrub.suggest import SuggestionTracker
@@ -107,12 +107,13 @@ class Task:
         return ConfusionEstimate.from_state(self.state)
 
     def confusion_window(self) -> range:
-        """The epochs the confusion estimate reads: with --rho-max auto only, and only where every sample's
-        probabilities fit in memory (confusion.MAX_CELLS)."""
+        """The epochs the confusion estimate reads: with --rho-max auto only, only where every sample's
+        probabilities fit in memory (confusion.MAX_CELLS), and only if they come after the noise estimate."""
         config = self.config
         if config.rho_max != "auto" or not fits_in_memory(len(self.labels), self.num_classes):
             return range(0)
-        return confusion_epochs(config.epochs, evidence_epochs(config.warmup)[-1])
+        read_after = self.noise.epoch if self.noise is not None else last_read_epoch(config.warmup)
+        return confusion_epochs(config.epochs, read_after)
 
     def wants_probabilities(self, epoch: int) -> bool:
         return self.confusion is None and epoch in self.confusion_window()
@@ -163,26 +164,44 @@ class Task:
         tracker = SuggestionTracker.from_state(self.state)
         tracker.update(measured)
         self.state.update(tracker.to_state())
-        if self.noise is None:  # the noise estimate's inputs: the evidence epochs of the warm-up
-            evidence = evidence_epochs(config.warmup)
-            if epoch in evidence:
-                for key, loss in (("given_depth", measured.losses), ("decoy_depth", measured.decoy_loss)):
-                    self.state[key] = best_depth(self.state.get(key), label_depth(loss, measured.mean_class_loss))
-            if epoch >= evidence[-1]:
-                estimate = estimate_noise(self.state.pop("given_depth"), self.state.pop("decoy_depth"),
-                                          self.labels, decoy_labels(self.labels, self.num_classes, config.seed),
-                                          self.eligible, self.num_classes, epoch=epoch)
-                measured_now = self.eligible & (measured.predicted >= 0)
-                agreement = float((measured.predicted == self.labels)[measured_now].mean() if measured_now.any()
-                                  else 0.0)
-                sizes = np.bincount(self.labels[self.eligible], minlength=self.num_classes)
-                estimate = doubt_estimate(estimate, agreement, sizes, self.num_classes)
-                self.state.update(estimate.to_state())
-                if estimate.doubt is not None and config.rho_max == "auto":
-                    self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: "
-                                       f"{estimate.doubt}; dropping at most {estimate.overall:.1%}")
+        if self.noise is None:  # the noise estimate's inputs: the evidence epochs of the warm-up, and later
+            self._read_noise(epoch, measured)
         if self.wants_probabilities(epoch):
             self._add_to_confusion_window(epoch, measured)
+
+    def _read_noise(self, epoch: int, measured: Probe) -> None:
+        """Keep this epoch's label depths; from the last evidence epoch on, read the estimate, unless it is still
+        falling and may wait (noise.read_estimate); judge it (noise.doubt_estimate) and tell the user if doubted."""
+        config = self.config
+        evidence = evidence_epochs(config.warmup)
+        if epoch < max(1, evidence[0] - 1):
+            return
+        # one epoch more than the window (never the first epoch): the window one epoch earlier tells whether the
+        # estimate still falls
+        for key, loss in (("given_depths", measured.losses), ("decoy_depths", measured.decoy_loss)):
+            depth = label_depth(loss, measured.mean_class_loss)[None]
+            kept = self.state.get(key, depth[:0])[-EVIDENCE_EPOCHS:]
+            self.state[key] = np.concatenate([kept, depth])
+        if epoch < evidence[-1]:
+            return
+        decoys = decoy_labels(self.labels, self.num_classes, config.seed)
+        estimate, fall = read_estimate(self.state["given_depths"], self.state["decoy_depths"], self.labels, decoys,
+                                       self.eligible, self.num_classes, epoch=epoch,
+                                       last_chance=epoch >= last_read_epoch(config.warmup))
+        if estimate is None:
+            self.progress.note(f"the noise estimate is still falling ({fall:.0%} over epoch {epoch + 1}): the "
+                               "network is still learning the right labels; reading it again after the next epoch")
+            return
+        del self.state["given_depths"], self.state["decoy_depths"]
+        measured_now = self.eligible & (measured.predicted >= 0)
+        agreement = float((measured.predicted == self.labels)[measured_now].mean() if measured_now.any() else 0.0)
+        estimate = doubt_estimate(estimate, fall=fall, agreement=agreement,
+                                  class_sizes=np.bincount(self.labels[self.eligible], minlength=self.num_classes),
+                                  num_classes=self.num_classes)
+        self.state.update(estimate.to_state())
+        if estimate.doubt is not None and config.rho_max == "auto":
+            self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: {estimate.doubt}; "
+                               f"dropping at most {estimate.overall:.1%}")
 
     def _add_to_confusion_window(self, epoch: int, measured: Probe) -> None:
         window = self.confusion_window()

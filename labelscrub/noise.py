@@ -47,14 +47,18 @@ EVIDENCE_EPOCHS = 3
 # wrong label often enough to begin fitting it. On CIFAR-10 at 40% symmetric noise with 500 images per class, the
 # same rule read over epochs 3-5 gave 37.4%, over epochs 9-11 (the end of a 12-epoch warm-up) 30.2%.
 EVIDENCE_BEFORE_EPOCH = 6
-# When the estimate cannot be trusted (`doubt_estimate`), it is capped at DOUBTED_CAP: dropping a tenth of the
-# data costs little if the labels are clean, where trusting a wrong estimate dropped half of it. Doubted when the
-# network gets fewer than MIN_FIT of the labels it takes for right (2,000 CIFAR-10 images, 10% flipped, 8 epochs:
-# 36%, with the estimate at 21.5%), agrees with the labels less than MIN_LIFT times as often as chance, or when
-# the median class has fewer than MIN_CLASS_SAMPLES samples (MIN_DECOYS: too few for the tail shares).
-MIN_FIT = 0.5
+# The estimate comes down while the network is still learning the right labels it got wrong, and a right label
+# that still looks wrong pushes it up. So it is read only once it has settled: while it fell by more than MAX_FALL
+# (relative) from the window one epoch earlier (not reaching back to the first epoch), the reading waits another
+# epoch, up to a window ending at epoch EVIDENCE_BEFORE_EPOCH - 1. 2,000 CIFAR-10 images, 10% flipped, 8 epochs:
+# 30.6% over epochs 1-2, 21.5% over 1-3, 13.3% over 2-4, 10.7% over 3-5. The CPU protocol at 40% symmetric
+# noise: 36.9% over 2-4, 33.5% over 3-5 (a fall of 9%).
+MAX_FALL = 0.25
+# An estimate that cannot be trusted (`doubt_estimate`) is capped at DOUBTED_CAP: dropping a tenth of the data
+# costs little if the labels are clean, where trusting a wrong estimate dropped half of it. Doubted when it was
+# still falling at the last epoch it may wait for, when the network agrees with the labels less than MIN_LIFT
+# times as often as chance, or when the median class has fewer than MIN_DECOYS samples (too few for tail shares).
 MIN_LIFT = 1.5
-MIN_CLASS_SAMPLES = 20
 DOUBTED_CAP = 0.1
 # Never estimate more than this share: a drop share near 1 would leave nothing to train on.
 MAX_NOISE_RATE = 0.9
@@ -138,26 +142,46 @@ def estimate_noise(given: np.ndarray, decoy: np.ndarray, labels: np.ndarray, dec
     return NoiseEstimate(overall, per_class, epoch)
 
 
-def doubt_estimate(estimate: NoiseEstimate, agreement: float, class_sizes: np.ndarray,
+def last_read_epoch(warmup: int) -> int:
+    """The latest epoch (0-based) after which the estimate may be read, when it waits to settle (MAX_FALL)."""
+    return max(evidence_epochs(warmup)[-1], EVIDENCE_BEFORE_EPOCH - 1)
+
+
+def read_estimate(given_depths: np.ndarray, decoy_depths: np.ndarray, labels: np.ndarray, decoys: np.ndarray,
+                  eligible: np.ndarray, num_classes: int, *, epoch: int,
+                  last_chance: bool) -> tuple[NoiseEstimate | None, float]:
+    """The estimate over the last EVIDENCE_EPOCHS rows of `given_depths` / `decoy_depths` (one row per epoch, the
+    newest last), each label at its best depth; None while it is still falling by more than MAX_FALL from the
+    window one epoch earlier (the row before), unless `last_chance`. Also returns that fall (0 without an earlier
+    window)."""
+    def over(rows: slice) -> NoiseEstimate:
+        return estimate_noise(np.fmin.reduce(given_depths[rows]), np.fmin.reduce(decoy_depths[rows]), labels,
+                              decoys, eligible, num_classes, epoch=epoch)
+
+    now = over(slice(-EVIDENCE_EPOCHS, None))
+    fall = 0.0
+    if len(given_depths) > 1:
+        before = over(slice(-EVIDENCE_EPOCHS - 1, -1))
+        fall = (before.overall - now.overall) / before.overall if before.overall > 0 else 0.0
+    if fall > MAX_FALL and not last_chance:
+        return None, fall
+    return now, fall
+
+
+def doubt_estimate(estimate: NoiseEstimate, *, fall: float, agreement: float, class_sizes: np.ndarray,
                    num_classes: int) -> NoiseEstimate:
     """The estimate as it may be used: unchanged when it can be trusted, else capped at DOUBTED_CAP with the
-    reason. `agreement` is the share of the samples whose given label the network predicted in the last evidence
-    epoch; `class_sizes` the eligible samples per given class.
-
-    The rule errs upward by the right labels that look as wrong as decoys, and those are the right labels the
-    network does not yet get right. So the estimate is doubted when the network gets fewer than MIN_FIT of the
-    labels it takes for right (agreement / (1 - estimate)), or is barely above chance (MIN_LIFT x 1 / classes), or
-    when the median class holds fewer than MIN_CLASS_SAMPLES samples, too few for the tail shares."""
+    reason. `fall` is how much it fell over its last epoch (relative); `agreement` the share of the samples whose
+    given label the network predicted in its last epoch; `class_sizes` the eligible samples per given class."""
     reasons = []
-    fit = agreement / max(1e-9, 1.0 - estimate.overall)
+    if fall > MAX_FALL:
+        reasons.append(f"it was still falling ({fall:.0%} over the last epoch): the network is still learning "
+                       "the right labels; train longer (--epochs) or set --rho-max")
     if agreement < MIN_LIFT / max(1, num_classes):
         reasons.append(f"the network is near chance (it agrees with {agreement:.0%} of the labels)")
-    elif fit < MIN_FIT:
-        reasons.append(f"the network gets only {fit:.0%} of the labels it takes for right; train longer "
-                       "(--epochs) or set --rho-max")
     present = class_sizes[class_sizes > 0]
-    if len(present) and np.median(present) < MIN_CLASS_SAMPLES:
-        reasons.append(f"the median class has {int(np.median(present))} samples, under {MIN_CLASS_SAMPLES}")
+    if len(present) and np.median(present) < MIN_DECOYS:
+        reasons.append(f"the median class has {int(np.median(present))} samples, under {MIN_DECOYS}")
     if not reasons:
         return estimate
     return NoiseEstimate(min(estimate.overall, DOUBTED_CAP), np.minimum(estimate.per_class, DOUBTED_CAP),

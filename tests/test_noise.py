@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from labelscrub.noise import (
-    DOUBTED_CAP, MAX_NOISE_RATE, NoiseEstimate, best_depth, doubt_estimate, estimate_noise, evidence_epochs,
-    label_depth, noise_summary)
+    DOUBTED_CAP, MAX_FALL, MAX_NOISE_RATE, NoiseEstimate, best_depth, doubt_estimate, estimate_noise,
+    evidence_epochs, label_depth, noise_summary, read_estimate)
 
 
 def planted(n: int, noise_rate: float, num_classes: int = 5, seed: int = 0):
@@ -118,21 +118,48 @@ def test_the_estimate_reads_the_last_warmup_epochs_but_not_the_first_nor_late_on
     assert list(evidence_epochs(warmup)) == epochs
 
 
-def test_an_estimate_from_a_network_that_gets_the_labels_right_is_trusted_as_it_is():
+def test_an_estimate_that_has_settled_from_a_network_above_chance_is_trusted_as_it_is():
     estimate = NoiseEstimate(0.4, np.array([0.3, 0.5]), epoch=5)
-    # 45% agreement with 60% of the labels right: the network gets 75% of those
-    assert doubt_estimate(estimate, 0.45, np.array([500, 500]), 10) is estimate
+    assert doubt_estimate(estimate, fall=0.1, agreement=0.3, class_sizes=np.array([500, 500]),
+                          num_classes=10) is estimate
 
 
-@pytest.mark.parametrize("agreement, sizes, reason", [
-    (0.12, [500, 500], "near chance"),  # 1.2 x chance on 10 classes
-    (0.20, [500, 500], "gets only 33%"),  # 20% agreement, 60% of labels right
-    (0.45, [15, 12], "median class has 13 samples"),
+@pytest.mark.parametrize("fall, agreement, sizes, reason", [
+    (0.3, 0.3, [500, 500], "still falling (30%"),
+    (0.0, 0.12, [500, 500], "near chance"),  # 1.2 x chance on 10 classes
+    (0.0, 0.3, [15, 12], "median class has 13 samples"),
 ])
-def test_a_doubted_estimate_is_capped_and_says_why(agreement, sizes, reason):
+def test_a_doubted_estimate_is_capped_and_says_why(fall, agreement, sizes, reason):
     estimate = NoiseEstimate(0.4, np.array([0.3, 0.5]), epoch=5)
-    doubted = doubt_estimate(estimate, agreement, np.array(sizes), 10)
+    doubted = doubt_estimate(estimate, fall=fall, agreement=agreement, class_sizes=np.array(sizes), num_classes=10)
     assert reason in doubted.doubt and doubted.uncapped == 0.4
     assert doubted.overall == DOUBTED_CAP and (doubted.per_class <= DOUBTED_CAP).all()
     again = NoiseEstimate.from_state(doubted.to_state())  # survives a checkpoint
     assert again.doubt == doubted.doubt and again.uncapped == 0.4 and again.overall == DOUBTED_CAP
+
+
+def settling(noise_rate: float, right_still_wrong: list[float], n: int = 4000):
+    """Per-epoch depths where a share of the right labels still looks like decoys, shrinking epoch by epoch."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 4
+    decoys = (labels + rng.integers(1, 4, n)) % 4
+    wrong = rng.random(n) < noise_rate
+    looks_wrong = rng.random(n)
+    given = [np.where(wrong | (looks_wrong < share), rng.normal(3.0, 0.7, n), rng.gamma(2.0, 0.4, n))
+             for share in right_still_wrong]
+    decoy = [rng.normal(3.0, 0.7, n) for _ in right_still_wrong]
+    return np.array(given, np.float32), np.array(decoy, np.float32), labels, decoys
+
+
+def test_a_falling_estimate_waits_and_a_settled_one_is_read_over_the_last_epochs():
+    # right labels still looking wrong: 40%, 30%, 20%, 10% of them over four epochs, then 8%, 8%; each label
+    # counts at its best epoch of the window, so the window ending at the 4th reads a share like the 4th's
+    given, decoy, labels, decoys = settling(0.1, [0.4, 0.3, 0.2, 0.1, 0.08, 0.08])
+    everyone = np.ones(len(labels), bool)
+    estimate, fall = read_estimate(given[:4], decoy[:4], labels, decoys, everyone, 4, epoch=3, last_chance=False)
+    assert estimate is None and fall > MAX_FALL
+    forced, _ = read_estimate(given[:4], decoy[:4], labels, decoys, everyone, 4, epoch=3, last_chance=True)
+    assert forced is not None and forced.epoch == 3
+    settled, fall = read_estimate(given[2:], decoy[2:], labels, decoys, everyone, 4, epoch=5, last_chance=False)
+    assert settled is not None and fall <= MAX_FALL
+    assert settled.epoch == 5 and abs(settled.overall - 0.1) < 0.05
