@@ -17,13 +17,16 @@ mixture-proportion estimation as in Scott (2015); the overall rate weights the c
 How wrong a label looks (`label_depth`) is not its loss but its loss minus the mean loss over all classes: how
 far below the average class the model puts it. On an image the model confidently calls something else, every
 other class gets a high loss, the right one too; relative to the average class the right one usually still
-stands out. And each label counts at its best over the last EVIDENCE_EPOCHS warm-up epochs (`best_depth`): a
-right label the model still gets wrong usually had a better epoch, a wrong label and a decoy rarely do. Both cut
-the right labels above s. The estimate is made once, in the warm-up, before any sample has been dropped: after
-its last epoch, or after its 6th in a longer warm-up (EVIDENCE_BEFORE_EPOCH), before the wrong labels are fitted.
-It matches the truth when wrong labels are spread over the other classes; where labels are wrong in a systematic
-way (cat images labelled dog, over and over) the model learns the confusion and the estimate is too low:
-confusion.py finds those labels later in training. README "Estimating the noise rate" has the measurements.
+stands out. And each label counts at its best over the last EVIDENCE_EPOCHS warm-up epochs: a right label the
+model still gets wrong usually had a better epoch, a wrong label and a decoy rarely do. Both cut the right labels
+above s. The estimate is made once, before any sample has been dropped: after the warm-up's last epoch, but not
+before the 4th (MIN_EPOCHS_BEFORE_ESTIMATE) nor after the 6th (EVIDENCE_BEFORE_EPOCH), before the wrong labels
+are fitted; while it still falls fast it waits (`read_estimate`), and one that cannot be trusted is capped
+(`doubt_estimate`). It matches the truth when wrong labels are spread over the other classes; where labels are
+wrong in a systematic way (cat images labelled dog, over and over) the model learns the confusion and the
+estimate is too low: confusion.py finds those labels later in training. Where wrong labels are the model's own
+mistakes (instance-dependent noise from a weak reference network) it finds none. README "Estimating the noise
+rate" has the measurements.
 """
 
 from __future__ import annotations
