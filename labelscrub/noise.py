@@ -50,6 +50,11 @@ EVIDENCE_EPOCHS = 3
 # wrong label often enough to begin fitting it. On CIFAR-10 at 40% symmetric noise with 500 images per class, the
 # same rule read over epochs 3-5 gave 37.4%, over epochs 9-11 (the end of a 12-epoch warm-up) 30.2%.
 EVIDENCE_BEFORE_EPOCH = 6
+# ...and never before this many epochs have trained, however short the warm-up: after one epoch the network
+# has barely left its random start and right labels look as wrong as decoys (2,000 CIFAR-10 images, 10% flipped,
+# 8 epochs: read after the first epoch, the estimate was 51%, and the run dropped half the data). A shorter
+# warm-up makes auto wait: nothing is dropped until the estimate is made.
+MIN_EPOCHS_BEFORE_ESTIMATE = 4
 # The estimate comes down while the network is still learning the right labels it got wrong, and a right label
 # that still looks wrong pushes it up. So it is read only once it has settled: while it fell by more than MAX_FALL
 # (relative) from the window one epoch earlier (not reaching back to the first epoch), the reading waits another
@@ -65,11 +70,6 @@ MIN_LIFT = 1.5
 DOUBTED_CAP = 0.1
 # Never estimate more than this share: a drop share near 1 would leave nothing to train on.
 MAX_NOISE_RATE = 0.9
-# ...and never read before this many epochs have trained, however short the warm-up: after one epoch the network
-# has barely left its random start and right labels look as wrong as decoys (2,000 CIFAR-10 images, 10% flipped,
-# 8 epochs: read after the first epoch, the estimate was 51%, and the run dropped half the data). A shorter
-# warm-up makes auto wait: nothing is dropped until the estimate is made.
-MIN_EPOCHS_BEFORE_ESTIMATE = 4
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def instance_dependent_noise(labels: np.ndarray, reference: np.ndarray, *, rate:
     reference = np.asarray(reference, dtype=np.float64)
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must be in [0, 1], not {rate}")
-    if reference.shape != (len(labels), reference.shape[1]) or reference.shape[1] < 2:
+    if reference.ndim != 2 or reference.shape[0] != len(labels) or reference.shape[1] < 2:
         raise ValueError(f"reference must hold (samples, classes >= 2) probabilities, not shape {reference.shape}")
     wrong = reference.copy()
     wrong[np.arange(len(labels)), labels] = -np.inf

@@ -85,6 +85,8 @@ def test_instance_dependent_noise_checks_its_inputs():
     labels = np.arange(10) % 2
     with pytest.raises(ValueError, match="shape"):
         instance_dependent_noise(labels, np.ones((9, 2)) / 2, rate=0.2, seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        instance_dependent_noise(labels, np.ones(10), rate=0.2, seed=0)
     with pytest.raises(ValueError, match="rate"):
         instance_dependent_noise(labels, np.ones((10, 2)) / 2, rate=1.5, seed=0)
     np.testing.assert_array_equal(instance_dependent_noise(labels, np.ones((10, 2)) / 2, rate=0.0, seed=0), labels)
