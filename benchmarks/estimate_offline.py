@@ -9,8 +9,6 @@ Rules:
 - decoy: labelscrub's estimate (noise.py), each label at its best depth over the window.
 - decoy+confusion: the same plus the confusion estimate (confusion.py) over its window, as `clean` combines them.
 - confident-joint: cleanlab's count (Northcutt et al. 2021) on the window's mean probabilities, in-sample.
-- runner-up: the decoy rule with each sample's likeliest other class as its decoy instead of a uniform one, and
-  the ratio read as r / (1 - r) (a wrong label is the likeliest other class of a right one, and the reverse).
 - plausible-T: the decoy rule with decoys drawn per image in proportion to p(class)^T over its other classes (the
   window's mean probabilities): T = 0 is uniform like labelscrub's decoys, T = 1 a wrong label as likely as the
   network finds it, like an annotator's slip.
@@ -28,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from labelscrub.confusion import confusion_epochs, estimate_confusion, spread_floor
+from labelscrub.confusion import confusion_epochs, estimate_confusion
 from labelscrub.noise import (
-    best_depth, estimate_noise, evidence_epochs, label_depth, smallest_tail_ratio, tail_ratio)
+    best_depth, estimate_noise, evidence_epochs, label_depth, tail_ratio)
 
 
 def load(run: Path) -> tuple[dict, list]:
@@ -84,25 +82,6 @@ def confident_joint(probs: np.ndarray, noisy: np.ndarray, classes: int) -> float
     return float((joint.sum() - np.trace(joint)) / joint.sum())
 
 
-def runner_up_rule(arrays: dict, noisy: np.ndarray, classes: int, epochs: list, window: range) -> float:
-    probs = arrays["probs"].copy()
-    probs[np.arange(len(noisy)), noisy] = -1
-    runner = probs.argmax(1)
-    depth = None
-    for epoch in window:
-        data = epochs[epoch]
-        log_p = np.log(np.maximum(data["probabilities"].astype(np.float32), 1e-30))
-        loss = -log_p[np.arange(len(noisy)), runner]
-        depth = best_depth(depth, label_depth(loss, -log_p.mean(1)))
-    rates = []
-    for label in range(classes):
-        members = noisy == label
-        ratio = smallest_tail_ratio(arrays["given"][members], depth[runner == label])
-        rates.append(ratio / (1 + ratio))
-    sizes = np.bincount(noisy, minlength=classes)
-    return float(np.dot(sizes, rates) / sizes.sum())
-
-
 TEMPERATURES = (0.0, 0.5, 1.0, 2.0)
 
 
@@ -133,13 +112,19 @@ def plausible_rule(arrays: dict, noisy: np.ndarray, classes: int, epochs: list, 
     for label in range(classes):
         wrong = depth[decoys == label]
         given = arrays["given"][noisy == label]
+        if len(wrong) < 2 or not len(given):
+            continue
         ratios = [tail_ratio(given, wrong, t) for t in np.percentile(wrong, np.arange(70, 96, 5))]
         spreads.append(np.std(ratios) / max(np.mean(ratios), 1e-9))
     return estimate.overall, float(np.mean(spreads))
 
 
 def gmm_rule(losses: np.ndarray) -> float:
-    from sklearn.mixture import GaussianMixture
+    """NaN without scikit-learn (it comes with the bench extra, through cleanlab)."""
+    try:
+        from sklearn.mixture import GaussianMixture
+    except ImportError:
+        return float("nan")
 
     values = np.log(np.maximum(losses, 1e-6))[:, None]
     model = GaussianMixture(2, random_state=0, reg_covar=1e-4).fit(values)
@@ -173,7 +158,6 @@ def main() -> None:
                 "decoy": decoy.overall,
                 "decoy+confusion": confusion_rule(epochs, noisy, decoy.per_class, total, window[-1]),
                 "confident-joint": confident_joint(arrays["probs"], noisy, classes),
-                "runner-up": runner_up_rule(arrays, noisy, classes, epochs, window),
                 "gmm": gmm_rule(arrays["losses"]),
             }
             flat = {}
