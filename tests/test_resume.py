@@ -30,8 +30,9 @@ def report(out):
     ("oneshot", [], "epoch 3/5", None),
     # killed in the middle of the warm-up, before auto has estimated the noise rate
     ("stepe", ["--rho-max", "auto", "--warmup", "3"], "epoch 2/5", None),
-    # killed inside the confusion estimate's window (epochs 5 to 7 of 11, estimated after the 7th: 6 from 0)
-    ("stepe", ["--rho-max", "auto", "--epochs", "11"], "epoch 6/11", 6),
+    # killed inside the confusion estimate's window (epochs 7 to 9 of 16, estimated after the 9th: 8 from 0), which
+    # starts after the 6th epoch, the latest the noise estimate may wait for
+    ("stepe", ["--rho-max", "auto", "--epochs", "16"], "epoch 8/16", 8),
 ])
 def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_after, confusion_epoch):
     complete, killed = tmp_path / "complete", tmp_path / "killed"
