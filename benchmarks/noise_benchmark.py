@@ -141,15 +141,13 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     labels, the noisy labels) of the training rows, in file order."""
     kind, rate = NOISE_SETTINGS[setting]
     source = Path(args.data)
-    train_labels_all = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
+    train_rows, true_labels = training_rows(args)
     test_labels_all = pq.read_table(source / "test.parquet", columns=["label"]).column("label").to_numpy()
-    train_rows = first_per_class(train_labels_all, args.train_per_class, args.smallest_class)
     test_rows = first_per_class(test_labels_all, args.test_per_class)
-    true_labels = train_labels_all[train_rows]
     names = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])["info"]["features"]["label"]["names"]
     data = scratch / "data"
     if kind == "instance":
-        reference = reference_for(args, scratch)
+        reference = reference_for(args, scratch, train_rows, true_labels)
         noisy = instance_dependent_noise(true_labels, reference, rate=rate, seed=args.seed)
     else:
         mapping = ({names.index(a): names.index(b) for a, b in CIFAR10_ASYMMETRIC.items()}
@@ -161,12 +159,17 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     return data, true_labels, noisy
 
 
-def reference_for(args: argparse.Namespace, scratch: Path, fold: int | None = None) -> np.ndarray | None:
+def training_rows(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """(row numbers, true labels) of the protocol's training subset of data/train.parquet."""
+    labels = pq.read_table(Path(args.data) / "train.parquet", columns=["label"]).column("label").to_numpy()
+    rows = first_per_class(labels, args.train_per_class, args.smallest_class)
+    return rows, labels[rows]
+
+
+def reference_for(args: argparse.Namespace, scratch: Path, train_rows: np.ndarray, true_labels: np.ndarray,
+                  fold: int | None = None) -> np.ndarray | None:
     """The clean-label reference probabilities of the protocol's training rows (reference_probs.py)."""
     source = Path(args.data)
-    train_labels_all = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
-    train_rows = first_per_class(train_labels_all, args.train_per_class, args.smallest_class)
-    true_labels = train_labels_all[train_rows]
     write_subset(source / "train.parquet", train_rows, true_labels, scratch / "clean" / "train.parquet")
     return cached_reference(scratch / "clean", true_labels, {**protocol_recipe(args), "seed": args.reference_seed},
                             {"data": str(source.resolve()), "train_per_class": args.train_per_class,

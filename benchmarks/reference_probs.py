@@ -94,7 +94,7 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 
 def main() -> None:
-    from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant, reference_for
+    from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant, reference_for, training_rows
     from labelscrub.planted import noise_matrix
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -105,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.fold is not None:
         with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
-            reference_for(args, Path(scratch), fold=args.fold)
+            reference_for(args, Path(scratch), *training_rows(args), fold=args.fold)
         return
     with tempfile.TemporaryDirectory(prefix="labelscrub-reference-") as scratch:
         _, true_labels, noisy = plant(args.noise, args, Path(scratch))
