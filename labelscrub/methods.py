@@ -189,8 +189,10 @@ class Task:
                                        self.eligible, self.num_classes, epoch=epoch,
                                        last_chance=epoch >= last_read_epoch(config.warmup))
         if estimate is None:
-            self.progress.note(f"the noise estimate is still falling ({fall:.0%} over epoch {epoch + 1}): the "
-                               "network is still learning the right labels; reading it again after the next epoch")
+            if config.rho_max == "auto":
+                self.progress.note(f"the noise estimate is still falling ({fall:.0%} over epoch {epoch + 1}): "
+                                   "the network is still learning the right labels; reading it again after the "
+                                   "next epoch")
             return
         del self.state["given_depths"], self.state["decoy_depths"]
         measured_now = self.eligible & (measured.predicted >= 0)
