@@ -262,10 +262,15 @@ def dropped_by_row(report: pa.Table, count: int) -> np.ndarray:
     return dropped
 
 
-def retrain_kept(data: Path, kept: np.ndarray, recipe: dict, out: Path) -> float:
-    """Test accuracy of a model retrained on the `kept` rows of data/train.parquet."""
+def retrain_kept(data: Path, kept: np.ndarray, recipe: dict, out: Path, labels: np.ndarray | None = None) -> float:
+    """Test accuracy of a model retrained on the `kept` rows of data/train.parquet, under `labels` (one class
+    index per row) where given instead of the file's."""
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pq.read_table(data / "train.parquet").filter(pa.array(kept)), out / "manifest.parquet")
+    table = pq.read_table(data / "train.parquet")
+    if labels is not None:
+        table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels, pa.int64()))
+        table = table.replace_schema_metadata(pq.read_schema(data / "train.parquet").metadata)
+    pq.write_table(table.filter(pa.array(kept)), out / "manifest.parquet")
     return labelscrub.retrain(out / "manifest.parquet", test=data / "test.parquet", out=out / "retrain",
                               overwrite=True, **recipe).accuracy
 

@@ -51,3 +51,15 @@ def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path):
     assert rules.returncode == 0, rules.stderr
     estimates = json.loads(rules.stdout.splitlines()[-1].strip())
     assert estimates["window"] == "1-3" and 0.0 <= estimates["decoy"] <= 0.9
+
+    retrained = script("retrain_runs.py", str(out / "run"), "--noise", "idn20", "--manifest", "drop", "relabel",
+                       "drop+relabel", "--equal-steps", data=data, cache=cache)
+    assert retrained.returncode == 0, retrained.stderr
+    by_manifest = {row["manifest"]: row for row in map(json.loads, retrained.stdout.splitlines()[-3:])}
+    kept = 120 - row["dropped"]
+    assert by_manifest["drop"]["samples"] == kept
+    assert by_manifest["relabel"]["samples"] == 120  # nothing dropped, only relabelled
+    assert kept <= by_manifest["drop+relabel"]["samples"] <= 120
+    for manifest in by_manifest.values():  # equal steps: epochs scale with all samples / manifest samples
+        assert manifest["epochs"] == max(5, round(5 * 120 / manifest["samples"]))
+        assert 0.0 <= manifest["retrain_accuracy"] <= 1.0 and 0.0 <= manifest["right_labels"] <= 1.0
