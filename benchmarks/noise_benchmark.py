@@ -90,6 +90,11 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-seed", type=int, default=0,
                         help="instance-dependent noise: the seed of the reference network (reference_probs.py), "
                         "the annotator the noise imitates; kept fixed while --seed varies the draw")
+    parser.add_argument("--reference-source", choices=["folds", "outside"], default="folds",
+                        help="instance-dependent noise: a reference trained on 2 folds of the protocol's images, "
+                        "or on the dataset's other training images (a stronger annotator)")
+    parser.add_argument("--reference-per-class", type=int, default=0,
+                        help="--reference-source outside: other images per class to train on (0 = all)")
 
 
 def method_spec(text: str) -> str:
@@ -170,10 +175,25 @@ def reference_for(args: argparse.Namespace, scratch: Path, train_rows: np.ndarra
                   fold: int | None = None) -> np.ndarray | None:
     """The clean-label reference probabilities of the protocol's training rows (reference_probs.py)."""
     source = Path(args.data)
-    write_subset(source / "train.parquet", train_rows, true_labels, scratch / "clean" / "train.parquet")
-    return cached_reference(scratch / "clean", true_labels, {**protocol_recipe(args), "seed": args.reference_seed},
-                            {"data": str(source.resolve()), "train_per_class": args.train_per_class,
-                             **({"smallest_class": args.smallest_class} if args.smallest_class else {})}, fold=fold)
+    recipe = {**protocol_recipe(args), "seed": args.reference_seed}
+    protocol = {"data": str(source.resolve()), "train_per_class": args.train_per_class,
+                **({"smallest_class": args.smallest_class} if args.smallest_class else {})}
+    if args.reference_source == "folds":
+        write_subset(source / "train.parquet", train_rows, true_labels, scratch / "clean" / "train.parquet")
+        return cached_reference(scratch / "clean", true_labels, recipe, protocol, fold=fold)
+    outside_rows = other_rows(source, train_rows, args.reference_per_class)
+    labels = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
+    rows = np.concatenate([outside_rows, train_rows])
+    write_subset(source / "train.parquet", rows, labels[rows], scratch / "clean" / "train.parquet")
+    return cached_reference(scratch / "clean", labels[rows], recipe, protocol, outside=len(outside_rows))
+
+
+def other_rows(source: Path, train_rows: np.ndarray, per_class: int) -> np.ndarray:
+    """Rows of source/train.parquet outside the protocol's `train_rows`: the first `per_class` of each class (all
+    of them when 0), in file order."""
+    labels = pq.read_table(source / "train.parquet", columns=["label"]).column("label").to_numpy()
+    others = np.setdiff1d(np.arange(len(labels)), train_rows)
+    return others[first_per_class(labels[others], per_class)]
 
 
 def protocol_recipe(args: argparse.Namespace) -> dict:

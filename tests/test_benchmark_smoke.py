@@ -63,3 +63,22 @@ def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path):
     for manifest in by_manifest.values():  # equal steps: epochs scale with all samples / manifest samples
         assert manifest["epochs"] == max(5, round(5 * 120 / manifest["samples"]))
         assert 0.0 <= manifest["retrain_accuracy"] <= 1.0 and 0.0 <= manifest["right_labels"] <= 1.0
+
+
+def test_instance_dependent_noise_from_a_reference_trained_on_other_images(tmp_path):
+    data = tmp_path / "digits"
+    data.mkdir()
+    shutil.copy(DIGITS_PARQUET / "train.parquet", data / "train.parquet")
+    shutil.copy(DIGITS_PARQUET / "val.parquet", data / "test.parquet")
+    cache = tmp_path / "cache"
+    arguments = ["--noise", "idn40", "--reference-source", "outside", "--reference-per-class", "30"]
+
+    first = script("reference_probs.py", *arguments, data=data, cache=cache)
+    assert first.returncode == 0, first.stderr
+    assert "training on 300 other images" in first.stdout  # 30 per class, none of the protocol's 120
+    assert "48 of 120 labels wrong (40.0%)" in first.stdout
+    assert len(list(cache.glob("reference-*.npy"))) == 1  # one network, no folds
+
+    again = script("reference_probs.py", *arguments, data=data, cache=cache)
+    assert again.returncode == 0 and "training on" not in again.stdout  # cached
+    assert again.stdout.splitlines()[-12:] == first.stdout.splitlines()[-12:]  # the same matrix
