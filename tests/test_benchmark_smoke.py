@@ -23,12 +23,19 @@ def script(name, *arguments, data, cache):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
-def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path):
+@pytest.fixture
+def bench_data(tmp_path):
+    """(data folder with train.parquet and test.parquet, a reference cache folder) for the scripts."""
     data = tmp_path / "digits"
     data.mkdir()
     shutil.copy(DIGITS_PARQUET / "train.parquet", data / "train.parquet")
     shutil.copy(DIGITS_PARQUET / "val.parquet", data / "test.parquet")
     cache = tmp_path / "cache"
+    return data, cache
+
+
+def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path, bench_data):
+    data, cache = bench_data
 
     matrix = script("reference_probs.py", "--noise", "idn20", data=data, cache=cache)
     assert matrix.returncode == 0, matrix.stderr
@@ -65,12 +72,8 @@ def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path):
         assert 0.0 <= manifest["retrain_accuracy"] <= 1.0 and 0.0 <= manifest["right_labels"] <= 1.0
 
 
-def test_instance_dependent_noise_from_a_reference_trained_on_other_images(tmp_path):
-    data = tmp_path / "digits"
-    data.mkdir()
-    shutil.copy(DIGITS_PARQUET / "train.parquet", data / "train.parquet")
-    shutil.copy(DIGITS_PARQUET / "val.parquet", data / "test.parquet")
-    cache = tmp_path / "cache"
+def test_instance_dependent_noise_from_a_reference_trained_on_other_images(bench_data):
+    data, cache = bench_data
     arguments = ["--noise", "idn40", "--reference-source", "outside", "--reference-per-class", "30"]
 
     first = script("reference_probs.py", *arguments, data=data, cache=cache)
