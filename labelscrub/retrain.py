@@ -1,7 +1,8 @@
 """`retrain()`: train a fresh ResNet-18 on a cleaned manifest and measure it on held-out data.
 
-The recipe comes from the clean run (the `labelscrub` metadata of report.parquet beside the manifest, or of a
-manifest.parquet) with any training options overriding it; training is plain cross-entropy on every kept sample.
+The recipe comes from the clean run (the `labelscrub` metadata of report.parquet beside the manifest, of the source
+run's report when the manifest is an `apply` output, or of a manifest.parquet) with any training options overriding
+it; training is plain cross-entropy on every kept sample.
 Test data is `test` (any input form, labels taken as true) or the held-out data the clean run found. With
 `compare=True` the same recipe and seed also train on every sample of the original input (the noisy baseline).
 A checkpoint after every epoch lets `resume=True` continue an interrupted retrain.
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelscrub.apply import source_report
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
@@ -140,7 +142,11 @@ def _locate(source: Path) -> tuple[Path, dict[str, Any]]:
         manifest = found[0]
     else:
         manifest = source
-    for candidate in (manifest.parent / "report.parquet", manifest):
+    candidates = [manifest.parent / "report.parquet", manifest]
+    reviewed = source_report(manifest.parent)
+    if reviewed is not None:  # an `apply` output: the recipe, held-out data and sample count are its run's
+        candidates.insert(0, reviewed)
+    for candidate in candidates:
         if candidate.suffix == ".parquet" and candidate.exists():
             metadata = read_report_metadata(candidate)
             if metadata:
