@@ -56,6 +56,15 @@ def typical_side(images: LabeledImages, sample: int = SIDE_SAMPLE) -> int:
 
 def decode_one(data: bytes, size: int) -> np.ndarray:
     """One encoded image -> (3, size, size) uint8. Raises on anything PIL cannot decode."""
+    rgb = open_rgb(data)
+    if rgb.size != (size, size):
+        rgb = _fit(rgb, size)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """One encoded image, upright, as RGB at its own size. Raises on anything PIL cannot decode and on images over
+    MAX_IMAGE_PIXELS (decompression bombs)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as image:
@@ -64,10 +73,7 @@ def decode_one(data: bytes, size: int) -> np.ndarray:
                 raise ValueError(f"{width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel limit")
             image.seek(0)  # first frame of animations
             image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
-    if rgb.size != (size, size):
-        rgb = _fit(rgb, size)
-    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+            return _to_rgb(image)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -226,6 +226,12 @@ class Task:
         self.state.update(SuggestionTracker.empty(len(self.labels)).to_state())
 
 
+def _mean_loss(losses: np.ndarray, members: np.ndarray) -> float | None:
+    measured = losses[members]
+    measured = measured[~np.isnan(measured)]
+    return float(measured.mean()) if len(measured) else None
+
+
 @dataclass
 class _History:
     losses: list[np.ndarray] = field(default_factory=list)
@@ -271,7 +277,9 @@ def _run_epochs(task: Task, setup: Setup, history: _History, epochs: range, *,
             probe_loss=float(np.nanmean(last.losses)) if readable else float("nan"),
             heldout_accuracy=heldout_accuracy(setup, task.heldout), train_seconds=training.seconds,
             probe_seconds=probe_seconds, train_images_per_second=trained / max(training.seconds, 1e-9),
-            probe_images_per_second=readable / probe_seconds if probe_seconds else 0.0, phase=phase)
+            probe_images_per_second=readable / probe_seconds if probe_seconds else 0.0, phase=phase,
+            kept_loss=_mean_loss(last.losses, task.eligible & kept),
+            left_out_loss=_mean_loss(last.losses, task.eligible & ~kept))
         history.losses.append(last.losses)
         history.kept.append(kept)
         history.summaries.append(summary)

@@ -44,6 +44,10 @@ class EpochSummary:
     train_images_per_second: float
     probe_images_per_second: float
     phase: str = "main"  # "warmup-ranking" for the first training of the one-shot method
+    # mean measured loss of the samples in this epoch's batches, and of the readable ones left out of them (None
+    # when none were): how far apart the two groups are (the audit page draws both)
+    kept_loss: float | None = None
+    left_out_loss: float | None = None
 
 
 @dataclass

@@ -31,6 +31,7 @@ class ParquetRows:
     file_index: np.ndarray  # int32, one per sample: index into `files`
     row_index: np.ndarray  # int64, one per sample: row within that file
     label_column: str = "label"  # the column the labels came from (rewritten by `clean --relabel`)
+    image_column: str | None = None  # the column the images came from (read again for the audit's thumbnails)
 
 
 @dataclass

@@ -111,7 +111,7 @@ def _read_files(files: list[Path], *, root: Path, image_column: str | None, labe
                                      type=raw_labels[0].type)
     labels, names, errors = _labels(labels_column, files[0], label_col, schema, class_names)
     locations = ParquetRows(files=files, file_index=np.concatenate(file_index), row_index=np.concatenate(row_index),
-                            label_column=label_col)
+                            label_column=label_col, image_column=image_col)
     return LabeledImages(
         kind="parquet", location=files[0] if len(files) == 1 else root, sample_ids=sample_ids, labels=labels,
         class_names=names, errors=errors, parquet=locations,
@@ -218,11 +218,13 @@ def _iter_images(files: list[Path], image_col: str) -> EncodedStream:
                                   "a {bytes, path} struct or a path string")
         for batch in parquet_file.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=[image_col]):
             for value in batch.column(0).to_pylist():
-                yield (index, *_encoded(value, file))
+                yield (index, *encoded_value(value, file))
                 index += 1
 
 
-def _encoded(value: object, file: Path) -> tuple[bytes | None, str | None]:
+def encoded_value(value: object, file: Path) -> tuple[bytes | None, str | None]:
+    """(encoded image bytes, None) of one image-column value (bytes, a {bytes, path} struct or a path relative to
+    `file`), or (None, why not)."""
     if isinstance(value, dict):
         if value.get("bytes"):
             return value["bytes"], None

@@ -1,0 +1,263 @@
+"""`labelscrub audit`: the label-review page of a clean run (audit.html), for people to look at the suspects, decide
+on them and download their decisions for `labelscrub apply`.
+
+Tables and curves come from run.json; the gallery holds the most suspicious samples of each class (highest score
+first), at most about MAX_SHOWN in all, with thumbnails read from the run's DATA. When DATA has moved or is gone
+the page is still written, without pictures, and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from labelscrub.atomic import write_text
+from labelscrub.audit_page import render_page
+from labelscrub.errors import LabelscrubError
+from labelscrub.report import read_report_metadata
+from labelscrub.sources import LabeledImages, open_data
+from labelscrub.thumbnails import thumbnails
+
+AUDIT_NAME = "audit.html"
+MAX_SHOWN = 2000  # cards in the gallery, all classes together, unless --per-class asks for more
+DEFAULT_PER_CLASS = 60  # cards per class when there are few classes
+MAX_MATRIX_CLASSES = 20  # the noise matrix shows the classes with the most dropped samples
+SPARKLINE_QUANTILE = 99  # sparklines share one scale: this percentile of the shown losses
+REPORT_COLUMNS = ["sample_id", "label", "predicted", "p_label", "loss", "loss_trajectory", "dropped",
+                  "first_dropped_epoch", "score", "confused_with", "suggested_label", "suggestion_confidence", "error"]
+SHOWN_OPTIONS = ["epochs", "warmup", "ramp", "rho_max", "select", "rank_by", "smoothing", "loss_pass", "stem",
+                 "image_size", "batch_size", "lr", "seed", "relabel"]
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    path: Path
+    cards: int  # samples in the gallery
+    pictures: int  # of which with a thumbnail
+    size_bytes: int
+    notices: list[str]  # what the page says is missing (no pictures, ...)
+
+
+def write_audit(run_dir: str | Path, out: str | Path | None = None, *, per_class: int | None = None) -> AuditResult:
+    """Write the audit page of the clean run in `run_dir` (default `run_dir/audit.html`).
+
+    Example:
+        result = labelscrub.write_audit("runs/digits")
+        print(result.path, result.cards)
+    """
+    run_dir = Path(run_dir)
+    run = _read_run_json(run_dir)
+    report = _read_report(run_dir)
+    class_names = list(run["class_names"])
+    shown = gallery_rows(report, len(class_names), per_class)
+    notices: list[str] = []
+    # the report's metadata holds DATA as an absolute path; run.json holds it as typed, maybe relative
+    run["data"] = read_report_metadata(run_dir / "report.parquet").get("data") or run.get("data")
+    images = _open_images(run["data"], run.get("config", {}), notices)
+    pictures = _pictures(images, report, shown, notices)
+    view = _view(run_dir, run, report, class_names, shown, pictures, per_class, notices)
+    target = Path(out) if out is not None else run_dir / AUDIT_NAME
+    page = render_page(view)
+    write_text(target, page)
+    return AuditResult(path=target, cards=len(shown), pictures=len(pictures), size_bytes=len(page.encode()),
+                       notices=notices)
+
+
+def per_class_limit(num_classes: int, per_class: int | None) -> int:
+    """Cards per class: `per_class` when asked, else DEFAULT_PER_CLASS, fewer with many classes so the gallery
+    stays within MAX_SHOWN (at least one per class)."""
+    if per_class is not None:
+        if per_class < 1:
+            raise LabelscrubError(f"--per-class must be at least 1, not {per_class}")
+        return per_class
+    return max(1, min(DEFAULT_PER_CLASS, MAX_SHOWN // max(1, num_classes)))
+
+
+def gallery_rows(report: dict[str, np.ndarray], num_classes: int, per_class: int | None) -> np.ndarray:
+    """Report rows shown in the gallery: per given class, the readable samples with the highest scores."""
+    limit = per_class_limit(num_classes, per_class)
+    readable = report["error_free"] & (report["label"] >= 0)
+    score = np.where(np.isnan(report["score"]), -np.inf, report["score"])
+    chosen = []
+    for label in range(num_classes):
+        members = np.flatnonzero(readable & (report["label"] == label))
+        order = members[np.argsort(-score[members], kind="stable")]
+        chosen.append(order[:limit])
+    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+
+def _read_run_json(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not path.exists():
+        raise LabelscrubError(f"{run_dir}: no run.json here; pass the --out folder of a finished `labelscrub clean`")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LabelscrubError(f"{path}: not readable JSON ({error}); rerun `labelscrub clean`") from None
+
+
+def _read_report(run_dir: Path) -> dict[str, np.ndarray]:
+    path = run_dir / "report.parquet"
+    if not path.exists():
+        raise LabelscrubError(f"{run_dir}: no report.parquet here; pass the --out folder of a finished "
+                              "`labelscrub clean`")
+    table = pq.read_table(path, columns=REPORT_COLUMNS)
+
+    def numbers(name: str, fill: float) -> np.ndarray:
+        return table.column(name).fill_null(fill).to_numpy().astype(np.float64)
+
+    return {
+        "sample_id": np.array(table.column("sample_id").to_pylist(), dtype=object),
+        "label": table.column("label").fill_null(-1).to_numpy().astype(np.int64),
+        "predicted": table.column("predicted").fill_null(-1).to_numpy().astype(np.int64),
+        "p_label": numbers("p_label", math.nan),
+        "loss": numbers("loss", math.nan),
+        "score": numbers("score", math.nan),
+        "dropped": table.column("dropped").fill_null(False).to_numpy(zero_copy_only=False).astype(bool),
+        "first_dropped_epoch": table.column("first_dropped_epoch").fill_null(-1).to_numpy().astype(np.int64),
+        "suggested": table.column("suggested_label").fill_null(-1).to_numpy().astype(np.int64),
+        "confidence": numbers("suggestion_confidence", math.nan),
+        "confused_with": np.array(table.column("confused_with").to_pylist(), dtype=object),
+        "error_free": np.array([error is None for error in table.column("error").to_pylist()]),
+        "trajectory": table.column("loss_trajectory"),
+    }
+
+
+def _open_images(data: str | None, config: dict[str, Any], notices: list[str]) -> LabeledImages | None:
+    if data is None:
+        notices.append("No pictures: the run does not say where its data is.")
+        return None
+    try:
+        return open_data(data, image_column=config.get("image_column"), label_column=config.get("label_column"),
+                         id_column=config.get("id_column"),
+                         allow_outside_root=bool(config.get("allow_outside_root"))).train
+    except (LabelscrubError, OSError) as error:
+        notices.append(f"No pictures: the run's data could not be read ({error}). Move it back to {data} and run "
+                       "`labelscrub audit` again to see them.")
+        return None
+
+
+def _pictures(images: LabeledImages | None, report: dict[str, np.ndarray], shown: np.ndarray,
+              notices: list[str]) -> dict[int, str]:
+    """{report row: thumbnail data URI} for the shown rows whose image could be read."""
+    if images is None or not len(shown):
+        return {}
+    index_of = {sample_id: index for index, sample_id in enumerate(images.sample_ids)}
+    source_of = {int(row): index_of.get(report["sample_id"][row]) for row in shown}
+    missing = sum(index is None for index in source_of.values())
+    if missing:
+        notices.append(f"{missing} of the shown samples are no longer in the run's data (it changed since the "
+                       "run); they are shown without pictures.")
+    found = thumbnails(images, [index for index in source_of.values() if index is not None])
+    return {row: found[index] for row, index in source_of.items() if index is not None and index in found}
+
+
+def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], class_names: list[str],
+          shown: np.ndarray, pictures: dict[int, str], per_class: int | None, notices: list[str]) -> dict[str, Any]:
+    config = run.get("config", {})
+    noise = run.get("noise") or {}
+    limit = per_class_limit(len(class_names), per_class)
+    return {
+        "run_name": run_dir.resolve().name,
+        "run_dir": str(run_dir),
+        "data": str(run.get("data")),
+        "notices": notices,
+        "counts": run["counts"],
+        "noise": noise,
+        "heldout_accuracy": run.get("heldout_accuracy"),
+        "method": config.get("method", "?"),
+        "options": {name: config[name] for name in SHOWN_OPTIONS if name in config},
+        "epochs": run.get("epochs", []),
+        "classes": _class_rows(run, class_names),
+        "matrix": _matrix(noise.get("noise_matrix") or [], class_names),
+        "unreadable": run.get("unreadable_samples", []),
+        "gallery_rule": f"{limit} samples of each class with the highest scores, {len(shown):,} in all",
+        "page_data": {"key": _storage_key(run_dir, run), "classes": class_names,
+                      "loss_top": _sparkline_top(report, shown),
+                      "cards": _cards(report, shown, pictures, config)},
+    }
+
+
+def _class_rows(run: dict[str, Any], class_names: list[str]) -> list[dict[str, Any]]:
+    per_class = (run.get("noise") or {}).get("classes") or {}
+    dropped = run.get("dropped_by_class") or {}
+    rows = []
+    for name in class_names:
+        entry = per_class.get(name, {})
+        rows.append({"name": name, "samples": entry.get("samples", 0),
+                     "estimated_noise_rate": entry.get("estimated_noise_rate"),
+                     "dropped": entry.get("dropped", dropped.get(name, 0)),
+                     "confused_with": entry.get("confused_with"), "confused_share": entry.get("confused_share")})
+    return rows
+
+
+def _matrix(cells: list[dict[str, Any]], class_names: list[str]) -> dict[str, Any]:
+    """The given x predicted counts of dropped samples, over the MAX_MATRIX_CLASSES classes that take part most."""
+    weight: dict[str, int] = {}
+    for cell in cells:
+        for name in (cell["given"], cell["predicted"]):
+            weight[name] = weight.get(name, 0) + cell["count"]
+    involved = sorted(weight, key=lambda name: (-weight[name], name))
+    kept = set(involved[:MAX_MATRIX_CLASSES])
+    order = [name for name in class_names if name in kept]
+    position = {name: index for index, name in enumerate(order)}
+    counts = [[0] * len(order) for _ in order]
+    for cell in cells:
+        if cell["given"] in position and cell["predicted"] in position:
+            counts[position[cell["given"]]][position[cell["predicted"]]] += cell["count"]
+    return {"rows": order, "columns": order, "counts": counts,
+            "left_out_classes": max(0, len(involved) - MAX_MATRIX_CLASSES)}
+
+
+def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int, str],
+           config: dict[str, Any]) -> list[dict[str, Any]]:
+    readable = report["error_free"] & (report["label"] >= 0)
+    scores = np.where(readable & ~np.isnan(report["score"]), report["score"], -np.inf)
+    # rank: the share of readable samples scoring at least as high (0 = the most suspicious)
+    ranked = np.sort(scores[readable])[::-1]
+    relabels = bool(config.get("relabel"))
+    cards = []
+    for row in shown.tolist():
+        rank = int(np.searchsorted(-ranked, -scores[row], side="right")) / max(1, len(ranked))
+        suggested = int(report["suggested"][row])
+        given = int(report["label"][row])
+        dropped = bool(report["dropped"][row])
+        # what the run's manifest did with the sample: `clean --relabel` keeps a dropped sample with a suggestion
+        decision, decided_label = ("drop" if dropped else "keep"), given
+        if dropped and relabels and suggested >= 0:
+            decision, decided_label = ("relabel", suggested) if suggested != given else ("keep", given)
+        first_dropped = int(report["first_dropped_epoch"][row])
+        cards.append({
+            "id": str(report["sample_id"][row]), "given": given, "predicted": int(report["predicted"][row]),
+            "p_given": _rounded(report["p_label"][row]), "suggested": suggested,
+            "confidence": _rounded(report["confidence"][row]), "dropped": dropped,
+            "confused": report["confused_with"][row], "score": _rounded(report["score"][row], fallback=-1.0),
+            "loss": _rounded(report["loss"][row], fallback=-1.0), "rank": round(rank, 4),
+            "trajectory": [_rounded(value, fallback=0.0) for value in report["trajectory"][row].as_py() or []],
+            "first_dropped": None if first_dropped < 0 else first_dropped,
+            "picture": pictures.get(row), "run_decision": decision, "run_label": decided_label,
+        })
+    return cards
+
+
+def _sparkline_top(report: dict[str, np.ndarray], shown: np.ndarray) -> float:
+    values = [value for row in shown.tolist() for value in (report["trajectory"][row].as_py() or [])
+              if value is not None and math.isfinite(value)]
+    return float(max(np.percentile(values, SPARKLINE_QUANTILE), 1e-6)) if values else 1.0
+
+
+def _storage_key(run_dir: Path, run: dict[str, Any]) -> str:
+    """Where the page keeps decisions in the browser: one key per run (its folder and its outputs)."""
+    identity = json.dumps([str(run_dir.resolve()), run.get("outputs"), run.get("counts")], sort_keys=True)
+    return "labelscrub-audit:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _rounded(value: float, fallback: float | None = None) -> float | None:
+    return fallback if value is None or not math.isfinite(value) else round(float(value), 4)

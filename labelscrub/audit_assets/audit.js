@@ -1,0 +1,245 @@
+// The audit page's gallery and review decisions: inlined into audit.html by labelscrub/audit_page.py.
+// Every value from the data goes into the page through textContent or setAttribute, never as HTML.
+"use strict";
+(function () {
+  const data = JSON.parse(document.getElementById("audit-data").textContent);
+  const classes = data.classes;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  // Decisions a person made, by sample id: {decision, label, reviewed}. Kept in localStorage per run, so they
+  // survive a reload; cards without an entry show what labelscrub decided.
+  let saved = {};
+  try {
+    saved = JSON.parse(localStorage.getItem(data.key) || "{}") || {};
+  } catch (error) {
+    saved = {};
+  }
+  function store() {
+    try {
+      localStorage.setItem(data.key, JSON.stringify(saved));
+    } catch (error) {
+      // private browsing or a full quota: the decisions still live in the page until it is closed
+    }
+  }
+  function decisionOf(card) {
+    return saved[card.id] || { decision: card.run_decision, label: card.run_label, reviewed: false };
+  }
+  function changed(card, decision) {
+    return decision.decision !== card.run_decision ||
+      (decision.decision === "relabel" && decision.label !== card.run_label);
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function sparkline(card) {
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("viewBox", "0 0 100 28");
+    svg.setAttribute("preserveAspectRatio", "none");
+    const values = card.trajectory;
+    const last = Math.max(1, values.length - 1);
+    const y = (value) => 26 - 24 * Math.min(value, data.loss_top) / data.loss_top;
+    if (card.first_dropped !== null) {
+      const mark = document.createElementNS(SVG, "rect");
+      const left = 100 * card.first_dropped / last;
+      mark.setAttribute("x", left.toFixed(1));
+      mark.setAttribute("y", "0");
+      mark.setAttribute("width", (100 - left).toFixed(1));
+      mark.setAttribute("height", "28");
+      mark.setAttribute("fill", "rgba(200,64,42,0.08)");
+      svg.appendChild(mark);
+    }
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", "#2f5fb3");
+    line.setAttribute("stroke-width", "1.5");
+    line.setAttribute("vector-effect", "non-scaling-stroke");
+    line.setAttribute("points", values.map((value, epoch) =>
+      (100 * epoch / last).toFixed(1) + "," + y(value).toFixed(1)).join(" "));
+    svg.appendChild(line);
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = "loss per epoch" + (card.first_dropped !== null ? "; shaded: left out of training" : "");
+    svg.appendChild(title);
+    return svg;
+  }
+
+  function classSelect(selected) {
+    const select = element("select");
+    classes.forEach((name, index) => {
+      const option = element("option", "", name);
+      option.value = String(index);
+      option.selected = index === selected;
+      select.appendChild(option);
+    });
+    return select;
+  }
+
+  function buildCard(card) {
+    const node = element("article", "card");
+    node.dataset.id = card.id;
+    if (card.picture) {
+      const picture = element("img", "picture");
+      picture.src = card.picture;
+      picture.alt = card.id;
+      node.appendChild(picture);
+    } else {
+      node.appendChild(element("div", "picture nopicture", "no picture"));
+    }
+    node.appendChild(element("div", "id", card.id));
+    node.appendChild(element("div", "", "label: " + classes[card.given] +
+      (card.p_given === null ? "" : " (p " + card.p_given.toFixed(2) + ")")));
+    node.appendChild(element("div", "", "predicted: " + (card.predicted < 0 ? "-" : classes[card.predicted])));
+    node.appendChild(element("div", "", card.suggested < 0 ? "no confident suggestion" :
+      "suggested: " + classes[card.suggested] + " (" + card.confidence.toFixed(2) + ")"));
+    node.appendChild(sparkline(card));
+    let why = "kept (score in the top " + Math.max(1, Math.round(100 * card.rank)) + "%)";
+    if (card.dropped) {
+      why = card.confused ? "dropped: labels confused with " + card.confused :
+        "dropped: loss ranking (top " + Math.max(1, Math.round(100 * card.rank)) + "%)";
+    }
+    node.appendChild(element("div", card.dropped ? "why" : "why kept", why));
+
+    const decide = element("div", "decide");
+    const choice = element("select", "choice");
+    ["keep", "drop", "relabel"].forEach((word) => {
+      const option = element("option", "", word);
+      option.value = word;
+      choice.appendChild(option);
+    });
+    const target = classSelect(0);
+    const reviewedBox = element("input");
+    reviewedBox.type = "checkbox";
+    const reviewedLabel = element("label");
+    reviewedLabel.appendChild(reviewedBox);
+    reviewedLabel.appendChild(document.createTextNode(" reviewed"));
+    decide.appendChild(choice);
+    decide.appendChild(target);
+    decide.appendChild(reviewedLabel);
+    node.appendChild(decide);
+    const note = element("div", "changed", "");
+    node.appendChild(note);
+
+    function show() {
+      const decision = decisionOf(card);
+      choice.value = decision.decision;
+      target.value = String(decision.label);
+      target.hidden = decision.decision !== "relabel";
+      reviewedBox.checked = decision.reviewed;
+      node.classList.toggle("drop", decision.decision === "drop");
+      node.classList.toggle("relabel", decision.decision === "relabel");
+      node.classList.toggle("reviewed", decision.reviewed);
+      note.textContent = changed(card, decision) ? "changed from " + card.run_decision : "";
+    }
+    function update() {
+      const decision = {
+        decision: choice.value,
+        label: choice.value === "relabel" ? Number(target.value) : card.given,
+        reviewed: reviewedBox.checked,
+      };
+      if (choice.value === "relabel" && decision.label === card.given) decision.decision = "keep";
+      if (!changed(card, decision) && !decision.reviewed) {
+        delete saved[card.id];
+      } else {
+        saved[card.id] = decision;
+      }
+      store();
+      show();
+      tally();
+    }
+    choice.addEventListener("change", () => {
+      if (choice.value === "relabel" && Number(target.value) === card.given) {
+        target.value = String(card.suggested >= 0 && card.suggested !== card.given ? card.suggested :
+          (card.predicted >= 0 && card.predicted !== card.given ? card.predicted : (card.given + 1) % classes.length));
+      }
+      update();
+    });
+    target.addEventListener("change", update);
+    reviewedBox.addEventListener("change", update);
+    show();
+    return node;
+  }
+
+  const gallery = document.getElementById("gallery");
+  const nodes = new Map();
+  data.cards.forEach((card) => nodes.set(card.id, buildCard(card)));
+
+  const classFilter = document.getElementById("filter-class");
+  classes.forEach((name, index) => {
+    const option = element("option", "", name);
+    option.value = String(index);
+    classFilter.appendChild(option);
+  });
+  const statusFilter = document.getElementById("filter-status");
+  const sortBy = document.getElementById("sort-by");
+  const matches = {
+    all: () => true,
+    dropped: (card) => card.dropped,
+    kept: (card) => !card.dropped,
+    confused: (card) => card.confused !== null,
+    suggestion: (card) => card.suggested >= 0,
+    changed: (card) => changed(card, decisionOf(card)),
+    reviewed: (card) => decisionOf(card).reviewed,
+  };
+  const orders = {
+    score: (a, b) => b.score - a.score,
+    loss: (a, b) => b.loss - a.loss,
+    p_given: (a, b) => (a.p_given ?? 1) - (b.p_given ?? 1),
+    id: (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+  };
+
+  function render() {
+    const wantedClass = classFilter.value;
+    const keep = matches[statusFilter.value];
+    const shown = data.cards
+      .filter((card) => (wantedClass === "" || card.given === Number(wantedClass)) && keep(card))
+      .sort(orders[sortBy.value]);
+    gallery.replaceChildren(...shown.map((card) => nodes.get(card.id)));
+    document.getElementById("shown").textContent = shown.length + " of " + data.cards.length + " shown";
+  }
+  function tally() {
+    const reviewed = data.cards.filter((card) => decisionOf(card).reviewed).length;
+    const altered = data.cards.filter((card) => changed(card, decisionOf(card))).length;
+    document.getElementById("tally").textContent = altered + " changed, " + reviewed + " reviewed";
+  }
+
+  function csvField(text) {
+    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+  function decisionsCsv() {
+    const lines = ["sample_id,decision,label"];
+    data.cards.forEach((card) => {
+      const decision = decisionOf(card);
+      if (!changed(card, decision) && !decision.reviewed) return;
+      const label = decision.decision === "relabel" ? decision.label : card.given;
+      lines.push([card.id, decision.decision, classes[label]].map(csvField).join(","));
+    });
+    return lines.join("\n") + "\n";
+  }
+  document.getElementById("download").addEventListener("click", () => {
+    const link = element("a");
+    link.href = URL.createObjectURL(new Blob([decisionsCsv()], { type: "text/csv" }));
+    link.download = "decisions.csv";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  });
+  document.getElementById("reset").addEventListener("click", () => {
+    if (!window.confirm("Forget every decision made on this page?")) return;
+    saved = {};
+    store();
+    data.cards.forEach((card) => {
+      const fresh = buildCard(card);
+      nodes.set(card.id, fresh);
+    });
+    render();
+    tally();
+  });
+  [classFilter, statusFilter, sortBy].forEach((control) => control.addEventListener("change", render));
+  render();
+  tally();
+})();
