@@ -12,10 +12,12 @@ import click
 from labelscrub import __version__
 from labelscrub.config import (
     LOSS_PASSES, MANIFEST_FORMATS, METHOD_NAMES, RANKINGS, SELECTIONS, SMALL_IMAGE_SIDE, STEMS, CleanConfig)
+from labelscrub.apply import apply_decisions
+from labelscrub.audit import write_audit
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.retrain import retrain as retrain_data
-from labelscrub.progress import ConsoleProgress, closing_summary, retrain_summary
+from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
 
 
 def training_options(*, from_run: bool):
@@ -116,6 +118,8 @@ def cli() -> None:
               help="Probability the model must give a class, over the last 3 epochs, to suggest it as the label.")
 @click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=None,
               help="Manifest file type [default: parquet for Parquet input, csv otherwise].")
+@click.option("--no-audit", "audit", flag_value=False, default=True,
+              help="Do not write the review page audit.html (`labelscrub audit` writes it later).")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **options) -> None:
     """Train on DATA with the Step-E schedule and write a report and a cleaned manifest.
@@ -174,6 +178,54 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, res
     click.echo(retrain_summary(result))
 
 
+@cli.command(name="apply")
+@click.argument("run_dir", type=click.Path(path_type=str))
+@click.argument("decisions", type=click.Path(path_type=str))
+@click.option("--out", "out", type=click.Path(path_type=str), default=None,
+              help="Output folder for the manifest and decisions.json [default: RUN_DIR/applied].")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
+def apply_review(run_dir: str, decisions: str, out: str | None, overwrite: bool) -> None:
+    """Apply a person's review of a clean run and write a new manifest.
+
+    RUN_DIR is the --out folder of `labelscrub clean`; DECISIONS is the decisions.csv downloaded from the review
+    page (sample_id,decision,label; decision keep, drop or relabel). The review is applied on top of the run's own
+    decisions; `labelscrub retrain` trains on the result with the run's recipe.
+
+    Example:
+
+        labelscrub apply runs/digits decisions.csv
+    """
+    try:
+        result = apply_decisions(run_dir, decisions, out=out, overwrite=overwrite)
+    except LabelscrubError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(applied_summary(result))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=str))
+@click.option("-o", "--out", "out", type=click.Path(path_type=str), default=None,
+              help="The page to write [default: RUN_DIR/audit.html].")
+@click.option("--per-class", type=int, default=None,
+              help="Samples of each class in the gallery [default: 60, fewer with many classes, about 2,000 in all].")
+def audit(run_dir: str, out: str | None, per_class: int | None) -> None:
+    """Write the label-review page of a clean run: one HTML file that works offline.
+
+    It shows the run's numbers, curves and noise matrix, and the most suspicious samples of each class with their
+    pictures, each with keep / drop / relabel controls; its "Download decisions" button saves decisions.csv for
+    `labelscrub apply`. `clean` writes it already; run this to rebuild it (after moving the data back, say).
+
+    Example:
+
+        labelscrub audit runs/digits
+    """
+    try:
+        result = write_audit(run_dir, out, per_class=per_class)
+    except LabelscrubError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(audit_summary(result))
+
+
 def _interrupted(out: str) -> None:
     """Ctrl-C: the epoch in progress is discarded, the last epoch's checkpoint stays; say how to go on."""
     arguments = [argument for argument in sys.argv[1:] if argument not in ("--resume", "--overwrite")]
@@ -184,3 +236,4 @@ def _interrupted(out: str) -> None:
 
 def main() -> None:
     cli(prog_name="labelscrub")
+

@@ -21,6 +21,7 @@ import torch
 
 from labelscrub import __version__
 from labelscrub.atomic import outputs_together, write_text
+from labelscrub.audit import AUDIT_NAME, write_audit
 from labelscrub.config import MANIFEST_FORMATS, CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
@@ -65,6 +66,7 @@ class CleanResult:
     heldout_accuracy: float | None
     dropped_ids: list[str]
     summary: dict[str, Any] = field(repr=False)  # the content of run.json
+    audit_path: Path | None = None  # the review page, None when not written (audit=False, or it failed)
 
     def report(self):
         """The report as a pyarrow Table (`.to_pandas()` for a DataFrame)."""
@@ -72,10 +74,11 @@ class CleanResult:
 
 
 def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume: bool = False,
-          progress: Progress | None = None, **options: Any) -> CleanResult:
+          progress: Progress | None = None, audit: bool = True, **options: Any) -> CleanResult:
     """Train a ResNet-18 with the Step-E schedule on DATA and write report.parquet, the cleaned manifest,
-    model.pt and run.json into `out`. `options` are the fields of `CleanConfig`. With `resume=True` the run
-    continues from the checkpoint an interrupted run with the same data and options left in `out`.
+    model.pt and run.json into `out`, and (unless `audit=False`) the review page audit.html. `options` are the
+    fields of `CleanConfig`. With `resume=True` the run continues from the checkpoint an interrupted run with the
+    same data and options left in `out`.
 
     Example:
         result = labelscrub.clean("sample_data/digits", "runs/digits", epochs=15, rho_max=0.2)
@@ -149,7 +152,11 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     for stale in (out_dir / f"manifest.{fmt}" for fmt in MANIFEST_FORMATS):
         if stale != manifest_path:
             stale.unlink(missing_ok=True)
+    audit_page = _write_audit(out_dir, progress) if audit else None
+    if audit_page is None:  # a page left by the run this one overwrote would show that run
+        (out_dir / AUDIT_NAME).unlink(missing_ok=True)
     return CleanResult(
+        audit_path=audit_page,
         out_dir=out_dir, report_path=report_path, manifest_path=manifest_path, model_path=model_path,
         run_json_path=run_json_path, class_names=train_set.class_names, n_samples=len(train_set),
         n_dropped=int(dropped.sum()), n_unreadable=int((~eligible).sum()),
@@ -203,6 +210,16 @@ def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outco
         "method": config.method,
         "score": score_meaning(config),
     }
+
+
+def _write_audit(out_dir: Path, progress: Progress | None) -> Path | None:
+    """The review page; the run's outputs are complete without it, so a failure is a warning, not an error."""
+    try:
+        return write_audit(out_dir, out_dir / AUDIT_NAME).path
+    except (LabelscrubError, OSError) as error:
+        (progress or Progress()).note(f"the audit page was not written ({error}); "
+                                      f"try again with `labelscrub audit {out_dir}`")
+        return None
 
 
 def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, heldout: LabeledImages | None,

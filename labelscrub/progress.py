@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import TextIO
 
@@ -88,6 +89,15 @@ def closing_summary(result) -> str:
         lines.append(f"held-out accuracy (final model): {result.heldout_accuracy:.1%}")
     lines += [f"report:   {result.report_path}", f"manifest: {result.manifest_path}",
               f"model:    {result.model_path}", f"run:      {result.run_json_path}"]
+    if result.audit_path is not None:
+        lines.append(f"audit:    {result.audit_path} (open it in a browser to review the suspects)")
+    return "\n".join(lines)
+
+
+def audit_summary(result) -> str:
+    lines = [f"audit page: {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.cards} samples to review, "
+             f"{result.pictures} with pictures)"]
+    lines += [f"note: {notice}" for notice in result.notices]
     return "\n".join(lines)
 
 
@@ -101,3 +111,13 @@ def retrain_summary(result) -> str:
         lines.append(f"difference: {100 * result.difference:+.2f} points")
     lines.append(f"metrics: {result.metrics_path}")
     return "\n".join(lines)
+
+
+def applied_summary(result) -> str:
+    counts = result.counts
+    retrain = shlex.join(["labelscrub", "retrain", str(result.out_dir), "--compare"])
+    return "\n".join([
+        f"review applied: kept {counts['kept']}, dropped {counts['dropped']}, relabelled {counts['relabelled']}",
+        f"manifest: {result.manifest_path} ({counts['manifest_samples']} samples)",
+        f"retrain on it with the run's recipe: {retrain}",
+    ])

@@ -14,7 +14,7 @@ def doubted_result():
                           "classes": 1},
                "dropped_by_class": {"cat": 1}, "noise": noise, "config": {"relabel": False}}
     return SimpleNamespace(summary=summary, heldout_accuracy=None, report_path="r", manifest_path="m",
-                           model_path="p", run_json_path="j")
+                           model_path="p", run_json_path="j", audit_path=None)
 
 
 def test_the_closing_summary_says_the_estimate_was_doubted_and_what_it_read():

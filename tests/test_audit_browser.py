@@ -1,0 +1,98 @@
+"""The audit page of the sample run in a real browser (headless Chromium driven by Playwright): it loads without
+errors, shows what run.json says, filters, remembers decisions and downloads a decisions.csv that `labelscrub
+apply` turns into a manifest.
+
+Needs Debian's `chromium` (apt-get install -y chromium; .ci/run installs it) and Playwright for Python (in the
+test extra). Without them the test is skipped and says why. LABELSCRUB_CHROMIUM names another browser binary.
+"""
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import labelscrub
+
+pytestmark = pytest.mark.e2e
+
+
+def chromium_path() -> str:
+    path = os.environ.get("LABELSCRUB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("no Chromium browser found: apt-get install -y chromium (or set LABELSCRUB_CHROMIUM)")
+    return path
+
+
+@pytest.fixture
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: "
+                                         "pip install -e \".[test]\"")
+    executable = chromium_path()
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def test_review_the_sample_run_in_a_browser_and_apply_the_decisions(folder_run, browser, tmp_path):
+    run_dir, _ = folder_run
+    run = json.loads((run_dir / "run.json").read_text())
+    page_file = run_dir / "audit.html"
+    assert page_file.exists()  # clean wrote it
+
+    page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    problems = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    page.goto(page_file.as_uri())
+
+    counts = run["counts"]
+    assert page.locator('[data-count="samples"]').inner_text() == f"{counts['samples']:,}"
+    assert page.locator('[data-count="dropped"]').inner_text().startswith(f"{counts['dropped']:,} (")
+    assert page.locator('[data-count="unreadable"]').inner_text().startswith(f"{counts['unreadable']:,} (")
+    for name, entry in run["noise"]["classes"].items():
+        assert page.locator(f'#classes tr[data-class="{name}"] td[data-dropped]').inner_text() == str(entry["dropped"])
+    assert page.locator("#matrix svg.heatmap rect").count() > 0
+    assert page.locator("#curves svg.chart polyline").count() >= 2
+    cards = page.locator("#gallery article.card")
+    total = cards.count()
+    assert total > 0 and page.locator("#gallery img.picture").count() == total  # every card has its picture
+
+    page.select_option("#filter-class", label="3")
+    shown = cards.count()
+    assert 0 < shown < total
+    labels = cards.locator("div:nth-child(3)").all_inner_texts()
+    assert len(labels) == shown and all(text.startswith("label: 3") for text in labels)
+
+    page.select_option("#filter-status", "dropped")
+    first, second = cards.nth(0), cards.nth(1)
+    first_id, second_id = first.locator(".id").inner_text(), second.locator(".id").inner_text()
+    first.locator("select.choice").select_option("keep")
+    second.locator("select.choice").select_option("relabel")
+    second.locator("select:not(.choice)").select_option(label="8")
+    second.locator("input[type=checkbox]").check()
+    assert page.locator("#tally").inner_text() == "2 changed, 1 reviewed"
+
+    page.reload()  # decisions survive it
+    assert page.locator("#tally").inner_text() == "2 changed, 1 reviewed"
+    with page.expect_download() as download:
+        page.click("#download")
+    decisions = tmp_path / "decisions.csv"
+    download.value.save_as(decisions)
+    with decisions.open(newline="") as handle:
+        rows = {row["sample_id"]: row for row in csv.DictReader(handle)}
+    assert rows == {first_id: {"sample_id": first_id, "decision": "keep", "label": "3"},
+                    second_id: {"sample_id": second_id, "decision": "relabel", "label": "8"}}
+    assert problems == []
+
+    applied = labelscrub.apply_decisions(run_dir, decisions, out=tmp_path / "applied")
+    with applied.manifest_path.open(newline="") as handle:
+        manifest = {Path(row["path"]).relative_to(Path(run["data"]).resolve()).as_posix(): row["label"]
+                    for row in csv.DictReader(handle)}
+    assert manifest[first_id] == "3" and manifest[second_id] == "8"
+    assert len(manifest) == counts["in_manifest"] + 2  # both were dropped by the run and are back
+
