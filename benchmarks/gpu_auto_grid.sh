@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Issue 6's table on a lent GPU (the `device` tool), in one call: auto rho_max against a grid of fixed rho_max
-# values around the truth, with retraining, on the retrain issue's CPU protocol (1,000 images per class, 30 epochs,
+# The auto rho_max grid on a GPU, in one call: auto rho_max against a grid of fixed rho_max
+# values around the truth, with retraining, on the CPU protocol (1,000 images per class, 30 epochs,
 # 32 px, ImageNet stem) at every noise setting. Run by hand, never in CI. Results: BENCHMARKS.md.
 #   bash benchmarks/gpu_auto_grid.sh DATA_DIR RESULTS_DIR [SECONDS] [PLAN]
 # PLAN "grid" (the default): every setting, auto and a grid of fixed values; "repeats": more seeds where single
 # runs were close to the bar, and the 500-images-per-class, 60-epoch protocol (later options override earlier ones).
 # The settings run side by side, one process each: one small ResNet-18 leaves an H200 mostly idle. Each process
-# stops after SECONDS (default 450) so that a slow one cannot eat a short lease; the rows it finished are in its log
+# stops after SECONDS (default 450) so that a slow one cannot eat the others' time; the rows it finished are in its log
 # (one JSON line per run). In each grid the truth comes first, so a cut-off process still has it.
 set -u
 data=${1:?data folder with train.parquet and test.parquet}

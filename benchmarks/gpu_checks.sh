@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The checks run on a lent GPU (the `device` tool), in one call: run by hand, never in CI. Results: BENCHMARKS.md.
+# The checks run on a GPU, in one call: run by hand, never in CI. Results: BENCHMARKS.md.
 #   bash benchmarks/gpu_checks.sh DATA_DIR RESULTS_DIR
 # 1. Speed at the default batch size: stepe against erm on full CIFAR-10 (CIFAR stem, 3 epochs).
 # 2. Speed at batch 512: images on the GPU, and kept on the host and streamed with and without DataLoader workers.
-# 3. The rest of the time: auto rho_max against rho_max set to the truth, with retraining, on the retrain issue's
+# 3. The rest of the time: auto rho_max against rho_max set to the truth, with retraining, on the
 #    CPU protocol at 10% and 20% symmetric noise.
-# Each step has its own time limit, so that a slow one cannot take the others' time out of a short lease.
+# Each step has its own time limit, so that a slow one cannot take the others' time out of a short time slot.
 # SPEED_PER_CLASS, SPEED_EPOCHS, SPEED_STEM, PROTOCOL_PER_CLASS, PROTOCOL_EPOCHS, DEVICE and TIME_SCALE shrink or
 # stretch it for a dry run on a CPU.
 set -u

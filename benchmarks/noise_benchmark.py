@@ -1,7 +1,7 @@
 """Plant label noise in a labelled Parquet dataset, clean it with every method and with cleanlab, retrain on each
 cleaned set, and print one table. Run by hand, never in CI (see BENCHMARKS.md for the protocols and results).
 
-    # the retrain issue's CPU protocol, where plain training never memorises the wrong labels
+    # the CPU protocol, where plain training never memorises the wrong labels
     python benchmarks/noise_benchmark.py --noise sym40 --train-per-class 1000 --test-per-class 200 --epochs 30
     # the same cost, where it does (see BENCHMARKS.md, "After the short-batch fix")
     python benchmarks/noise_benchmark.py --noise sym40 --train-per-class 500 --test-per-class 200 --epochs 60
