@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 import labelscrub
-from labelscrub.planted import detection_scores
+from labelscrub.planted import auroc, detection_scores
 
 from noise_benchmark import (
     NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, report_rows, retrain_kept,
-    run_settings)
+    run_settings, score_by_row)
 
 
 def main() -> None:
@@ -76,7 +76,8 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
                "estimated_rate": noise["estimated_noise_rate"],
                "worst_class_error": float(np.nanmax(np.abs(estimated - truth_per_class))),
                "rho_max_used": noise["rho_max_used"], "dropped_share": float(dropped.mean()),
-               **detection_scores(dropped, flipped), "seconds": seconds}
+               **detection_scores(dropped, flipped), "auroc": auroc(score_by_row(report, len(noisy)), flipped),
+               "seconds": seconds}
         if name == "auto":
             row.update(relabel_quality(report, report_rows(report), true_labels, noisy))
         if args.retrain:

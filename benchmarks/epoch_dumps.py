@@ -26,7 +26,7 @@ from labelscrub.planted import auroc, detection_scores
 from labelscrub.train import decoy_labels
 
 from noise_benchmark import (
-    NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, report_rows)
+    NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, score_by_row)
 
 
 def main() -> None:
@@ -65,8 +65,7 @@ def main() -> None:
                                   **protocol_recipe(args))
         report = result.report()
         dropped = dropped_by_row(report, len(noisy))
-        score = np.full(len(noisy), np.nan)
-        score[report_rows(report)] = report.column("score").to_numpy(zero_copy_only=False)
+        score = score_by_row(report, len(noisy))
     noise = result.summary["noise"]
     row = {"noise": args.noise, "method": args.method, "seed": args.seed,
            "planted": float((noisy != true_labels).mean()),

@@ -86,6 +86,7 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stem", default="imagenet")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: labelscrub's (128)")
     parser.add_argument("--seed", type=int, default=0, help="the noise draw and the runs")
     parser.add_argument("--reference-seed", type=int, default=0,
                         help="instance-dependent noise: the seed of the reference network (reference_probs.py), "
@@ -198,7 +199,10 @@ def other_rows(source: Path, train_rows: np.ndarray, per_class: int) -> np.ndarr
 
 def protocol_recipe(args: argparse.Namespace) -> dict:
     """The training options of the protocol, as `labelscrub.clean` and `retrain` take them."""
-    return dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
+    recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
+    if args.batch_size is not None:  # only when given, so the reference cache keys of earlier runs still match
+        recipe["batch_size"] = args.batch_size
+    return recipe
 
 
 def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path) -> list[dict]:
@@ -221,9 +225,8 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         erm_seconds = seconds if method == "erm" else erm_seconds
         report = result.report()
         dropped = dropped_by_row(report, len(noisy))
-        score = np.full(len(noisy), np.nan)
-        score[report_rows(report)] = report.column("score").to_numpy(zero_copy_only=False)
-        rows.append(_row(setting, spec, detection_scores(dropped, flipped), auroc(score, flipped),
+        area = auroc(score_by_row(report, len(noisy)), flipped)
+        rows.append(_row(setting, spec, detection_scores(dropped, flipped), area,
                          retrain_accuracy(result, spec), seconds, erm_seconds,
                          trainings=2 if method == "oneshot" else 1,
                          heldout=result.heldout_accuracy))
@@ -273,6 +276,13 @@ def run_cleanlab(setting: str, data: Path, noisy: np.ndarray, flipped: np.ndarra
 def report_rows(report: pa.Table) -> np.ndarray:
     """The row of data/train.parquet behind each report row (sample ids read "train.parquet:ROW")."""
     return np.array([int(sample.split(":")[1]) for sample in report.column("sample_id").to_pylist()])
+
+
+def score_by_row(report: pa.Table, count: int) -> np.ndarray:
+    """(count,) the report's `score` per row of data/train.parquet (NaN where there is none)."""
+    score = np.full(count, np.nan)
+    score[report_rows(report)] = report.column("score").to_numpy(zero_copy_only=False)
+    return score
 
 
 def dropped_by_row(report: pa.Table, count: int) -> np.ndarray:
