@@ -134,7 +134,8 @@ decisions stay in this browser. <b>Download decisions</b>, then
 <button id="reset" type="button">Reset</button>
 <span id="shown"></span><span id="tally"></span>
 </div>
-<div id="gallery"></div></section>"""
+<div id="gallery"></div>
+<p><button id="more" type="button">Show more</button></p></section>"""
 
 
 def _unreadable(view: dict[str, Any]) -> str:

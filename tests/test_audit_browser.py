@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import labelscrub
+from labelscrub.report import read_report_metadata
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +60,14 @@ def test_review_the_sample_run_in_a_browser_and_apply_the_decisions(folder_run, 
     assert page.locator("#matrix svg.heatmap rect").count() > 0
     assert page.locator("#curves svg.chart polyline").count() >= 2
     cards = page.locator("#gallery article.card")
-    total = cards.count()
-    assert total > 0 and page.locator("#gallery img.picture").count() == total  # every card has its picture
+    in_all = len(json.loads(page.locator("#audit-data").text_content())["cards"])
+    total = cards.count()  # the first page of them; more as one scrolls or presses "Show more"
+    assert total == min(120, in_all) and page.locator("#shown").inner_text() == f"{total} of {in_all} shown"
+    assert page.locator("#gallery img.picture").count() == total  # every card has its picture
+    if in_all > total:  # scrolling down to the end of the gallery shows more
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait_for_function(f"document.querySelectorAll('#gallery article.card').length > {total}")
+        assert cards.count() <= in_all
 
     page.select_option("#filter-class", label="3")
     shown = cards.count()
@@ -91,7 +98,8 @@ def test_review_the_sample_run_in_a_browser_and_apply_the_decisions(folder_run, 
 
     applied = labelscrub.apply_decisions(run_dir, decisions, out=tmp_path / "applied")
     with applied.manifest_path.open(newline="") as handle:
-        manifest = {Path(row["path"]).relative_to(Path(run["data"]).resolve()).as_posix(): row["label"]
+        data = Path(read_report_metadata(run_dir / "report.parquet")["data"])  # absolute, as the manifest's paths
+        manifest = {Path(row["path"]).relative_to(data).as_posix(): row["label"]
                     for row in csv.DictReader(handle)}
     assert manifest[first_id] == "3" and manifest[second_id] == "8"
     assert len(manifest) == counts["in_manifest"] + 2  # both were dropped by the run and are back

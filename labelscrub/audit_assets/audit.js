@@ -84,6 +84,8 @@
     node.dataset.id = card.id;
     if (card.picture) {
       const picture = element("img", "picture");
+      picture.loading = "lazy";  // pictures below the fold wait until scrolled to: the page opens at once
+      picture.decoding = "async";
       picture.src = card.picture;
       picture.alt = card.id;
       node.appendChild(picture);
@@ -164,9 +166,32 @@
     return node;
   }
 
+  // Cards are built when first shown, PAGE at a time (more as the reader scrolls down or presses "Show more"),
+  // so a page of 2,000 suspects opens as fast as one of 100.
+  const PAGE = 120;
   const gallery = document.getElementById("gallery");
+  const moreButton = document.getElementById("more");
   const nodes = new Map();
-  data.cards.forEach((card) => nodes.set(card.id, buildCard(card)));
+  let filtered = [];
+  let visible = 0;
+  function nodeFor(card) {
+    if (!nodes.has(card.id)) nodes.set(card.id, buildCard(card));
+    return nodes.get(card.id);
+  }
+  function showMore() {
+    const next = filtered.slice(visible, visible + PAGE);
+    gallery.append(...next.map(nodeFor));
+    visible += next.length;
+    moreButton.hidden = visible >= filtered.length;
+    document.getElementById("shown").textContent = visible + " of " + filtered.length + " shown" +
+      (filtered.length < data.cards.length ? " (" + data.cards.length + " in all)" : "");
+  }
+  moreButton.addEventListener("click", showMore);
+  if ("IntersectionObserver" in window) {
+    new IntersectionObserver((entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) showMore();
+    }, { rootMargin: "600px" }).observe(moreButton);
+  }
 
   const classFilter = document.getElementById("filter-class");
   classes.forEach((name, index) => {
@@ -195,11 +220,12 @@
   function render() {
     const wantedClass = classFilter.value;
     const keep = matches[statusFilter.value];
-    const shown = data.cards
+    filtered = data.cards
       .filter((card) => (wantedClass === "" || card.given === Number(wantedClass)) && keep(card))
       .sort(orders[sortBy.value]);
-    gallery.replaceChildren(...shown.map((card) => nodes.get(card.id)));
-    document.getElementById("shown").textContent = shown.length + " of " + data.cards.length + " shown";
+    visible = 0;
+    gallery.replaceChildren();
+    showMore();
   }
   function tally() {
     const reviewed = data.cards.filter((card) => decisionOf(card).reviewed).length;
@@ -232,10 +258,7 @@
     if (!window.confirm("Forget every decision made on this page?")) return;
     saved = {};
     store();
-    data.cards.forEach((card) => {
-      const fresh = buildCard(card);
-      nodes.set(card.id, fresh);
-    });
+    nodes.clear();  // rebuilt from labelscrub's decisions as they are shown again
     render();
     tally();
   });
