@@ -7,6 +7,7 @@ test extra). Without them the test is skipped and says why. LABELSCRUB_CHROMIUM 
 """
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -17,23 +18,27 @@ import pytest
 import labelscrub
 from labelscrub.report import read_report_metadata
 
-pytestmark = pytest.mark.e2e
+
+def _browser_missing() -> str | None:
+    """Why the browser test cannot run here, or None when it can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright is not installed: pip install -e \".[test]\""
+    if CHROMIUM is None or not os.path.exists(CHROMIUM):
+        return "no Chromium browser found: apt-get install -y chromium (or set LABELSCRUB_CHROMIUM)"
+    return None
 
 
-def chromium_path() -> str:
-    path = os.environ.get("LABELSCRUB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("no Chromium browser found: apt-get install -y chromium (or set LABELSCRUB_CHROMIUM)")
-    return path
+CHROMIUM = os.environ.get("LABELSCRUB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+# Decided before any fixture runs, so a machine without a browser skips without cleaning the sample first.
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))]
 
 
 @pytest.fixture
 def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: "
-                                         "pip install -e \".[test]\"")
-    executable = chromium_path()
-    with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
 
