@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from labelscrub.apply import run_manifest
 from labelscrub.atomic import write_text
 from labelscrub.audit_page import render_page
 from labelscrub.errors import LabelscrubError
@@ -222,17 +223,18 @@ def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int,
     scores = np.where(readable & ~np.isnan(report["score"]), report["score"], -np.inf)
     # rank: the share of readable samples scoring at least as high (0 = the most suspicious)
     ranked = np.sort(scores[readable])[::-1]
-    relabels = bool(config.get("relabel"))
+    # what the run's manifest did with each sample, as `clean` wrote it (`clean --relabel` keeps dropped samples
+    # that have a suggestion, under it)
+    in_manifest, manifest_labels = run_manifest(report["label"], report["dropped"], report["suggested"],
+                                                usable=readable, relabel=bool(config.get("relabel")))
     cards = []
     for row in shown.tolist():
         rank = int(np.searchsorted(-ranked, -scores[row], side="right")) / max(1, len(ranked))
         suggested = int(report["suggested"][row])
         given = int(report["label"][row])
         dropped = bool(report["dropped"][row])
-        # what the run's manifest did with the sample: `clean --relabel` keeps a dropped sample with a suggestion
-        decision, decided_label = ("drop" if dropped else "keep"), given
-        if dropped and relabels and suggested >= 0:
-            decision, decided_label = ("relabel", suggested) if suggested != given else ("keep", given)
+        decided_label = int(manifest_labels[row])
+        decision = "drop" if not in_manifest[row] else ("relabel" if decided_label != given else "keep")
         first_dropped = int(report["first_dropped_epoch"][row])
         cards.append({
             "id": str(report["sample_id"][row]), "given": given, "predicted": int(report["predicted"][row]),
