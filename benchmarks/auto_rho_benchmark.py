@@ -20,13 +20,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from noise_benchmark import (
+    NOISE_SETTINGS,
+    add_protocol_arguments,
+    dropped_by_row,
+    plant,
+    protocol_recipe,
+    report_rows,
+    retrain_kept,
+    run_settings,
+    score_by_row,
+)
 
 import labelscrub
 from labelscrub.planted import auroc, detection_scores
-
-from noise_benchmark import (
-    NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, report_rows, retrain_kept,
-    run_settings, score_by_row)
 
 
 def main() -> None:

@@ -19,14 +19,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, score_by_row
 
 import labelscrub
 from labelscrub import methods
 from labelscrub.planted import auroc, detection_scores
 from labelscrub.train import decoy_labels
-
-from noise_benchmark import (
-    NOISE_SETTINGS, add_protocol_arguments, dropped_by_row, plant, protocol_recipe, score_by_row)
 
 
 def main() -> None:

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from labelscrub.confusion import confusion_epochs, estimate_confusion
-from labelscrub.noise import (
-    best_depth, estimate_noise, evidence_epochs, label_depth, tail_ratio)
+from labelscrub.noise import best_depth, estimate_noise, evidence_epochs, label_depth, tail_ratio
 
 
 def load(run: Path) -> tuple[dict, list]:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from noise_benchmark import NOISE_SETTINGS, plant
 
 from labelscrub.config import CleanConfig
 from labelscrub.images import typical_side
@@ -27,8 +28,6 @@ from labelscrub.outputs import decode_to_device
 from labelscrub.ranking import moving_average
 from labelscrub.sources import open_data
 from labelscrub.train import make_setup, train_epoch
-
-from noise_benchmark import NOISE_SETTINGS, plant
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
 

@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from reference_probs import cached_reference, out_of_fold_probabilities
 
 import labelscrub
 from labelscrub.config import METHOD_NAMES, CleanConfig
 from labelscrub.planted import CIFAR10_ASYMMETRIC, auroc, detection_scores, inject_noise, instance_dependent_noise
-
-from reference_probs import cached_reference, out_of_fold_probabilities
 
 NOISE_SETTINGS = {"sym0": ("symmetric", 0.0), "sym10": ("symmetric", 0.1), "sym20": ("symmetric", 0.2),
                   "sym40": ("symmetric", 0.4), "asym40": ("asymmetric", 0.4),
@@ -150,7 +149,8 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     train_rows, true_labels = training_rows(args)
     test_labels_all = pq.read_table(source / "test.parquet", columns=["label"]).column("label").to_numpy()
     test_rows = first_per_class(test_labels_all, args.test_per_class)
-    names = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])["info"]["features"]["label"]["names"]
+    metadata = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])
+    names = metadata["info"]["features"]["label"]["names"]
     data = scratch / "data"
     if kind == "instance":
         reference = reference_for(args, scratch, train_rows, true_labels)
@@ -312,7 +312,8 @@ def _row(setting, method, detection, area, accuracy, seconds, erm_seconds, *, tr
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| noise | method | precision | recall | F1 | AUROC | retrain acc | clean-run acc | wall s | x erm | trainings |",
+    lines = ["| noise | method | precision | recall | F1 | AUROC | retrain acc | clean-run acc | wall s | x erm "
+             "| trainings |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         heldout = "" if row["clean_heldout_accuracy"] is None else f"{row['clean_heldout_accuracy']:.1%}"

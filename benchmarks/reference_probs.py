@@ -126,6 +126,7 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 def main() -> None:
     from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant, reference_for, training_rows
+
     from labelscrub.planted import noise_matrix
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-
 from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant, report_rows, retrain_kept
 
 MANIFESTS = ("drop", "drop+relabel", "relabel")

@@ -28,7 +28,8 @@ def render_page(view: dict[str, Any]) -> str:
 <title>{escape(title)}</title>
 <style>{assets.joinpath("audit.css").read_text(encoding="utf-8")}</style>
 </head><body>
-<header><h1>{escape(title)}</h1><div class="where">run {escape(view['run_dir'])} &middot; data {escape(view['data'])}</div></header>
+<header><h1>{escape(title)}</h1>
+<div class="where">run {escape(view['run_dir'])} &middot; data {escape(view['data'])}</div></header>
 <main>
 {notices}
 {_overview(view)}

@@ -10,14 +10,22 @@ import sys
 import click
 
 from labelscrub import __version__
-from labelscrub.config import (
-    LOSS_PASSES, MANIFEST_FORMATS, METHOD_NAMES, RANKINGS, SELECTIONS, SMALL_IMAGE_SIDE, STEMS, CleanConfig)
 from labelscrub.apply import apply_decisions
 from labelscrub.audit import write_audit
+from labelscrub.config import (
+    LOSS_PASSES,
+    MANIFEST_FORMATS,
+    METHOD_NAMES,
+    RANKINGS,
+    SELECTIONS,
+    SMALL_IMAGE_SIDE,
+    STEMS,
+    CleanConfig,
+)
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
-from labelscrub.retrain import retrain as retrain_data
 from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
+from labelscrub.retrain import retrain as retrain_data
 
 
 def training_options(*, from_run: bool):

@@ -106,9 +106,10 @@ class CleanConfig:
                f"--max-bad-fraction must be in [0, 1], not {self.max_bad_fraction}")
         _check(self.image_memory_gb >= 0, f"image_memory_gb must be >= 0, not {self.image_memory_gb}")
         _check(self.lr is None or self.lr > 0, f"--lr must be positive, not {self.lr}")
-        _check(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4, not {self.image_size}")
+        _check(self.image_size is None or self.image_size >= 4,
+               f"--image-size must be at least 4, not {self.image_size}")
 
-    def resolve(self, typical_side: int) -> "CleanConfig":
+    def resolve(self, typical_side: int) -> CleanConfig:
         """Return a copy with every "auto"/None training value replaced by the value actually used.
 
         `typical_side` is the median image side of the training data, in pixels.
@@ -133,7 +134,7 @@ class CleanConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "CleanConfig":
+    def from_dict(cls, values: dict[str, Any]) -> CleanConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
 

@@ -57,7 +57,7 @@ class ConfusionEstimate:
         return {"confusion_share": self.share, "confusion_source": self.source, "confusion_epoch": self.epoch}
 
     @classmethod
-    def from_state(cls, state: dict) -> "ConfusionEstimate | None":
+    def from_state(cls, state: dict) -> ConfusionEstimate | None:
         if "confusion_share" not in state:
             return None
         return cls(np.asarray(state["confusion_share"], np.float64), np.asarray(state["confusion_source"], np.int64),

@@ -74,24 +74,23 @@ def _copy_parquet_rows(images: LabeledImages, keep: np.ndarray, labels: np.ndarr
     first_schema = pq.read_schema(locations.files[0])
     schema = first_schema.with_metadata({**(first_schema.metadata or {}),
                                          METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
-    with atomic_path(target) as temporary:
-        with pq.ParquetWriter(temporary, schema) as writer:
-            for number, file in enumerate(locations.files):
-                in_file = locations.file_index == number
-                kept_rows = np.zeros(int(in_file.sum()), dtype=bool)
-                kept_rows[locations.row_index[in_file]] = keep[in_file]
-                new_label = np.full(int(in_file.sum()), -1, dtype=np.int64)  # -1: keep the row's own label
-                new_label[locations.row_index[in_file]] = np.where(relabelled[in_file], labels[in_file], -1)
-                start = 0
-                for batch in pq.ParquetFile(file).iter_batches(batch_size=COPY_BATCH_ROWS):
-                    mask = kept_rows[start:start + batch.num_rows]
-                    replaced = new_label[start:start + batch.num_rows]
-                    start += batch.num_rows
-                    if mask.any():
-                        table = pa.Table.from_batches([batch])
-                        if (replaced >= 0).any():
-                            table = _relabel(table, replaced, locations.label_column, images.class_names)
-                        writer.write_table(table.filter(pa.array(mask)).cast(schema))
+    with atomic_path(target) as temporary, pq.ParquetWriter(temporary, schema) as writer:
+        for number, file in enumerate(locations.files):
+            in_file = locations.file_index == number
+            kept_rows = np.zeros(int(in_file.sum()), dtype=bool)
+            kept_rows[locations.row_index[in_file]] = keep[in_file]
+            new_label = np.full(int(in_file.sum()), -1, dtype=np.int64)  # -1: keep the row's own label
+            new_label[locations.row_index[in_file]] = np.where(relabelled[in_file], labels[in_file], -1)
+            start = 0
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=COPY_BATCH_ROWS):
+                mask = kept_rows[start:start + batch.num_rows]
+                replaced = new_label[start:start + batch.num_rows]
+                start += batch.num_rows
+                if mask.any():
+                    table = pa.Table.from_batches([batch])
+                    if (replaced >= 0).any():
+                        table = _relabel(table, replaced, locations.label_column, images.class_names)
+                    writer.write_table(table.filter(pa.array(mask)).cast(schema))
 
 
 def _relabel(table: pa.Table, replaced: np.ndarray, column: str, class_names: list[str]) -> pa.Table:

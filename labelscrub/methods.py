@@ -30,14 +30,35 @@ import torch
 from labelscrub import checkpoint
 from labelscrub.config import METHOD_NAMES, CleanConfig
 from labelscrub.confusion import (
-    ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory)
+    ConfusionEstimate,
+    confused_samples,
+    confusion_epochs,
+    estimate_confusion,
+    fits_in_memory,
+)
 from labelscrub.noise import (
-    EVIDENCE_EPOCHS, NoiseEstimate, doubt_estimate, evidence_epochs, label_depth, last_read_epoch, read_estimate)
+    EVIDENCE_EPOCHS,
+    NoiseEstimate,
+    doubt_estimate,
+    evidence_epochs,
+    label_depth,
+    last_read_epoch,
+    read_estimate,
+)
 from labelscrub.ranking import updated_score
 from labelscrub.schedule import rho_at, select_kept
 from labelscrub.suggest import SuggestionTracker
 from labelscrub.train import (
-    EpochSummary, Probe, Progress, Setup, decoy_labels, heldout_accuracy, make_setup, probe, train_epoch)
+    EpochSummary,
+    Probe,
+    Progress,
+    Setup,
+    decoy_labels,
+    heldout_accuracy,
+    make_setup,
+    probe,
+    train_epoch,
+)
 
 # Self-paced learning: growth of the loss threshold per epoch (x1.1: all samples are back within ~25 epochs of a
 # typical loss spread, the classic annealing of SPL).

@@ -89,7 +89,7 @@ class NoiseEstimate:
         return state
 
     @classmethod
-    def from_state(cls, state: dict) -> "NoiseEstimate | None":
+    def from_state(cls, state: dict) -> NoiseEstimate | None:
         if "noise_overall" not in state:
             return None
         uncapped = state.get("noise_uncapped")

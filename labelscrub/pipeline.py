@@ -19,22 +19,28 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from labelscrub import __version__
+from labelscrub import __version__, checkpoint
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.audit import AUDIT_NAME, write_audit
 from labelscrub.config import MANIFEST_FORMATS, CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, write_manifest
-from labelscrub import checkpoint
-from labelscrub.outputs import (
-    CACHE_FOLDER, CHECKPOINT_NAME, decode_to_device, load_checkpoint, prepare_out_dir, save_checkpoint, save_model)
+from labelscrub.methods import Task, train_with_method
 from labelscrub.model import cpu_state_dict, pick_device
 from labelscrub.noise import noise_summary
+from labelscrub.outputs import (
+    CACHE_FOLDER,
+    CHECKPOINT_NAME,
+    decode_to_device,
+    load_checkpoint,
+    prepare_out_dir,
+    save_checkpoint,
+    save_model,
+)
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
-from labelscrub.methods import Task, train_with_method
 from labelscrub.train import Progress
 
 OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
@@ -224,7 +230,8 @@ def _write_audit(out_dir: Path, progress: Progress | None) -> Path | None:
 
 def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, heldout: LabeledImages | None,
                  eligible: np.ndarray, dropped: np.ndarray, rescued: np.ndarray, relabelled: np.ndarray,
-                 errors: list[str | None], outcome, noise: dict[str, Any], load_seconds: float, total_seconds: float, device: torch.device,
+                 errors: list[str | None], outcome, noise: dict[str, Any], load_seconds: float, total_seconds: float,
+                 device: torch.device,
                  outputs: dict[str, Path]) -> dict[str, Any]:
     epochs = outcome.epochs
     dropped_by_class = Counter(images.class_names[label] for label in images.labels[dropped])

@@ -21,15 +21,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelscrub import checkpoint
 from labelscrub.apply import source_report
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
 from labelscrub.model import cpu_state_dict, pick_device
-from labelscrub import checkpoint
 from labelscrub.outputs import (
-    CACHE_FOLDER, CHECKPOINT_NAME, decode_to_device, load_checkpoint, prepare_out_dir, save_checkpoint, save_model)
+    CACHE_FOLDER,
+    CHECKPOINT_NAME,
+    decode_to_device,
+    load_checkpoint,
+    prepare_out_dir,
+    save_checkpoint,
+    save_model,
+)
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
 from labelscrub.train import EpochSummary, Progress, Setup, make_setup, probe, train_epoch

@@ -43,11 +43,11 @@ class SuggestionTracker:
     confidence: np.ndarray  # (N,) float32 moving average of its probability over the streak
 
     @classmethod
-    def empty(cls, count: int) -> "SuggestionTracker":
+    def empty(cls, count: int) -> SuggestionTracker:
         return cls(np.full(count, -1, np.int64), np.zeros(count, np.int32), np.zeros(count, np.float32))
 
     @classmethod
-    def from_state(cls, state: dict) -> "SuggestionTracker":
+    def from_state(cls, state: dict) -> SuggestionTracker:
         return cls(state["suggest_predicted"], state["suggest_streak"], state["suggest_confidence"])
 
     def to_state(self) -> dict:

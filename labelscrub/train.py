@@ -174,7 +174,8 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
     """A freshly initialised model and optimiser, seeded by config.seed. `config` must be resolved."""
     torch.manual_seed(config.seed)
     eligible_index = np.flatnonzero(eligible)
-    mean, std = channel_stats(pixels[torch.from_numpy(eligible_index).to(pixels.device)] if len(eligible_index) else pixels)
+    eligible_pixels = pixels[torch.from_numpy(eligible_index).to(pixels.device)] if len(eligible_index) else pixels
+    mean, std = channel_stats(eligible_pixels)
     model = build_model(num_classes, config.stem).to(device)
     on_cuda = device.type == "cuda"
     if on_cuda:

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from conftest import DIGITS
+
 from labelscrub.config import CleanConfig
 from labelscrub.report import build_report, write_report
 from labelscrub.sources import open_data

@@ -12,10 +12,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-
-import labelscrub
 from imagedata import colour_for, encode, write_image, write_parquet
 from runfolders import fake_run, tiny_digits
+
+import labelscrub
 from labelscrub.cli import cli
 from labelscrub.errors import LabelscrubError
 from labelscrub.report import METADATA_KEY

@@ -10,13 +10,13 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from imagedata import colour_for, encode, write_image, write_parquet
 from PIL import Image
+from runfolders import fake_run, tiny_digits
 
 import labelscrub
-from imagedata import colour_for, encode, write_image, write_parquet
 from labelscrub.audit import MAX_SHOWN, per_class_limit
 from labelscrub.cli import cli
-from runfolders import fake_run, tiny_digits
 
 HOSTILE_CLASS = "<img src=x onerror=alert(1)>"
 HOSTILE_FILE = '"><script>alert(2)<.png'

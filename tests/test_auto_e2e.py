@@ -8,12 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import DIGITS, FLIPPED, PLANTED_NOISE, SAMPLE_LR
 
 from labelscrub.cli import cli
-from labelscrub.report import read_report_metadata
 from labelscrub.config import CleanConfig
-
-from conftest import DIGITS, FLIPPED, PLANTED_NOISE, SAMPLE_LR
+from labelscrub.report import read_report_metadata
 
 pytestmark = pytest.mark.e2e
 

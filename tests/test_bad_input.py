@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from imagedata import colour_for, encode, write_image, write_parquet
 from PIL import Image
 
 import labelscrub
-from imagedata import colour_for, encode, write_image, write_parquet
 from labelscrub.cli import cli
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_one

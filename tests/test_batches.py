@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import DIGITS, SAMPLE_LR
+
 from labelscrub.batches import auto_workers, can_fork, stream
 from labelscrub.cli import cli
 

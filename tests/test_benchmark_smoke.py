@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import DIGITS_PARQUET, ROOT
 
 pytestmark = pytest.mark.e2e

@@ -9,12 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import DIGITS, DIGITS_PARQUET, FLIPPED, PLANTED_NOISE
 
 from labelscrub.cli import cli
 from labelscrub.report import REPORT_SCHEMA, read_report_metadata
 from labelscrub.sources import open_data
-
-from conftest import DIGITS, DIGITS_PARQUET, FLIPPED, PLANTED_NOISE
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,8 @@ def test_explicit_values_survive_resolution():
 
 
 @pytest.mark.parametrize("options, named", [
-    (dict(rho_max=1.0), "--rho-max"), (dict(rho_max="most"), "--rho-max"), (dict(epochs=0), "--epochs"), (dict(stem="vit"), "--stem"),
+    (dict(rho_max=1.0), "--rho-max"), (dict(rho_max="most"), "--rho-max"), (dict(epochs=0), "--epochs"),
+    (dict(stem="vit"), "--stem"),
     (dict(manifest_format="xml"), "--manifest-format"), (dict(warmup=-1), "--warmup"),
     (dict(select="per-label"), "--select"), (dict(rank_by="entropy"), "--rank-by"),
     (dict(smoothing=1.0), "--smoothing"), (dict(loss_pass="both"), "--loss-pass"),

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from labelscrub.confusion import (
-    ConfusionEstimate, confused_samples, confusion_epochs, estimate_confusion, fits_in_memory, MAX_CELLS, spread_floor)
+    MAX_CELLS,
+    ConfusionEstimate,
+    confused_samples,
+    confusion_epochs,
+    estimate_confusion,
+    fits_in_memory,
+    spread_floor,
+)
 from labelscrub.noise import NoiseEstimate, noise_summary
 from labelscrub.schedule import drop_count
 

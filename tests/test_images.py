@@ -7,12 +7,11 @@ import io
 import numpy as np
 import pyarrow as pa
 import pytest
+from imagedata import BLUE, CYAN, GREEN, RED, SIDE, YELLOW, colour_for, encode, write_image, write_parquet
 from PIL import Image
 
-from imagedata import BLUE, CYAN, GREEN, RED, SIDE, YELLOW, colour_for, encode, write_image, write_parquet
 from labelscrub.images import decode_all, decode_one
 from labelscrub.sources import open_data
-
 
 # --- decoding ------------------------------------------------------------------------------------------------------
 
@@ -84,7 +83,7 @@ def test_decode_all_marks_bad_files_without_shifting_neighbours(tmp_path):
     assert [error is None for error in errors] == [True, False, True, False, True]
     assert all("cannot decode" in errors[i] for i in (1, 3))
     for index, colour in [(0, RED), (2, BLUE), (4, YELLOW)]:
-        assert (pixels[index].reshape(3, -1).T == colour).all()
+        assert (colour == pixels[index].reshape(3, -1).T).all()
     assert not pixels[1].any() and not pixels[3].any()
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from imagedata import colour_for, encode, write_image, write_parquet
-from labelscrub.manifest import manifest_format_for, write_manifest
+
 from labelscrub.errors import LabelscrubError
+from labelscrub.manifest import manifest_format_for, write_manifest
 from labelscrub.sources import open_data
 
 KEEP = np.array([True, False, True, True, False, True])
@@ -77,7 +77,8 @@ def test_relabelled_samples_are_written_under_their_new_label(tmp_path, fmt):
 @pytest.mark.parametrize("label_type", ["int", "string"])
 def test_a_relabelled_parquet_row_keeps_the_label_column_type(tmp_path, label_type):
     labels = [index % 3 for index in range(6)]
-    column = pa.array(labels, pa.int64()) if label_type == "int" else pa.array([["a", "b", "c"][l] for l in labels])
+    names = pa.array([["a", "b", "c"][label] for label in labels])
+    column = pa.array(labels, pa.int64()) if label_type == "int" else names
     source = write_parquet(tmp_path / "data.parquet", {
         "image": [encode(colour_for(index)) for index in range(6)], "label": column,
     }, labels_names=["a", "b", "c"] if label_type == "int" else None, row_group_size=2)

@@ -5,8 +5,18 @@ import pytest
 import torch
 
 from labelscrub.noise import (
-    DOUBTED_CAP, MAX_FALL, MAX_NOISE_RATE, NoiseEstimate, best_depth, doubt_estimate, estimate_noise,
-    evidence_epochs, label_depth, noise_summary, read_estimate)
+    DOUBTED_CAP,
+    MAX_FALL,
+    MAX_NOISE_RATE,
+    NoiseEstimate,
+    best_depth,
+    doubt_estimate,
+    estimate_noise,
+    evidence_epochs,
+    label_depth,
+    noise_summary,
+    read_estimate,
+)
 
 
 def planted(n: int, noise_rate: float, num_classes: int = 5, seed: int = 0):

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import DIGITS
 
 import labelscrub
 from labelscrub.errors import LabelscrubError
 from labelscrub.outputs import CHECKPOINT_NAME, load_checkpoint, prepare_out_dir
-
-from conftest import DIGITS
 
 RAN = []
 

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-
 from conftest import DIGITS
+
 from labelscrub.cli import cli
 
 pytestmark = pytest.mark.e2e

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import DIGITS, PLANTED_NOISE
+
 from labelscrub.cli import cli
 from labelscrub.report import read_report_metadata
 

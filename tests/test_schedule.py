@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from labelscrub.ranking import updated_score
-from labelscrub.train import Probe
 from labelscrub.schedule import drop_count, learning_rate, rho_at, rho_schedule, select_kept
+from labelscrub.train import Probe
 
 
 def test_rho_is_zero_during_warmup_then_rises_linearly_and_stays():
@@ -66,7 +66,8 @@ def test_rho_zero_keeps_every_eligible_sample():
 def test_learning_rate_warms_up_then_decays_to_zero():
     peak = 0.1
     assert learning_rate(0.0, peak=peak, epochs=10, warmup_epochs=2) == 0.0
-    assert learning_rate(1.0, peak=peak, epochs=10, warmup_epochs=2) == pytest.approx(0.5 * peak * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    expected = 0.5 * peak * 0.5 * (1 + math.cos(math.pi * 0.1))
+    assert learning_rate(1.0, peak=peak, epochs=10, warmup_epochs=2) == pytest.approx(expected)
     assert learning_rate(5.0, peak=peak, epochs=10, warmup_epochs=2) == pytest.approx(peak * 0.5)
     assert learning_rate(10.0, peak=peak, epochs=10, warmup_epochs=2) == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(0.0, peak=peak, epochs=10, warmup_epochs=0) == peak

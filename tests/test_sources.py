@@ -8,12 +8,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from imagedata import (
+    BLUE,
+    GREEN,
+    RED,
+    YELLOW,
+    class_of,
+    colour_for,
+    encode,
+    pixel,
+    streamed,
+    write_image,
+    write_parquet,
+)
 
-from imagedata import (BLUE, GREEN, RED, YELLOW, class_of, colour_for, encode, pixel, streamed,
-                       write_image, write_parquet)
 from labelscrub.errors import LabelscrubError
 from labelscrub.sources import open_data, read_heldout
-
 
 # --- image folders -------------------------------------------------------------------------------------------------
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import torch
+from test_methods import CLASSES, SIDE, N, tiny_data
 
 from labelscrub.config import CleanConfig
 from labelscrub.train import make_setup, probe, shuffled_batches, train_epoch
-from test_methods import CLASSES, N, SIDE, tiny_data
 
 CONFIG = CleanConfig(epochs=3, batch_size=8, seed=3).resolve(typical_side=SIDE)
 

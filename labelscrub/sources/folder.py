@@ -15,7 +15,15 @@ import numpy as np
 
 from labelscrub.errors import LabelscrubError
 from labelscrub.sources.base import (
-    HELDOUT_SPLITS, TRAIN_SPLIT, LabeledImages, SplitData, align_classes, iter_file_bytes, printable, sorted_class_names)
+    HELDOUT_SPLITS,
+    TRAIN_SPLIT,
+    LabeledImages,
+    SplitData,
+    align_classes,
+    iter_file_bytes,
+    printable,
+    sorted_class_names,
+)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

@@ -46,7 +46,8 @@ def read_label_file(path: Path, *, allow_outside_root: bool = False) -> SplitDat
     for number, image in enumerate(sample_ids):
         if image in seen:
             line = rows[number][2]
-            raise LabelscrubError(f"{path}:{line}: path {image!r} is listed twice (first on line {rows[seen[image]][2]}); "
+            first = rows[seen[image]][2]
+            raise LabelscrubError(f"{path}:{line}: path {image!r} is listed twice (first on line {first}); "
                                   "each image may appear once")
         seen[image] = number
     return SplitData(train=LabeledImages(
@@ -97,7 +98,8 @@ def _read_jsonl(path: Path) -> list[tuple[str, str, int]]:
                 try:
                     record = json.loads(text)
                 except json.JSONDecodeError as error:
-                    raise LabelscrubError(f"{path}:{line}: not valid JSON ({error.msg}); fix or remove the line") from None
+                    raise LabelscrubError(
+                        f"{path}:{line}: not valid JSON ({error.msg}); fix or remove the line") from None
                 if not isinstance(record, dict):
                     raise LabelscrubError(f"{path}:{line}: expected a JSON object with path and label keys")
                 if path_key is None:

@@ -23,8 +23,16 @@ import pyarrow.parquet as pq
 
 from labelscrub.errors import LabelscrubError
 from labelscrub.sources.base import (
-    HELDOUT_SPLITS, TRAIN_SPLIT, EncodedStream, LabeledImages, ParquetRows, SplitData, align_classes,
-    read_file_bytes, sorted_class_names)
+    HELDOUT_SPLITS,
+    TRAIN_SPLIT,
+    EncodedStream,
+    LabeledImages,
+    ParquetRows,
+    SplitData,
+    align_classes,
+    read_file_bytes,
+    sorted_class_names,
+)
 
 IMAGE_COLUMN_NAMES = ("image", "img")
 LABEL_COLUMN_NAMES = ("label", "labels", "target", "class")
@@ -122,7 +130,8 @@ def _open(file: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(file)
     except (OSError, pa.ArrowException) as error:
-        raise LabelscrubError(f"{file}: not a readable Parquet file ({error}); check the file or re-export it") from None
+        raise LabelscrubError(
+            f"{file}: not a readable Parquet file ({error}); check the file or re-export it") from None
 
 
 def _find_image_column(file: Path, schema: pa.Schema, requested: str | None) -> str:
@@ -202,7 +211,8 @@ def _labels(column: pa.ChunkedArray, file: Path, label_col: str, schema: pa.Sche
             # Held-out files may name classes the training files lack; align_classes reports them by name.
             extra = sorted({str(v) for v in values if v is not None} - set(index_of))
             if extra:
-                raise LabelscrubError(f"{file}: held-out classes {', '.join(extra[:5])} do not occur in the training data")
+                raise LabelscrubError(
+                    f"{file}: held-out classes {', '.join(extra[:5])} do not occur in the training data")
         return labels, names, errors
     raise LabelscrubError(f"{file}: label column {label_col!r} has type {kind}; labels must be integers or strings")
 
