@@ -38,10 +38,10 @@ from labelscrub.outputs import (
     save_checkpoint,
     save_model,
 )
+from labelscrub.progress import Progress
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
-from labelscrub.train import Progress
 
 OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
 

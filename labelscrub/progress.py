@@ -1,5 +1,6 @@
-"""What the user sees while a run goes: a progress bar per epoch on a terminal, one line per epoch otherwise
-(logs, CI), nothing with --quiet; and the closing summary."""
+"""What the user sees while a run goes. `Progress` is the set of callbacks the library calls (the default does
+nothing); `ConsoleProgress` draws a progress bar per epoch on a terminal, one line per epoch otherwise (logs, CI),
+and the CLI passes none with --quiet. Then the closing summaries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ from typing import TextIO
 
 import click
 
-from labelscrub.train import EpochSummary, Progress
+from labelscrub.measurement import EpochSummary
+
+
+class Progress:
+    """Callbacks the loops call; the default does nothing. The CLI passes one that draws bars or prints lines."""
+
+    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None: ...
+
+    def batch_done(self) -> None: ...
+
+    def epoch_done(self, summary: EpochSummary, epochs: int) -> None: ...
+
+    def note(self, message: str) -> None:
+        """Something the user should know while the run goes on (an estimate that cannot be trusted)."""
 
 
 class ConsoleProgress(Progress):

@@ -27,6 +27,7 @@ from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
+from labelscrub.measurement import EpochSummary
 from labelscrub.model import cpu_state_dict, pick_device
 from labelscrub.outputs import (
     CACHE_FOLDER,
@@ -37,9 +38,10 @@ from labelscrub.outputs import (
     save_checkpoint,
     save_model,
 )
+from labelscrub.progress import Progress
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
-from labelscrub.train import EpochSummary, Progress, Setup, make_setup, probe, train_epoch
+from labelscrub.train import Setup, make_setup, probe, train_epoch
 
 # Options of the clean run that retrain may override (shared with `clean` in the CLI).
 TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed", "compile",

@@ -26,47 +26,10 @@ import torch.nn.functional as F
 from labelscrub.augment import channel_stats, for_training_side, normalize
 from labelscrub.batches import auto_workers, stream
 from labelscrub.config import CleanConfig
+from labelscrub.measurement import Probe
 from labelscrub.model import build_model
+from labelscrub.progress import Progress
 from labelscrub.schedule import drop_count, learning_rate
-
-
-@dataclass
-class EpochSummary:
-    epoch: int
-    rho: float  # the method's target share of withheld samples this epoch (0 for erm)
-    trained: int  # samples in this epoch's batches
-    dropped: int  # readable samples whose gradient was withheld (left out of batches, or truncated inside them)
-    train_loss: float  # mean training cross-entropy over the epoch's batches (augmented)
-    probe_loss: float  # mean probe cross-entropy over all readable samples
-    heldout_accuracy: float | None
-    train_seconds: float
-    probe_seconds: float
-    train_images_per_second: float
-    probe_images_per_second: float
-    phase: str = "main"  # "warmup-ranking" for the first training of the one-shot method
-    # mean measured loss of the samples in this epoch's batches, and of the readable ones left out of them (None
-    # when none were): how far apart the two groups are (the audit page draws both)
-    kept_loss: float | None = None
-    left_out_loss: float | None = None
-
-
-@dataclass
-class Probe:
-    """Per-sample measurements of one epoch, from the probe pass or from the training forward passes."""
-
-    losses: np.ndarray  # (N,) float32 cross-entropy of the given label; NaN where not measured
-    predicted: np.ndarray  # (N,) int64 argmax class; -1 where not measured
-    p_label: np.ndarray  # (N,) float32 probability of the given label; NaN where not measured
-    # (N,) float32 log-probability of the best other class minus that of the given label: > 0 where the model
-    # prefers another class. NaN where not measured.
-    margin: np.ndarray
-    probabilities: np.ndarray | None = None  # (N, classes) float32 softmax, only when asked for
-    # (N,) float32 cross-entropy of the sample's decoy label (`Setup.decoys`): what this sample's loss would be if
-    # its label were wrong. The noise-rate estimate compares the two (noise.py). NaN where not measured.
-    decoy_loss: np.ndarray | None = None
-    # (N,) float32 mean over all classes of -log p(class): subtracted from a label's loss, how far below the
-    # average class the model puts that label, whatever its confidence in the image as a whole (noise.py).
-    mean_class_loss: np.ndarray | None = None
 
 
 @dataclass
@@ -121,19 +84,6 @@ def _measure(logits: torch.Tensor, targets: torch.Tensor,
     others = log_probs.scatter(1, targets[:, None], float("-inf"))
     decoy = log_probs.gather(1, decoys[:, None])[:, 0]
     return -picked, log_probs.argmax(1), others.max(1).values - picked, -decoy, -log_probs.mean(1)
-
-
-class Progress:
-    """Callbacks the loops call; the default does nothing. The CLI passes one that draws bars or prints lines."""
-
-    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None: ...
-
-    def batch_done(self) -> None: ...
-
-    def epoch_done(self, summary: EpochSummary, epochs: int) -> None: ...
-
-    def note(self, message: str) -> None:
-        """Something the user should know while the run goes on (an estimate that cannot be trusted)."""
 
 
 @dataclass
