@@ -9,7 +9,6 @@ import sys
 
 import click
 
-from labelscrub import __version__
 from labelscrub.apply import apply_decisions
 from labelscrub.audit import write_audit
 from labelscrub.config import (
@@ -26,6 +25,7 @@ from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
 from labelscrub.retrain import retrain as retrain_data
+from labelscrub.version import __version__
 
 
 def training_options(*, from_run: bool):

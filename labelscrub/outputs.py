@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelscrub import __version__, checkpoint
+from labelscrub import checkpoint
 from labelscrub.atomic import atomic_path
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_all
 from labelscrub.sources import LabeledImages
+from labelscrub.version import __version__
 
 CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
 CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes

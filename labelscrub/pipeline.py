@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from labelscrub import __version__, checkpoint
+from labelscrub import checkpoint
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.audit import AUDIT_NAME, write_audit
 from labelscrub.config import MANIFEST_FORMATS, CleanConfig
@@ -42,6 +42,7 @@ from labelscrub.progress import Progress
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
+from labelscrub.version import __version__
 
 OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
 
