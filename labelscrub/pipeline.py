@@ -38,7 +38,7 @@ from labelscrub.outputs import (
     save_checkpoint,
     save_model,
 )
-from labelscrub.progress import Progress
+from labelscrub.progress import Progress, decoding
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
@@ -109,10 +109,12 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
 
     cache_dir = out_dir / CACHE_FOLDER
     try:
-        pixels, trainable_labels, errors = decode_to_device(train_set, config, cache_dir, "train.npy", device)
+        pixels, trainable_labels, errors = decode_to_device(train_set, config, cache_dir, "train.npy", device,
+                                                            on_progress=decoding(progress, "train"))
         heldout = None
         if heldout_set is not None:
-            heldout = decode_to_device(heldout_set, config, cache_dir, "heldout.npy", device)[:2]
+            heldout = decode_to_device(heldout_set, config, cache_dir, "heldout.npy", device,
+                                       on_progress=decoding(progress, "held-out"))[:2]
         eligible = trainable_labels >= 0
         _check_trainable(train_set, eligible, errors, config.max_bad_fraction)
         load_seconds = time.perf_counter() - started
