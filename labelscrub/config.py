@@ -29,7 +29,7 @@ IMAGENET_SIDE = 224
 # the batch size.
 REFERENCE_LR = 0.1
 REFERENCE_BATCH = 128
-# Share of the epochs used for warm-up and for the ramp when the user does not set them (see README "Defaults").
+# Share of the epochs used for warm-up and for the ramp when the user does not set them.
 WARMUP_SHARE = 0.2
 RAMP_SHARE = 0.2
 
@@ -71,13 +71,14 @@ class CleanConfig:
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)
     seed: int = 0  # drives shuffling, augmentation and initialisation
-    # processes streaming batches of host-held images to a CUDA GPU (batches.py); None = up to 4 when large images
-    # (over SMALL_IMAGE_SIDE) stay on the host of a CUDA run, else none. Changes speed only, never results.
+    # processes streaming batches of host-held images to a CUDA GPU (batches.py); None = up to MAX_AUTO_WORKERS when
+    # large images (over SMALL_IMAGE_SIDE) stay on the host of a CUDA run, else none. Changes speed only, never results.
     loader_workers: int | None = None
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
     relabel: bool = False  # the manifest keeps dropped samples that have a suggested label, under that label
-    # a suggested label needs at least this (moving-average) probability of its class; 0.8 measured: README
+    # a suggested label needs at least this (moving-average) probability of its class; lower thresholds suggest
+    # more wrong classes
     suggest_confidence: float = 0.8
 
     def __post_init__(self) -> None:

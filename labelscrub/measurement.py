@@ -18,10 +18,12 @@ class EpochSummary:
     trained: int  # samples in this epoch's batches
     dropped: int  # readable samples whose gradient was withheld (left out of batches, or truncated inside them)
     train_loss: float  # mean training cross-entropy over the epoch's batches (augmented)
-    probe_loss: float  # mean probe cross-entropy over all readable samples
+    # mean measured cross-entropy over all readable samples: from the probe pass, or with loss_pass "train" from
+    # the training forward passes (the field keeps its name in run.json)
+    probe_loss: float
     heldout_accuracy: float | None
     train_seconds: float
-    probe_seconds: float
+    probe_seconds: float  # the separate probe pass's; 0 with loss_pass "train"
     train_images_per_second: float
     probe_images_per_second: float
     phase: str = "main"  # "warmup-ranking" for the first training of the one-shot method

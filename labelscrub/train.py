@@ -7,8 +7,8 @@ Two ways to measure every sample's loss each epoch (`CleanConfig.loss_pass`):
 - "train" (default): the loss of each trained sample is read off the training forward pass it already gets (train
   mode, augmented, before that step's update); the samples left out of the epoch get one forward pass without
   gradient after the epoch's steps, measured the same way. No extra pass over the kept data, and left-out samples
-  cost a forward pass instead of a training step. (Measured per step instead, the left-out samples made many small
-  forward passes, which on a GPU cost as much as big ones: 1.20x plain training against 0.94x for the probe.)
+  cost a forward pass instead of a training step. They are measured after the steps, in full batches, because
+  on a GPU a small forward pass beside every step costs about as much as a full one.
 - "probe": the paper's separate pass after the epoch, in eval mode without augmentation, over every sample.
 """
 
@@ -221,8 +221,7 @@ def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
 
     Batch norm in train mode normalises each batch by its own statistics, and at 32 px with the ImageNet stem the
     last stage sees one value per image and channel: a tail of 2 or 3 images gives degenerate statistics, a wild
-    step and corrupted running statistics. In a benchmark run whose kept count left a tail of 3, held-out accuracy
-    fell to 8% after that epoch and the run's selection ended far worse than its neighbours' (BENCHMARKS.md)."""
+    step and corrupted running statistics, from which a run's selection may not recover."""
     chunks = [rows[start:start + size] for start in range(0, len(rows), size)]
     if len(chunks) > 1 and len(chunks[-1]) < size / 2:
         chunks[-2:] = [np.concatenate(chunks[-2:])]
