@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from labelscrub import __version__
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import MANIFEST_FORMATS, CleanConfig
 from labelscrub.decisions import Decision, read_decisions
@@ -32,6 +31,7 @@ from labelscrub.manifest import manifest_format_for, write_manifest
 from labelscrub.outputs import prepare_out_dir
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, open_data
+from labelscrub.version import __version__
 
 RECORD_NAME = "decisions.json"
 DEFAULT_OUT = "applied"  # inside the run folder, beside the run's own manifest

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .config import SMALL_IMAGE_SIDE
+from labelscrub.config import SMALL_IMAGE_SIDE
 
 # Workers when streaming is chosen automatically: enough to hide reads behind a step, few enough to leave the
 # main process its cores.

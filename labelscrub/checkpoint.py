@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelscrub.measurement import Probe
 from labelscrub.model import cpu_state_dict
 
 # Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
@@ -48,8 +49,6 @@ def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any],
 
 def restore(payload: dict, setup, history, summary_type) -> tuple[int, Any]:
     """Load `payload` into `setup` and `history`; return (first epoch still to run, last probe)."""
-    from labelscrub.train import Probe
-
     setup.model.load_state_dict(payload["model"])
     setup.optimizer.load_state_dict(payload["optimizer"])
     setup.generator.set_state(payload["generator"])

@@ -9,23 +9,33 @@ import sys
 
 import click
 
-from labelscrub import __version__
 from labelscrub.apply import apply_decisions
-from labelscrub.audit import write_audit
+from labelscrub.audit import DEFAULT_PER_CLASS, MAX_SHOWN, write_audit
+from labelscrub.batches import MAX_AUTO_WORKERS
 from labelscrub.config import (
+    IMAGENET_SIDE,
     LOSS_PASSES,
     MANIFEST_FORMATS,
     METHOD_NAMES,
+    RAMP_SHARE,
     RANKINGS,
+    REFERENCE_BATCH,
+    REFERENCE_LR,
     SELECTIONS,
     SMALL_IMAGE_SIDE,
     STEMS,
+    WARMUP_SHARE,
     CleanConfig,
 )
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
 from labelscrub.retrain import retrain as retrain_data
+from labelscrub.suggest import SUGGEST_EPOCHS
+from labelscrub.version import __version__
+
+# Every option's default and its help text come from here, so a default is changed in config.py alone.
+DEFAULTS = CleanConfig()
 
 
 def training_options(*, from_run: bool):
@@ -39,24 +49,30 @@ def training_options(*, from_run: bool):
         return help_text + (" [default: the clean run's]" if from_run else f" [default: {value}]")
 
     options = [
-        click.option("--epochs", type=int, default=default(30), help=show("Training epochs.", 30)),
-        click.option("--batch-size", type=int, default=default(128), help=show("Samples per SGD step.", 128)),
-        click.option("--lr", type=float, default=None, help=show("Peak learning rate.", "0.1 x batch-size/128")),
-        click.option("--stem", type=click.Choice(STEMS), default=default("auto"),
-                     help=show("ResNet stem: cifar for small images, imagenet for large; auto picks by size.", "auto")),
-        click.option("--image-size", type=int, default=None,
-                     help=show("Training side in pixels.", "native size (cifar stem) or 224")),
-        click.option("--no-augment", "augment", flag_value=False, default=default(True),
+        click.option("--epochs", type=int, default=default(DEFAULTS.epochs),
+                     help=show("Training epochs.", DEFAULTS.epochs)),
+        click.option("--batch-size", type=int, default=default(DEFAULTS.batch_size),
+                     help=show("Samples per SGD step.", DEFAULTS.batch_size)),
+        click.option("--lr", type=float, default=default(DEFAULTS.lr),
+                     help=show("Peak learning rate.", f"{REFERENCE_LR} x batch-size/{REFERENCE_BATCH}")),
+        click.option("--stem", type=click.Choice(STEMS), default=default(DEFAULTS.stem),
+                     help=show("ResNet stem: cifar for small images, imagenet for large; auto picks by size.",
+                               DEFAULTS.stem)),
+        click.option("--image-size", type=int, default=default(DEFAULTS.image_size),
+                     help=show("Training side in pixels.", f"native size (cifar stem) or {IMAGENET_SIDE}")),
+        click.option("--no-augment", "augment", flag_value=False, default=default(DEFAULTS.augment),
                      help="Train without random crops and flips."),
-        click.option("--device", default=default("auto"), help=show("auto, cpu, cuda, cuda:N or mps.", "auto")),
-        click.option("--seed", type=int, default=default(0),
-                     help=show("Seed for initialisation, order and augmentation.", 0)),
-        click.option("--loader-workers", type=int, default=None,
+        click.option("--device", default=default(DEFAULTS.device),
+                     help=show("auto, cpu, cuda, cuda:N or mps.", DEFAULTS.device)),
+        click.option("--seed", type=int, default=default(DEFAULTS.seed),
+                     help=show("Seed for initialisation, order and augmentation.", DEFAULTS.seed)),
+        click.option("--loader-workers", type=int, default=default(DEFAULTS.loader_workers),
                      help=show("Processes streaming batches from host memory or the memory-mapped file.",
-                               f"up to 4 when a CUDA GPU trains on large images (over {SMALL_IMAGE_SIDE} px) held "
-                               "by the host, else 0")),
-        click.option("--compile/--no-compile", "compile", default=default(False),
-                     help=show("torch.compile the network (worth it on CUDA for long runs).", "no")),
+                               f"up to {MAX_AUTO_WORKERS} when a CUDA GPU trains on large images (over "
+                               f"{SMALL_IMAGE_SIDE} px) held by the host, else 0")),
+        click.option("--compile/--no-compile", "compile", default=default(DEFAULTS.compile),
+                     help=show("torch.compile the network (worth it on CUDA for long runs).",
+                               "yes" if DEFAULTS.compile else "no")),
     ]
 
     def decorate(command):
@@ -93,38 +109,44 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint in --out "
               "(same DATA and options).")
 @training_options(from_run=False)
-@click.option("--method", type=click.Choice(METHOD_NAMES), default="stepe", show_default=True,
+@click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULTS.method, show_default=True,
               help="stepe, or a baseline to compare with: erm (no dropping), truncation, spl, oneshot.")
-@click.option("--rho-max", type=RhoMax(), default="auto", show_default=True,
+@click.option("--rho-max", type=RhoMax(), default=DEFAULTS.rho_max, show_default=True,
               help="Final share of samples left out of training: auto estimates the noise rate in the warm-up "
               "(per class with --select per-class), or give a number such as 0.2.")
-@click.option("--warmup", type=int, default=None, help="Epochs trained on all samples [default: 20% of epochs].")
-@click.option("--ramp", type=int, default=None, help="Epochs for rho to rise to rho-max [default: 20% of epochs].")
-@click.option("--select", type=click.Choice(SELECTIONS), default=CleanConfig.select, show_default=True,
+@click.option("--warmup", type=int, default=DEFAULTS.warmup,
+              help=f"Epochs trained on all samples [default: {WARMUP_SHARE:.0%} of epochs].")
+@click.option("--ramp", type=int, default=DEFAULTS.ramp,
+              help=f"Epochs for rho to rise to rho-max [default: {RAMP_SHARE:.0%} of epochs].")
+@click.option("--select", type=click.Choice(SELECTIONS), default=DEFAULTS.select, show_default=True,
               help="Drop the highest scores overall, or the same share of every class.")
-@click.option("--rank-by", type=click.Choice(RANKINGS), default=CleanConfig.rank_by, show_default=True,
+@click.option("--rank-by", type=click.Choice(RANKINGS), default=DEFAULTS.rank_by, show_default=True,
               help="Score: loss of the given label, or margin of the best other class over it.")
-@click.option("--smoothing", type=float, default=CleanConfig.smoothing, show_default=True,
+@click.option("--smoothing", type=float, default=DEFAULTS.smoothing, show_default=True,
               help="Average the score across epochs: weight of the previous epochs' score, 0 = last epoch only.")
-@click.option("--loss-pass", type=click.Choice(LOSS_PASSES), default=CleanConfig.loss_pass, show_default=True,
+@click.option("--loss-pass", type=click.Choice(LOSS_PASSES), default=DEFAULTS.loss_pass, show_default=True,
               help="train: losses from the training forward pass (no extra cost); probe: the paper's separate "
               "eval pass after every epoch.")
-@click.option("--image-column", default=None, help="Parquet column with the images [default: found automatically].")
-@click.option("--label-column", default=None, help="Column with the labels [default: found automatically].")
-@click.option("--id-column", default=None, help="Column with stable sample ids [default: file.parquet:row].")
-@click.option("--holdout", default=None, type=click.Path(path_type=str),
+@click.option("--image-column", default=DEFAULTS.image_column,
+              help="Parquet column with the images [default: found automatically].")
+@click.option("--label-column", default=DEFAULTS.label_column,
+              help="Column with the labels [default: found automatically].")
+@click.option("--id-column", default=DEFAULTS.id_column,
+              help="Column with stable sample ids [default: file.parquet:row].")
+@click.option("--holdout", default=DEFAULTS.holdout, type=click.Path(path_type=str),
               help="Held-out data to report accuracy on [default: the val/test split of DATA, if any].")
 @click.option("--allow-outside-root", is_flag=True,
               help="Let a CSV/JSONL label file name relative paths outside its own folder (../).")
-@click.option("--max-bad-fraction", type=float, default=0.1, show_default=True,
+@click.option("--max-bad-fraction", type=float, default=DEFAULTS.max_bad_fraction, show_default=True,
               help="Stop before training when more than this share of the samples cannot be read.")
-@click.option("--image-memory-gb", type=float, default=4.0, show_default=True,
+@click.option("--image-memory-gb", type=float, default=DEFAULTS.image_memory_gb, show_default=True,
               help="Decoded images beyond this size are kept in a memory-mapped file in --out instead of RAM.")
 @click.option("--relabel", is_flag=True, help="Keep dropped samples that have a confident suggested label in the "
               "manifest, under that label (the others are still dropped).")
-@click.option("--suggest-confidence", type=float, default=CleanConfig.suggest_confidence, show_default=True,
-              help="Probability the model must give a class, over the last 3 epochs, to suggest it as the label.")
-@click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=None,
+@click.option("--suggest-confidence", type=float, default=DEFAULTS.suggest_confidence, show_default=True,
+              help=f"Probability the model must give a class, over the last {SUGGEST_EPOCHS} epochs, to suggest it "
+              "as the label.")
+@click.option("--manifest-format", type=click.Choice(MANIFEST_FORMATS), default=DEFAULTS.manifest_format,
               help="Manifest file type [default: parquet for Parquet input, csv otherwise].")
 @click.option("--no-audit", "audit", flag_value=False, default=True,
               help="Do not write the review page audit.html (`labelscrub audit` writes it later).")
@@ -215,7 +237,8 @@ def apply_review(run_dir: str, decisions: str, out: str | None, overwrite: bool)
 @click.option("-o", "--out", "out", type=click.Path(path_type=str), default=None,
               help="The page to write [default: RUN_DIR/audit.html].")
 @click.option("--per-class", type=int, default=None,
-              help="Samples of each class in the gallery [default: 60, fewer with many classes, about 2,000 in all].")
+              help=f"Samples of each class in the gallery [default: {DEFAULT_PER_CLASS}, fewer with many classes, "
+              f"about {MAX_SHOWN:,} in all].")
 def audit(run_dir: str, out: str | None, per_class: int | None) -> None:
     """Write the label-review page of a clean run: one HTML file that works offline.
 

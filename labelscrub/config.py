@@ -7,7 +7,6 @@ resolved copy is what gets written, as JSON, into every output file. Each defaul
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,11 @@ RANKINGS = ("loss", "margin")  # see ranking.py
 SMALL_IMAGE_SIDE = 64
 # The standard ResNet input side for the ImageNet stem.
 IMAGENET_SIDE = 224
-# Share of the epochs used for warm-up and for the ramp when the user does not set them (see README "Defaults").
+# Peak learning rate when the user sets none: REFERENCE_LR at REFERENCE_BATCH samples per step, scaled linearly with
+# the batch size.
+REFERENCE_LR = 0.1
+REFERENCE_BATCH = 128
+# Share of the epochs used for warm-up and for the ramp when the user does not set them.
 WARMUP_SHARE = 0.2
 RAMP_SHARE = 0.2
 
@@ -48,7 +51,7 @@ class CleanConfig:
     # --- optimisation ---
     epochs: int = 30  # full passes over the kept samples
     batch_size: int = 128  # samples per SGD step
-    lr: float | None = None  # peak learning rate; None = 0.1 x batch_size / 128
+    lr: float | None = None  # peak learning rate; None = REFERENCE_LR x batch_size / REFERENCE_BATCH
     lr_warmup: float = 2.0  # epochs over which the learning rate rises linearly from 0 to its peak
     momentum: float = 0.9  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 penalty on all weights
@@ -68,13 +71,14 @@ class CleanConfig:
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)
     seed: int = 0  # drives shuffling, augmentation and initialisation
-    # processes streaming batches of host-held images to a CUDA GPU (batches.py); None = up to 4 when large images
-    # (over SMALL_IMAGE_SIDE) stay on the host of a CUDA run, else none. Changes speed only, never results.
+    # processes streaming batches of host-held images to a CUDA GPU (batches.py); None = up to MAX_AUTO_WORKERS when
+    # large images (over SMALL_IMAGE_SIDE) stay on the host of a CUDA run, else none. Changes speed only, never results.
     loader_workers: int | None = None
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
     relabel: bool = False  # the manifest keeps dropped samples that have a suggested label, under that label
-    # a suggested label needs at least this (moving-average) probability of its class; 0.8 measured: README
+    # a suggested label needs at least this (moving-average) probability of its class; lower thresholds suggest
+    # more wrong classes
     suggest_confidence: float = 0.8
 
     def __post_init__(self) -> None:
@@ -122,16 +126,13 @@ class CleanConfig:
             self,
             stem=stem,
             image_size=image_size,
-            lr=self.lr if self.lr is not None else 0.1 * self.batch_size / 128,
+            lr=self.lr if self.lr is not None else REFERENCE_LR * self.batch_size / REFERENCE_BATCH,
             warmup=self.warmup if self.warmup is not None else max(1, math.floor(WARMUP_SHARE * self.epochs)),
             ramp=self.ramp if self.ramp is not None else max(1, math.floor(RAMP_SHARE * self.epochs)),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CleanConfig:

@@ -14,10 +14,8 @@ k standing for images of k. The largest share over the candidates is the class's
 the class's decoy estimate (floored at the mean of the classes' estimates, `spread_floor`) by MIN_CONFUSED_SHARE
 or more, and sums with the reverse share (k scoring like c) to under 1. Its confused samples, left out of training
 from then on, are the images labelled c scoring most like k, as many as the share exceeds that floor (the loss
-ranking leaves out about the decoy share already). On clean
-data the shares are 0 by then; with truck, bird and deer moved 40% to automobile, airplane and horse, and cat and
-dog swapped 40%, they come out at 0.19 to 0.46 for exactly those five classes, with the right sources (README,
-"Labels confused with one other class"; BENCHMARKS.md).
+ranking leaves out about the decoy share already). On clean data the shares are 0 by then. docs/METHOD.md, "Labels
+confused with one other class", has the formulas and the measurements.
 """
 
 from __future__ import annotations
@@ -31,9 +29,7 @@ from labelscrub.noise import MIN_DECOYS, smallest_tail_ratio
 from labelscrub.schedule import select_kept
 
 # The estimate reads the epochs ending at this share of the training. Earlier, clean data still shows natural
-# confusions (CIFAR-10, 1,000 images per class, 30 epochs: 3.2% of the samples confused over epochs 8-10, 1.9%
-# over 11-13, none over 14-16); later, the moved labels are being fitted (40% asymmetric, 20% planted: 17.0%
-# estimated over 14-16, 13.0% over 20-22).
+# confusions the network has not resolved yet; later, the moved labels are being fitted and look right.
 CONFUSION_AT = 0.55
 # ...averaged over this many epochs' log-probabilities: one epoch's augmentations make the score jumpy.
 CONFUSION_EPOCHS = 3
@@ -115,8 +111,8 @@ def estimate_confusion(log_probs: np.ndarray, labels: np.ndarray, usable: np.nda
 def spread_floor(spread: np.ndarray) -> np.ndarray:
     """Per class, the share of its labels the decoy estimate already accounts for: its own estimate, but never
     less than the overall one (the mean of the classes'), since one class's estimate can come out low by chance
-    (40% symmetric noise: dog 18%, and a network that weak still mixes dog up with cat, 48%, in the middle of
-    training). A confusion counts, and is left out, only beyond it."""
+    while a weak network still mixes that class up with another in the middle of training. A confusion counts,
+    and is left out, only beyond it."""
     spread = np.nan_to_num(np.asarray(spread, np.float64))
     return np.maximum(spread, spread.mean())
 
@@ -126,11 +122,8 @@ def confused_samples(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarr
     """Mask of the confused samples: in each confused class c, the images labelled c that score most like their
     source class k (log p(k) - log p(c)), as many as its confused share exceeds the floor of the decoy estimates
     `spread` (`spread_floor`), about the share the loss ranking already leaves out; ties by sample id as in every
-    selection.
-
-    Dropping the whole share instead cost F1 under symmetric noise, where a weaker network still mixes up a few
-    classes in the middle of training (40% symmetric, per-epoch dumps: 0.756 against 0.764), and gained 3.4
-    points with labels moved one way (40% asymmetric: 0.574 against 0.540)."""
+    selection. Only the excess: under spread noise a weaker network still mixes up a few classes in the middle of
+    training, and leaving out their whole share would drop right labels the loss ranking keeps."""
     confused_classes = np.flatnonzero(estimate.source >= 0)
     if not len(confused_classes):
         return np.zeros(len(labels), bool)

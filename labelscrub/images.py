@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,24 +110,35 @@ def allocate(n_images: int, size: int, memory_budget_bytes: int, spill_path: Pat
     return np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.uint8, shape=shape)
 
 
-def decode_all(images: LabeledImages, size: int, *, memory_budget_bytes: int,
-               spill_path: Path | None = None) -> tuple[np.ndarray, list[str | None]]:
+def decode_all(images: LabeledImages, size: int, *, memory_budget_bytes: int, spill_path: Path | None = None,
+               on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Decode every sample of `images`. Returns the pixel array and one error string (or None) per sample,
-    combining read-time errors with decoding failures."""
+    combining read-time errors with decoding failures.
+
+    `on_progress(done, total)` hears how many samples are read and decoded (or found unreadable) so far: 0 first,
+    then after each image, `total` last."""
+    report = on_progress or (lambda done, total: None)
     pixels = allocate(len(images), size, memory_budget_bytes, spill_path)
     errors = list(images.errors)
+    done = 0
+    report(done, len(images))
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for chunk in _chunks(images.iter_encoded(), DECODE_CHUNK):
             readable = [(index, data) for index, data, error in chunk if error is None and data is not None]
             for index, data, error in chunk:
                 if error is not None or data is None:
                     errors[index] = errors[index] or error or "image is missing"
+            if len(readable) < len(chunk):
+                done += len(chunk) - len(readable)
+                report(done, len(images))
             decoded = pool.map(lambda item: _try_decode(item[1], size), readable)
             for (index, _), (array, error) in zip(readable, decoded):
                 if error is None:
                     pixels[index] = array
                 else:
                     errors[index] = errors[index] or error
+                done += 1
+                report(done, len(images))
     return pixels, errors
 
 

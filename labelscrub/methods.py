@@ -36,6 +36,7 @@ from labelscrub.confusion import (
     estimate_confusion,
     fits_in_memory,
 )
+from labelscrub.measurement import EpochSummary, Probe
 from labelscrub.noise import (
     EVIDENCE_EPOCHS,
     NoiseEstimate,
@@ -45,13 +46,11 @@ from labelscrub.noise import (
     last_read_epoch,
     read_estimate,
 )
+from labelscrub.progress import Progress
 from labelscrub.ranking import updated_score
 from labelscrub.schedule import rho_at, select_kept
 from labelscrub.suggest import SuggestionTracker
 from labelscrub.train import (
-    EpochSummary,
-    Probe,
-    Progress,
     Setup,
     decoy_labels,
     heldout_accuracy,

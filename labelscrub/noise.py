@@ -25,8 +25,8 @@ are fitted; while it still falls fast it waits (`read_estimate`), and one that c
 (`doubt_estimate`). It matches the truth when wrong labels are spread over the other classes; where labels are
 wrong in a systematic way (cat images labelled dog, over and over) the model learns the confusion and the
 estimate is too low: confusion.py finds those labels later in training. Where wrong labels are the model's own
-mistakes (instance-dependent noise from a weak reference network) it finds none. README "Estimating the noise
-rate" has the measurements.
+mistakes (instance-dependent noise from a weak reference network) it finds none. docs/METHOD.md, "Estimating the
+noise rate", has the formulas and the measurements.
 """
 
 from __future__ import annotations
@@ -47,23 +47,19 @@ MIN_DECOYS = 20
 # The estimate reads each label at its best over this many last warm-up epochs (fewer if the warm-up is shorter).
 EVIDENCE_EPOCHS = 3
 # ...and never an epoch from this one (0-based) on, however long the warm-up: by then the network has seen each
-# wrong label often enough to begin fitting it. On CIFAR-10 at 40% symmetric noise with 500 images per class, the
-# same rule read over epochs 3-5 gave 37.4%, over epochs 9-11 (the end of a 12-epoch warm-up) 30.2%.
+# wrong label often enough to begin fitting it, and the estimate reads low.
 EVIDENCE_BEFORE_EPOCH = 6
-# ...and never before this many epochs have trained, however short the warm-up: after one epoch the network
-# has barely left its random start and right labels look as wrong as decoys (2,000 CIFAR-10 images, 10% flipped,
-# 8 epochs: read after the first epoch, the estimate was 51%, and the run dropped half the data). A shorter
-# warm-up makes auto wait: nothing is dropped until the estimate is made.
+# ...and never before this many epochs have trained, however short the warm-up: in the first epochs the network
+# has barely left its random start and right labels look as wrong as decoys, so the estimate reads far too high.
+# A shorter warm-up makes auto wait: nothing is dropped until the estimate is made.
 MIN_EPOCHS_BEFORE_ESTIMATE = 4
 # The estimate comes down while the network is still learning the right labels it got wrong, and a right label
 # that still looks wrong pushes it up. So it is read only once it has settled: while it fell by more than MAX_FALL
 # (relative) from the window one epoch earlier (not reaching back to the first epoch), the reading waits another
-# epoch, up to a window ending at epoch EVIDENCE_BEFORE_EPOCH - 1. 2,000 CIFAR-10 images, 10% flipped, 8 epochs:
-# 30.6% over epochs 1-2, 21.5% over 1-3, 13.3% over 2-4, 10.7% over 3-5. The CPU protocol at 40% symmetric
-# noise: 36.9% over 2-4, 33.5% over 3-5 (a fall of 9%).
+# epoch, up to a window ending with the EVIDENCE_BEFORE_EPOCH-th epoch.
 MAX_FALL = 0.25
 # An estimate that cannot be trusted (`doubt_estimate`) is capped at DOUBTED_CAP: dropping a tenth of the data
-# costs little if the labels are clean, where trusting a wrong estimate dropped half of it. Doubted when it was
+# costs little if the labels are clean, where trusting a wrong estimate can drop half of it. Doubted when it was
 # still falling at the last epoch it may wait for, when the network agrees with the labels less than MIN_LIFT
 # times as often as chance, or when the median class has fewer than MIN_DECOYS samples (too few for tail shares).
 MIN_LIFT = 1.5
@@ -102,8 +98,7 @@ def evidence_epochs(warmup: int) -> range:
     """The epochs (0-based) whose measurements the estimate reads, the estimate being made after the last of them:
     the last EVIDENCE_EPOCHS of the warm-up or, in a warm-up longer than EVIDENCE_BEFORE_EPOCH, of its first
     EVIDENCE_BEFORE_EPOCH epochs; in a warm-up shorter than MIN_EPOCHS_BEFORE_ESTIMATE, of that many epochs.
-    Never the first epoch (its network has barely left its random start: on the digits sample, with a warm-up of 3
-    epochs, counting it took the estimate from 17.9% to 14.6% against 20% planted)."""
+    Never the first epoch: its network has barely left its random start."""
     last = min(max(warmup, MIN_EPOCHS_BEFORE_ESTIMATE), EVIDENCE_BEFORE_EPOCH) - 1
     first = max(last + 1 - EVIDENCE_EPOCHS, 1)
     return range(first, last + 1)

@@ -3,18 +3,20 @@ checkpoints."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from labelscrub import __version__, checkpoint
+from labelscrub import checkpoint
 from labelscrub.atomic import atomic_path
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import decode_all
 from labelscrub.sources import LabeledImages
+from labelscrub.version import __version__
 
 CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
 CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
@@ -48,11 +50,13 @@ def spill_path(cache_dir: Path, name: str) -> Path:
 
 
 def decode_to_device(images: LabeledImages, config: CleanConfig, cache_dir: Path, name: str,
-                     device: torch.device) -> tuple[torch.Tensor, np.ndarray, list[str | None]]:
+                     device: torch.device, *, on_progress: Callable[[int, int], None] | None = None,
+                     ) -> tuple[torch.Tensor, np.ndarray, list[str | None]]:
     """Decode `images` at config.image_size, spilling to `cache_dir/name` beyond the memory budget, onto `device`.
-    Returns the pixels, the labels with -1 where a sample is unreadable or unlabelled, and each sample's error."""
+    Returns the pixels, the labels with -1 where a sample is unreadable or unlabelled, and each sample's error.
+    `on_progress` is `decode_all`'s."""
     pixels, errors = decode_all(images, config.image_size, memory_budget_bytes=int(config.image_memory_gb * 1e9),
-                                spill_path=spill_path(cache_dir, name))
+                                spill_path=spill_path(cache_dir, name), on_progress=on_progress)
     labels = np.where([error is None for error in errors], images.labels, -1)
     return to_device(pixels, device), labels, errors
 

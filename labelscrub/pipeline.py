@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from labelscrub import __version__, checkpoint
+from labelscrub import checkpoint
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.audit import AUDIT_NAME, write_audit
 from labelscrub.config import MANIFEST_FORMATS, CleanConfig
@@ -38,10 +38,11 @@ from labelscrub.outputs import (
     save_checkpoint,
     save_model,
 )
+from labelscrub.progress import Progress, decoding
 from labelscrub.report import build_report, write_report
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
-from labelscrub.train import Progress
+from labelscrub.version import __version__
 
 OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
 
@@ -108,10 +109,12 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
 
     cache_dir = out_dir / CACHE_FOLDER
     try:
-        pixels, trainable_labels, errors = decode_to_device(train_set, config, cache_dir, "train.npy", device)
+        pixels, trainable_labels, errors = decode_to_device(train_set, config, cache_dir, "train.npy", device,
+                                                            on_progress=decoding(progress, "train"))
         heldout = None
         if heldout_set is not None:
-            heldout = decode_to_device(heldout_set, config, cache_dir, "heldout.npy", device)[:2]
+            heldout = decode_to_device(heldout_set, config, cache_dir, "heldout.npy", device,
+                                       on_progress=decoding(progress, "held-out"))[:2]
         eligible = trainable_labels >= 0
         _check_trainable(train_set, eligible, errors, config.max_bad_fraction)
         load_seconds = time.perf_counter() - started

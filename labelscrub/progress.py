@@ -1,22 +1,56 @@
-"""What the user sees while a run goes: a progress bar per epoch on a terminal, one line per epoch otherwise
-(logs, CI), nothing with --quiet; and the closing summary."""
+"""What the user sees while a run goes. `Progress` is the set of callbacks the library calls (the default does
+nothing); `ConsoleProgress` draws a line that counts the images being decoded and a progress bar per epoch on a
+terminal, one line per finished step otherwise (logs, CI), and the CLI passes none with --quiet. Then the closing
+summaries."""
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from typing import TextIO
 
 import click
 
-from labelscrub.train import EpochSummary, Progress
+from labelscrub.measurement import EpochSummary
+
+
+class Progress:
+    """Callbacks the loops call; the default does nothing. The CLI passes one that draws bars or prints lines."""
+
+    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None: ...
+
+    def batch_done(self) -> None: ...
+
+    def epoch_done(self, summary: EpochSummary, epochs: int) -> None: ...
+
+    def note(self, message: str) -> None:
+        """Something the user should know while the run goes on (an estimate that cannot be trusted)."""
+
+    def decoded(self, what: str, done: int, total: int) -> None:
+        """`done` of the `total` `what` images ("train", "test") read and decoded: 0 first, `total` last."""
+
+
+def decoding(progress: Progress | None, what: str) -> Callable[[int, int], None] | None:
+    """The `on_progress` callback of `images.decode_all` that tells `progress` which images are decoded."""
+    return None if progress is None else functools.partial(progress.decoded, what)
+
+
+# Seconds between redraws of the decoding line: often enough to look alive, rarely enough to cost nothing.
+REDRAW_SECONDS = 0.2
 
 
 class ConsoleProgress(Progress):
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty()
         self.bar = None
+        self.clock = clock
+        self.decode_started = 0.0
+        self.drawn_at: float | None = None  # when the decoding line was last drawn; None before the first
+        self.drawn_width = 0
 
     def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
         if self.interactive:
@@ -36,6 +70,35 @@ class ConsoleProgress(Progress):
 
     def note(self, message: str) -> None:
         click.echo(f"warning: {message}", file=self.stream)
+
+    def decoded(self, what: str, done: int, total: int) -> None:
+        """On a terminal one line redrawn in place (count, rate, elapsed time); the finished count, alone, in logs."""
+        now = self.clock()
+        if done == 0:
+            self.decode_started, self.drawn_at, self.drawn_width = now, None, 0
+        elapsed = now - self.decode_started
+        rate = f"{done / elapsed:,.0f} images/s" if elapsed > 0 else "- images/s"
+        if done >= total:
+            line = f"decoded {total:,} {what} images in {_minutes(elapsed)} ({rate})"
+            if self.interactive:
+                self._draw(line, end="\n")
+            else:
+                click.echo(line, file=self.stream)
+        elif self.interactive and (self.drawn_at is None or now - self.drawn_at >= REDRAW_SECONDS):
+            self._draw(f"decoding {what} images {done:,}/{total:,}  {rate}  {_minutes(elapsed)}")
+            self.drawn_at = now
+
+    def _draw(self, line: str, *, end: str = "") -> None:
+        """Overwrite the decoding line in place, blanking what a longer previous line left."""
+        self.stream.write("\r" + line.ljust(self.drawn_width) + end)
+        self.stream.flush()
+        self.drawn_width = len(line)
+
+
+def _minutes(seconds: float) -> str:
+    """Elapsed time as m:ss."""
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def describe_epoch(summary: EpochSummary, epochs: int) -> str:

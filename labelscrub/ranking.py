@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelscrub.train import Probe
+from labelscrub.measurement import Probe
 
 
 def epoch_value(measured: Probe, rank_by: str) -> np.ndarray:

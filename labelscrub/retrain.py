@@ -27,6 +27,7 @@ from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
+from labelscrub.measurement import EpochSummary
 from labelscrub.model import cpu_state_dict, pick_device
 from labelscrub.outputs import (
     CACHE_FOLDER,
@@ -37,9 +38,10 @@ from labelscrub.outputs import (
     save_checkpoint,
     save_model,
 )
+from labelscrub.progress import Progress, decoding
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
-from labelscrub.train import EpochSummary, Progress, Setup, make_setup, probe, train_epoch
+from labelscrub.train import Setup, make_setup, probe, train_epoch
 
 # Options of the clean run that retrain may override (shared with `clean` in the CLI).
 TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed", "compile",
@@ -100,7 +102,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     finished: dict[str, Any] = saved["finished"] if saved else {}
     cache = out_dir / CACHE_FOLDER
     try:
-        test = decode_to_device(test_set, config, cache, "test.npy", device)[:2]
+        test = decode_to_device(test_set, config, cache, "test.npy", device, on_progress=decoding(progress, "test"))[:2]
         for phase in ("cleaned", "baseline") if compare else ("cleaned",):
             if phase in finished:
                 continue
@@ -215,7 +217,8 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.d
     """Plain training on every readable sample of `images`, then top-1, per-class accuracy and confusion matrix.
     Returns the metrics with the trained weights and normalisation."""
     started = time.perf_counter()
-    pixels, labels, _ = decode_to_device(images, config, cache, "train.npy", device)
+    pixels, labels, _ = decode_to_device(images, config, cache, "train.npy", device,
+                                         on_progress=decoding(progress, "train"))
     eligible = labels >= 0
     if not eligible.any():
         raise LabelscrubError(f"{images.location}: no readable, labelled sample to train on")

@@ -1,7 +1,7 @@
 """The Step-E schedule and the selection rule: pure functions, no model and no I/O.
 
 Epochs are numbered from 0. `rho_at(t)` is the share of training samples left out of epoch t; the samples left out
-are chosen from the probe losses measured after epoch t-1 by `select_kept`.
+are chosen by `select_kept` from the scores (ranking.py) measured up to epoch t-1.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labelscrub.train import Probe
+from labelscrub.measurement import Probe
 
 # The same class in each of the last 3 epochs: a prediction that flips between two classes from epoch to epoch
 # (a hard or ambiguous image) gets no suggestion.

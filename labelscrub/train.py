@@ -7,8 +7,8 @@ Two ways to measure every sample's loss each epoch (`CleanConfig.loss_pass`):
 - "train" (default): the loss of each trained sample is read off the training forward pass it already gets (train
   mode, augmented, before that step's update); the samples left out of the epoch get one forward pass without
   gradient after the epoch's steps, measured the same way. No extra pass over the kept data, and left-out samples
-  cost a forward pass instead of a training step. (Measured per step instead, the left-out samples made many small
-  forward passes, which on a GPU cost as much as big ones: 1.20x plain training against 0.94x for the probe.)
+  cost a forward pass instead of a training step. They are measured after the steps, in full batches, because
+  on a GPU a small forward pass beside every step costs about as much as a full one.
 - "probe": the paper's separate pass after the epoch, in eval mode without augmentation, over every sample.
 """
 
@@ -26,47 +26,10 @@ import torch.nn.functional as F
 from labelscrub.augment import channel_stats, for_training_side, normalize
 from labelscrub.batches import auto_workers, stream
 from labelscrub.config import CleanConfig
+from labelscrub.measurement import Probe
 from labelscrub.model import build_model
+from labelscrub.progress import Progress
 from labelscrub.schedule import drop_count, learning_rate
-
-
-@dataclass
-class EpochSummary:
-    epoch: int
-    rho: float  # the method's target share of withheld samples this epoch (0 for erm)
-    trained: int  # samples in this epoch's batches
-    dropped: int  # readable samples whose gradient was withheld (left out of batches, or truncated inside them)
-    train_loss: float  # mean training cross-entropy over the epoch's batches (augmented)
-    probe_loss: float  # mean probe cross-entropy over all readable samples
-    heldout_accuracy: float | None
-    train_seconds: float
-    probe_seconds: float
-    train_images_per_second: float
-    probe_images_per_second: float
-    phase: str = "main"  # "warmup-ranking" for the first training of the one-shot method
-    # mean measured loss of the samples in this epoch's batches, and of the readable ones left out of them (None
-    # when none were): how far apart the two groups are (the audit page draws both)
-    kept_loss: float | None = None
-    left_out_loss: float | None = None
-
-
-@dataclass
-class Probe:
-    """Per-sample measurements of one epoch, from the probe pass or from the training forward passes."""
-
-    losses: np.ndarray  # (N,) float32 cross-entropy of the given label; NaN where not measured
-    predicted: np.ndarray  # (N,) int64 argmax class; -1 where not measured
-    p_label: np.ndarray  # (N,) float32 probability of the given label; NaN where not measured
-    # (N,) float32 log-probability of the best other class minus that of the given label: > 0 where the model
-    # prefers another class. NaN where not measured.
-    margin: np.ndarray
-    probabilities: np.ndarray | None = None  # (N, classes) float32 softmax, only when asked for
-    # (N,) float32 cross-entropy of the sample's decoy label (`Setup.decoys`): what this sample's loss would be if
-    # its label were wrong. The noise-rate estimate compares the two (noise.py). NaN where not measured.
-    decoy_loss: np.ndarray | None = None
-    # (N,) float32 mean over all classes of -log p(class): subtracted from a label's loss, how far below the
-    # average class the model puts that label, whatever its confidence in the image as a whole (noise.py).
-    mean_class_loss: np.ndarray | None = None
 
 
 @dataclass
@@ -121,19 +84,6 @@ def _measure(logits: torch.Tensor, targets: torch.Tensor,
     others = log_probs.scatter(1, targets[:, None], float("-inf"))
     decoy = log_probs.gather(1, decoys[:, None])[:, 0]
     return -picked, log_probs.argmax(1), others.max(1).values - picked, -decoy, -log_probs.mean(1)
-
-
-class Progress:
-    """Callbacks the loops call; the default does nothing. The CLI passes one that draws bars or prints lines."""
-
-    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None: ...
-
-    def batch_done(self) -> None: ...
-
-    def epoch_done(self, summary: EpochSummary, epochs: int) -> None: ...
-
-    def note(self, message: str) -> None:
-        """Something the user should know while the run goes on (an estimate that cannot be trusted)."""
 
 
 @dataclass
@@ -271,8 +221,7 @@ def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
 
     Batch norm in train mode normalises each batch by its own statistics, and at 32 px with the ImageNet stem the
     last stage sees one value per image and channel: a tail of 2 or 3 images gives degenerate statistics, a wild
-    step and corrupted running statistics. In a benchmark run whose kept count left a tail of 3, held-out accuracy
-    fell to 8% after that epoch and the run's selection ended far worse than its neighbours' (BENCHMARKS.md)."""
+    step and corrupted running statistics, from which a run's selection may not recover."""
     chunks = [rows[start:start + size] for start in range(0, len(rows), size)]
     if len(chunks) > 1 and len(chunks[-1]) < size / 2:
         chunks[-2:] = [np.concatenate(chunks[-2:])]

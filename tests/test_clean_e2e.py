@@ -79,6 +79,7 @@ def test_model_and_run_json_are_complete(folder_run):
     assert set(run["outputs"]) == {"report", "manifest", "model", "run"}
     assert run["throughput"]["train_images_per_second"] > 0
     assert "dropped 288 (20.0%)" in output and "manifest.csv" in output
+    assert "decoded 1,438 train images" in output and "decoded 359 held-out images" in output
 
 
 def test_parquet_input_gives_a_parquet_manifest_with_the_input_schema(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from imagedata import BLUE, CYAN, GREEN, RED, SIDE, YELLOW, colour_for, encode, write_image, write_parquet
 from PIL import Image
 
+from labelscrub import images as images_module
 from labelscrub.images import decode_all, decode_one
 from labelscrub.sources import open_data
 
@@ -97,6 +98,20 @@ def test_decode_all_keeps_read_errors_of_parquet_rows(tmp_path):
     assert errors[0] is None and errors[2] is None
     assert "no label" in errors[1]  # the read-time error wins over the missing image
     assert tuple(pixels[0][:, 0, 0]) == RED and tuple(pixels[2][:, 0, 0]) == BLUE
+
+
+def test_decode_all_reports_every_sample_once_from_zero_up_to_the_total(tmp_path, monkeypatch):
+    monkeypatch.setattr(images_module, "DECODE_CHUNK", 2)  # three chunks; the last holds only an unreadable row
+    file = write_parquet(tmp_path / "d.parquet", {
+        "image": pa.array([encode(RED), None, encode(BLUE), encode(GREEN), None], pa.binary()),
+        "label": [0, 1, 1, 0, 1]})
+    calls = []
+
+    _, errors = decode_all(open_data(file).train, SIDE, memory_budget_bytes=1 << 20,
+                           on_progress=lambda done, total: calls.append((done, total)))
+
+    assert [error is None for error in errors] == [True, False, True, True, False]
+    assert calls == [(done, 5) for done in range(6)]
 
 
 def test_decoded_images_over_the_memory_budget_go_to_a_memory_mapped_file(tmp_path):

@@ -10,8 +10,8 @@ import torch
 from labelscrub.config import CleanConfig
 from labelscrub.methods import SPL_GROWTH, Task, train_with_method
 from labelscrub.noise import DOUBTED_CAP
+from labelscrub.progress import Progress
 from labelscrub.schedule import drop_count, rho_at, select_kept
-from labelscrub.train import Progress
 
 N, CLASSES, SIDE = 40, 4, 8
 

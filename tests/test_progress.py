@@ -1,9 +1,10 @@
-"""What the user reads: the console warning while a run goes on and the closing summary's doubted estimate."""
+"""What the user reads: the decoding count, the console warning while a run goes on and the closing summary's
+doubted estimate."""
 
 import io
 from types import SimpleNamespace
 
-from labelscrub.progress import ConsoleProgress, closing_summary
+from labelscrub.progress import REDRAW_SECONDS, ConsoleProgress, closing_summary, decoding
 
 
 def doubted_result():
@@ -27,3 +28,32 @@ def test_a_note_reaches_the_console_as_a_warning_line():
     stream = io.StringIO()
     ConsoleProgress(stream).note("the noise estimate is still falling")
     assert stream.getvalue() == "warning: the noise estimate is still falling\n"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def decode_thousand(progress: ConsoleProgress, times: list[float]) -> None:
+    """Feed `progress` what decode_all reports for 1,000 images, at the clock readings `times`."""
+    clock = iter(times)
+    progress.clock = lambda: next(clock)
+    report = decoding(progress, "train")
+    for done in (0, 100, 500, 1000):
+        report(done, 1000)
+
+
+def test_decoding_in_a_log_is_one_line_with_the_count_time_and_rate(capsys):
+    decode_thousand(ConsoleProgress(), [0.0, 0.5, 1.0, 2.0])
+    assert capsys.readouterr().err == "decoded 1,000 train images in 0:02 (500 images/s)\n"
+
+
+def test_decoding_on_a_terminal_redraws_one_line_in_place_and_ends_it():
+    terminal = Terminal()
+    # the count at 100 arrives within REDRAW_SECONDS of the first drawing and is not drawn
+    decode_thousand(ConsoleProgress(terminal), [0.0, REDRAW_SECONDS / 2, 1.0, 2.0])
+    first = "decoding train images 0/1,000  - images/s  0:00"
+    middle = "decoding train images 500/1,000  500 images/s  0:01"
+    last = "decoded 1,000 train images in 0:02 (500 images/s)"
+    assert terminal.getvalue() == f"\r{first}\r{middle}\r{last.ljust(len(middle))}\n"

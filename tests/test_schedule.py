@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from labelscrub.measurement import Probe
 from labelscrub.ranking import updated_score
 from labelscrub.schedule import drop_count, learning_rate, rho_at, rho_schedule, select_kept
-from labelscrub.train import Probe
 
 
 def test_rho_is_zero_during_warmup_then_rises_linearly_and_stays():

@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from labelscrub.measurement import Probe
 from labelscrub.suggest import SuggestionTracker, predicted_probability
-from labelscrub.train import Probe
 
 
 def measurement(labels, predicted, p_label, p_predicted) -> Probe:

@@ -6,7 +6,7 @@
 - Label column: `label`, `labels`, `target` or `class` (or `label_column`); ints or strings. Int labels with a
   Hugging Face ClassLabel in the `huggingface` schema metadata take its names; other ints keep their value as index.
 - Split layout: in a folder whose file names all start with a split name (`train-00000-of-00002.parquet`,
-  `test.parquet`), the train files are cleaned and val/validation (else test) files are held out.
+  `test.parquet`), the train files are cleaned and val/valid/validation (else test) files are held out.
 - Sample ids: the id column when given, else `<file relative to DATA>:<row>`.
 Only the label and id columns are read whole; images stream by record batch, so memory does not grow with the data.
 """
@@ -39,7 +39,9 @@ LABEL_COLUMN_NAMES = ("label", "labels", "target", "class")
 PATH_COLUMN = "path"  # image paths, when no column holds the images themselves
 # Rows decoded per read: large enough to amortise Parquet overhead, small enough that big images stay in budget.
 STREAM_BATCH_ROWS = 256
-_SPLIT_FILE = re.compile(r"^(train|val|valid|validation|test)(?:[-_.].*)?\.parquet$", re.IGNORECASE)
+# A file of a split layout: its name starts with one of the split names image folders use.
+_SPLIT_NAMES = "|".join(map(re.escape, (TRAIN_SPLIT, *HELDOUT_SPLITS)))
+_SPLIT_FILE = re.compile(rf"^({_SPLIT_NAMES})(?:[-_.].*)?\.parquet$", re.IGNORECASE)
 
 
 def parquet_files(path: Path) -> list[Path]:
