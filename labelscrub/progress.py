@@ -108,8 +108,8 @@ def describe_epoch(summary: EpochSummary, epochs: int) -> str:
     if summary.phase != "retrain":
         parts.append(f"rho {summary.rho:.3f}  dropped {summary.dropped}")
     parts.append(f"train loss {summary.train_loss:.3f}")
-    if summary.phase != "retrain":
-        parts.append(f"probe loss {summary.probe_loss:.3f}")
+    if summary.phase != "retrain":  # measured on every readable sample, the left-out ones too
+        parts.append(f"all-sample loss {summary.probe_loss:.3f}")
     if summary.heldout_accuracy is not None:
         parts.append(f"held-out acc {summary.heldout_accuracy:.1%}")
     parts.append(f"({summary.train_seconds + summary.probe_seconds:.1f}s)")
