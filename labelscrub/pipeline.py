@@ -26,12 +26,13 @@ from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
-from labelscrub.methods import Task, TrainingOutcome, train_with_method
+from labelscrub.methods import TrainingOutcome, train_with_method
 from labelscrub.model import cpu_state_dict, pick_device, save_model
 from labelscrub.outfolder import prepare_out_dir
 from labelscrub.report import build_report, write_report
 from labelscrub.sources import LabeledImages, open_data, read_heldout
 from labelscrub.summary import Run, Selection, Timings, noise_summary, report_metadata, run_summary
+from labelscrub.task import Task
 from labelscrub.train import Progress
 
 
