@@ -79,11 +79,13 @@ def score_meaning(config: CleanConfig) -> str:
     """What the report's `score` column holds, in words, for the report metadata."""
     if config.method == "oneshot":
         return "loss of the ranking model after the warm-up epochs; higher = more likely mislabeled"
-    measured = ("cross-entropy of the given label" if config.rank_by == "loss"
+    measured = ("cross-entropy of the given label" if config.rank_by == "loss" or config.method == "spl"
                 else "log-probability of the best other class minus that of the given label")
     where = ("in the training forward pass (augmented)" if config.loss_pass == "train"
              else "in the probe pass (eval mode, un-augmented)")
-    over = "last epoch" if config.smoothing == 0 else f"moving average over epochs (smoothing {config.smoothing:g})"
+    # spl ranks by the loss its threshold reads, never by the smoothed score
+    last_only = config.smoothing == 0 or config.method == "spl"
+    over = "last epoch" if last_only else f"moving average over epochs (smoothing {config.smoothing:g})"
     return f"{measured}, measured {where}, {over}; higher = more likely mislabeled"
 
 

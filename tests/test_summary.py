@@ -1,11 +1,13 @@
-"""What run.json and the report metadata say about the noise, from estimates and selections chosen by hand."""
+"""What run.json and the report metadata say: the noise section and the meaning of the score, from values chosen
+by hand."""
 
 import numpy as np
 import pytest
 
+from labelscrub.config import CleanConfig
 from labelscrub.confusion import ConfusionEstimate
 from labelscrub.noise import NoiseEstimate
-from labelscrub.summary import noise_summary
+from labelscrub.summary import noise_summary, score_meaning
 
 
 def test_noise_summary_counts_per_class_and_the_noise_matrix():
@@ -38,3 +40,10 @@ def test_the_summary_reports_each_class_at_the_larger_of_its_two_estimates_and_w
     assert summary["classes"]["truck"]["confused_with"] is None
     assert summary["estimated_noise_rate"] == pytest.approx((100 * 0.05 + 300 * 0.2 + 100 * 0.02) / 500)
     assert summary["spread_noise_rate"] == 0.02 and summary["confusion_after_epoch"] == 16
+
+
+def test_the_score_meaning_names_what_each_method_ranks_by():
+    assert "moving average over epochs (smoothing 0.6)" in score_meaning(CleanConfig(smoothing=0.6))
+    spl = score_meaning(CleanConfig(method="spl", smoothing=0.6, rank_by="margin"))
+    assert spl.startswith("cross-entropy of the given label") and "last epoch" in spl
+    assert score_meaning(CleanConfig(method="oneshot")).startswith("loss of the ranking model")
