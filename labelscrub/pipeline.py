@@ -1,8 +1,8 @@
 """`clean()`: the whole job, joining the stages in a fixed order: options -> data -> decode -> train -> outputs.
 
-Of the clean run's files, the training stages write only the checkpoint (through the callback `clean` gives
-them); the outputs (report, manifest, model, run.json, the audit page) are written here, together, at the end. The
-CLI is a thin layer on top; Python callers get the same results as a `CleanResult`.
+The training stages write no file: each epoch's checkpoint goes to a callback, which saves it; the outputs
+(report, manifest, model, run.json, then the audit page) are written here at the end, the first four together
+(`atomic.outputs_together`). The CLI is a thin layer on top; Python callers get the same results as a `CleanResult`.
 """
 
 from __future__ import annotations
