@@ -24,6 +24,7 @@ from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, dropped_by_r
 import labelscrub
 from labelscrub import methods
 from labelscrub.planted import auroc, detection_scores
+from labelscrub.task import SampleState, Task
 from labelscrub.train import decoy_labels
 
 
@@ -40,19 +41,19 @@ def main() -> None:
     dumps.mkdir(parents=True, exist_ok=True)
     rho_max = args.rho_max if args.rho_max == "auto" else float(args.rho_max)
 
-    original = methods.Task.after_epoch
+    original = Task.updated
 
-    def after_epoch(task: methods.Task, epoch: int, measured) -> None:
+    def updated(task: Task, samples: SampleState, epoch: int, measured) -> SampleState:
         np.savez(dumps / f"epoch-{epoch:02d}.npz", probabilities=measured.probabilities.astype(np.float16),
                  losses=measured.losses, decoy_loss=measured.decoy_loss, mean_class_loss=measured.mean_class_loss)
-        original(task, epoch, measured)
+        return original(task, samples, epoch, measured)
 
     train_epoch = methods.train_epoch
 
     def train_epoch_keeping_probabilities(*arguments, **options):
         return train_epoch(*arguments, **{**options, "keep_probabilities": True})
 
-    methods.Task.after_epoch = after_epoch
+    Task.updated = updated
     methods.train_epoch = train_epoch_keeping_probabilities
 
     with tempfile.TemporaryDirectory(prefix="labelscrub-dumps-") as scratch:

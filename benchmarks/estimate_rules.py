@@ -21,10 +21,10 @@ import numpy as np
 from noise_benchmark import NOISE_SETTINGS, plant
 
 from labelscrub.config import CleanConfig
+from labelscrub.decoding import decode_to_device
 from labelscrub.images import typical_side
 from labelscrub.model import pick_device
 from labelscrub.noise import best_depth, estimate_noise, evidence_epochs, label_depth
-from labelscrub.outputs import decode_to_device
 from labelscrub.ranking import moving_average
 from labelscrub.sources import open_data
 from labelscrub.train import make_setup, train_epoch

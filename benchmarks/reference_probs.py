@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from labelscrub.config import CleanConfig
+from labelscrub.decoding import decode_to_device
 from labelscrub.model import pick_device
-from labelscrub.outputs import decode_to_device
 from labelscrub.sources import open_data
 from labelscrub.train import make_setup, probe, train_epoch
 

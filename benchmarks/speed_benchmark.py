@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import labelscrub
-import labelscrub.outputs
+import labelscrub.decoding
 from labelscrub.config import CleanConfig
 from labelscrub.model import pick_device
 from labelscrub.train import make_setup
@@ -117,12 +117,12 @@ def split_host_images(spec: str) -> tuple[str, bool]:
 def images_kept_on_host():
     """labelscrub puts decoded images on a CUDA GPU when they take under a quarter of its free memory; this
     stands in for a dataset above that share, whose batches then stream from host memory."""
-    place = labelscrub.outputs.to_device
-    labelscrub.outputs.to_device = lambda pixels, device: torch.from_numpy(pixels)
+    place = labelscrub.decoding.to_device
+    labelscrub.decoding.to_device = lambda pixels, device: torch.from_numpy(pixels)
     try:
         yield
     finally:
-        labelscrub.outputs.to_device = place
+        labelscrub.decoding.to_device = place
 
 
 def subset(source: Path, per_class: int, target: Path) -> Path:

@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from labelscrub.atomic import outputs_together, write_text
-from labelscrub.config import MANIFEST_FORMATS, CleanConfig
+from labelscrub.config import CleanConfig
 from labelscrub.decisions import Decision, read_decisions
 from labelscrub.errors import LabelscrubError
-from labelscrub.manifest import manifest_format_for, write_manifest
-from labelscrub.outputs import prepare_out_dir
+from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
+from labelscrub.outfolder import prepare_out_dir
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, open_data
 from labelscrub.version import __version__
@@ -101,10 +101,7 @@ def apply_decisions(run_dir: str | Path, decisions: str | Path, *, out: str | Pa
                    for decision in chosen]
         record = {**review, "manifest": str(manifest_path.resolve()), "decisions": decided}
         write_text(record_path, json.dumps(record, indent=2) + "\n")
-    # A manifest of another format left by the output this one overwrote would be mistaken for this one by retrain.
-    for stale in (out_dir / f"manifest.{fmt}" for fmt in MANIFEST_FORMATS):
-        if stale != manifest_path:
-            stale.unlink(missing_ok=True)
+    remove_other_manifests(out_dir, manifest_path)
     return AppliedResult(out_dir=out_dir, manifest_path=manifest_path, record_path=record_path, counts=counts)
 
 

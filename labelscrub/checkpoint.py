@@ -1,34 +1,65 @@
-"""What an epoch-end checkpoint holds, and putting it back: model, optimiser, the generator behind shuffling and
-augmentation, the loss and keep history, the last probe, and the method's own state (spl's thresholds, oneshot's
-ranking). The learning rate needs no state: it is a pure function of the epoch.
+"""Epoch-end checkpoints, `checkpoint.pt` in the output folder: what they hold, writing and reading them, and
+putting them back.
+
+Every checkpoint holds the training state (model, optimiser, the generator behind shuffling and augmentation) with
+the phase and epoch it was written after, and the fingerprint of the run that wrote it. A clean run's adds the
+loss and keep history, the last probe and the method's per-sample state (methods.SampleState); a retrain's adds
+the trainings it has finished. The learning rate needs no state: it is a pure function of the epoch.
 
 Everything is stored as tensors and plain values, so `torch.load(..., weights_only=True)` reads it back and nothing
-in a checkpoint is ever unpickled as code. Writing the file is the caller's job (pipeline), not the loop's.
+in a checkpoint is ever unpickled as code. The training loops never write: they hand the packed state to a
+callback, and `clean` and `retrain` save it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from labelscrub.atomic import atomic_path
+from labelscrub.errors import LabelscrubError
 from labelscrub.measurement import Probe
 from labelscrub.model import cpu_state_dict
 
+CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
 # Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
-# 5: the noise estimate reads epochs 4-6 of a longer warm-up, which a format-4 state had not kept.
-# 6: with auto, the log-probabilities of the confusion estimate's window and the confused samples (confusion.py).
-# 7: the estimate waits for 4 trained epochs, and may be doubted and capped (noise.doubt_estimate).
 FORMAT = 7
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 
 
-def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any], fingerprint: dict[str, Any]) -> dict:
-    """The resumable state after `epoch` (0-based, within `phase`) has finished."""
+def save(out_dir: Path, payload: dict) -> None:
+    with atomic_path(out_dir / CHECKPOINT_NAME) as temporary:
+        torch.save(payload, temporary)
+
+
+def load(out_dir: Path, current_fingerprint: dict) -> dict:
+    """The checkpoint in `out_dir`, refused with the differences named when it belongs to another run."""
+    path = out_dir / CHECKPOINT_NAME
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged or foreign file: say so instead of a pickle traceback
+        raise LabelscrubError(f"{path}: cannot read the checkpoint ({type(error).__name__}); run again without "
+                              "--resume (use --overwrite)") from None
+    problems = mismatch(saved["fingerprint"], current_fingerprint)
+    if saved.get("format") != FORMAT or problems:
+        raise LabelscrubError(f"{path}: cannot resume, the run differs ({'; '.join(problems) or 'older format'}); "
+                              "pass the same input and options, or start again with --overwrite")
+    return saved
+
+
+def remove(out_dir: Path) -> None:
+    """Called once every output is in place: nothing is left to resume."""
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+
+
+def pack_training(*, phase: str, epoch: int, setup, fingerprint: dict[str, Any]) -> dict:
+    """The training state after `epoch` (0-based, within `phase`) has finished, as every checkpoint holds it."""
     return {
         "format": FORMAT,
         "fingerprint": fingerprint,
@@ -37,6 +68,21 @@ def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any],
         "model": cpu_state_dict(setup.model),
         "optimizer": setup.optimizer.state_dict(),
         "generator": setup.generator.get_state(),
+    }
+
+
+def restore_training(payload: dict, setup) -> int:
+    """Load the training state of `payload` into `setup`; return the first epoch still to run."""
+    setup.model.load_state_dict(payload["model"])
+    setup.optimizer.load_state_dict(payload["optimizer"])
+    setup.generator.set_state(payload["generator"])
+    return payload["epoch"] + 1
+
+
+def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any], fingerprint: dict[str, Any]) -> dict:
+    """A clean run's resumable state after `epoch` (0-based, within `phase`) has finished."""
+    return {
+        **pack_training(phase=phase, epoch=epoch, setup=setup, fingerprint=fingerprint),
         "losses": [torch.from_numpy(row) for row in history.losses],
         "kept": [torch.from_numpy(row) for row in history.kept],
         "summaries": [dataclasses.asdict(summary) for summary in history.summaries],
@@ -49,15 +95,13 @@ def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any],
 
 def restore(payload: dict, setup, history, summary_type) -> tuple[int, Any]:
     """Load `payload` into `setup` and `history`; return (first epoch still to run, last probe)."""
-    setup.model.load_state_dict(payload["model"])
-    setup.optimizer.load_state_dict(payload["optimizer"])
-    setup.generator.set_state(payload["generator"])
+    first = restore_training(payload, setup)
     history.losses[:] = [row.numpy() for row in payload["losses"]]
     history.kept[:] = [row.numpy() for row in payload["kept"]]
     history.summaries[:] = [summary_type(**summary) for summary in payload["summaries"]]
     last = payload["last"]
     probe = Probe(last["losses"].numpy(), last["predicted"].numpy(), last["p_label"].numpy(), last["margin"].numpy())
-    return payload["epoch"] + 1, probe
+    return first, probe
 
 
 def method_state(payload: dict) -> dict[str, Any]:

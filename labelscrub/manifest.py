@@ -21,11 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelscrub.atomic import atomic_path
+from labelscrub.config import MANIFEST_FORMATS
 from labelscrub.errors import LabelscrubError
 from labelscrub.report import METADATA_KEY
 from labelscrub.sources import LabeledImages
 
 COPY_BATCH_ROWS = 1024  # Parquet rows copied at a time
+MANIFEST_NAMES = tuple(f"manifest.{fmt}" for fmt in MANIFEST_FORMATS)  # retrain looks for them in this order
 
 
 def manifest_format_for(images: LabeledImages, requested: str | None) -> str:
@@ -64,6 +66,13 @@ def write_manifest(images: LabeledImages, keep: np.ndarray, out_dir: Path, fmt: 
             table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
             pq.write_table(table, temporary)
     return target
+
+
+def remove_other_manifests(out_dir: Path, written: Path) -> None:
+    """A manifest of another format, left by the output this one overwrote, would be mistaken for this one's."""
+    for name in MANIFEST_NAMES:
+        if out_dir / name != written:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def _copy_parquet_rows(images: LabeledImages, keep: np.ndarray, labels: np.ndarray, target: Path,

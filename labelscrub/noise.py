@@ -32,12 +32,8 @@ noise rate", has the formulas and the measurements.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # confusion.py builds on this module
-    from labelscrub.confusion import ConfusionEstimate
 
 # Thresholds: these percentiles of the decoy losses. Below the median, right labels dominate the tail; above the
 # 95th, too few decoys remain for a stable share.
@@ -202,45 +198,3 @@ def tail_ratio(given: np.ndarray, wrong: np.ndarray, threshold: float) -> float:
 def _clipped(rate: float) -> float:
     return float(min(max(rate, 0.0), MAX_NOISE_RATE))
 
-
-def noise_summary(*, estimate: NoiseEstimate | None, confusion: ConfusionEstimate | None, rho_max: float,
-                  labels: np.ndarray, predicted: np.ndarray, eligible: np.ndarray, dropped: np.ndarray,
-                  relabelled: np.ndarray, class_names: list[str]) -> dict:
-    """What run.json and the report metadata say about the noise: the estimate, and per class its size, estimated
-    rate (the larger of the decoy estimate and the confused share), the class its confused labels came from,
-    dropped and relabelled counts; plus the noise matrix, the (given label, predicted label) counts among dropped
-    samples, as a list of non-zero cells, largest first (a list stays readable with many classes)."""
-    classes, sizes, rates = {}, [], []
-    for label, name in enumerate(class_names):
-        members = eligible & (labels == label)
-        spread = None if estimate is None or np.isnan(estimate.per_class[label]) else float(estimate.per_class[label])
-        confused = None if confusion is None else float(confusion.share[label])
-        source = None if confusion is None or confusion.source[label] < 0 else class_names[confusion.source[label]]
-        rate = spread if confused is None or spread is None else max(spread, confused)
-        if rate is not None:
-            sizes.append(int(members.sum()))
-            rates.append(rate)
-        classes[name] = {"samples": int(members.sum()), "estimated_noise_rate": rate,
-                         "confused_share": confused, "confused_with": source,
-                         "dropped": int((members & dropped).sum()), "relabelled": int((members & relabelled).sum())}
-    cells: dict[tuple[int, int], int] = {}
-    for given, guess in zip(labels[dropped].tolist(), predicted[dropped].tolist()):
-        cells[given, guess] = cells.get((given, guess), 0) + 1
-    matrix = [{"given": class_names[given], "predicted": class_names[guess], "count": count}
-              for (given, guess), count in sorted(cells.items(), key=lambda item: (-item[1], item[0]))]
-    if estimate is None or confusion is None:
-        overall = None if estimate is None else estimate.overall
-    else:
-        overall = float(np.dot(sizes, rates) / max(1, sum(sizes)))
-    return {
-        "estimated_noise_rate": overall,
-        "estimated_after_epoch": None if estimate is None else estimate.epoch,
-        "spread_noise_rate": None if estimate is None else estimate.overall,
-        # why the estimate was not trusted and capped (None: trusted), and what it read before the cap
-        "estimate_doubt": None if estimate is None else estimate.doubt,
-        "uncapped_noise_rate": None if estimate is None else estimate.uncapped,
-        "confusion_after_epoch": None if confusion is None else confusion.epoch,
-        "rho_max_used": rho_max,
-        "classes": classes,
-        "noise_matrix": matrix,
-    }

@@ -1,16 +1,15 @@
 """`clean()`: the whole job, joining the stages in a fixed order: options -> data -> decode -> train -> outputs.
 
-This is the only module that writes files (through `report`, `manifest` and `atomic`); the CLI is a thin layer on
-top of it and Python callers get the same results as a `CleanResult`.
+The training stages write no file: each epoch's checkpoint goes to a callback, which saves it; the outputs
+(report, manifest, model, run.json, then the audit page) are written here at the end, the first four together
+(`atomic.outputs_together`). The CLI is a thin layer on top; Python callers get the same results as a `CleanResult`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,44 +18,22 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from labelscrub import checkpoint
+import labelscrub.checkpoint as checkpoint
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.audit import AUDIT_NAME, write_audit
-from labelscrub.config import MANIFEST_FORMATS, CleanConfig
+from labelscrub.config import CleanConfig
+from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
-from labelscrub.manifest import manifest_format_for, write_manifest
-from labelscrub.methods import Task, train_with_method
-from labelscrub.model import cpu_state_dict, pick_device
-from labelscrub.noise import noise_summary
-from labelscrub.outputs import (
-    CACHE_FOLDER,
-    CHECKPOINT_NAME,
-    decode_to_device,
-    load_checkpoint,
-    prepare_out_dir,
-    save_checkpoint,
-    save_model,
-)
+from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
+from labelscrub.methods import TrainingOutcome, train_with_method
+from labelscrub.model import cpu_state_dict, pick_device, save_model
+from labelscrub.outfolder import prepare_out_dir
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import build_report, write_report
-from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages, open_data, read_heldout
-from labelscrub.version import __version__
-
-OUTPUT_NAMES = ("report.parquet", "model.pt", "run.json")
-
-
-def score_meaning(config: CleanConfig) -> str:
-    """What the report's `score` column holds, in words, for the report metadata."""
-    if config.method == "oneshot":
-        return "loss of the ranking model after the warm-up epochs; higher = more likely mislabeled"
-    measured = ("cross-entropy of the given label" if config.rank_by == "loss"
-                else "log-probability of the best other class minus that of the given label")
-    where = ("in the training forward pass (augmented)" if config.loss_pass == "train"
-             else "in the probe pass (eval mode, un-augmented)")
-    over = "last epoch" if config.smoothing == 0 else f"moving average over epochs (smoothing {config.smoothing:g})"
-    return f"{measured}, measured {where}, {over}; higher = more likely mislabeled"
+from labelscrub.summary import Run, Selection, Timings, noise_summary, report_metadata, run_summary
+from labelscrub.task import Task
 
 
 @dataclass
@@ -95,83 +72,36 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     config = _make_config(options)
     data_path, out_dir = Path(data), Path(out)
     prepare_out_dir(out_dir, data_path, overwrite, resume=resume)
-
-    split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
-                      id_column=config.id_column, allow_outside_root=config.allow_outside_root)
-    train_set = split.train
-    heldout_set = split.heldout
-    if config.holdout is not None:
-        heldout_set = read_heldout(config.holdout, train_set.class_names, image_column=config.image_column,
-                                   label_column=config.label_column, id_column=config.id_column)
-    manifest_format = manifest_format_for(train_set, config.manifest_format)
-    config = config.resolve(typical_side(train_set))
+    progress = progress or Progress()
+    images, heldout_images = _open(data_path, config)
+    manifest_format = manifest_format_for(images, config.manifest_format)
+    config = config.resolve(typical_side(images))
     device = pick_device(config.device)
-
-    cache_dir = out_dir / CACHE_FOLDER
-    try:
-        pixels, trainable_labels, errors = decode_to_device(train_set, config, cache_dir, "train.npy", device,
+    with spill_folder(out_dir) as cache_dir:
+        pixels, trainable_labels, errors = decode_to_device(images, config, cache_dir, "train.npy", device,
                                                             on_progress=decoding(progress, "train"))
         heldout = None
-        if heldout_set is not None:
-            heldout = decode_to_device(heldout_set, config, cache_dir, "heldout.npy", device,
+        if heldout_images is not None:
+            heldout = decode_to_device(heldout_images, config, cache_dir, "heldout.npy", device,
                                        on_progress=decoding(progress, "held-out"))[:2]
         eligible = trainable_labels >= 0
-        _check_trainable(train_set, eligible, errors, config.max_bad_fraction)
+        _check_trainable(images, eligible, errors, config.max_bad_fraction)
         load_seconds = time.perf_counter() - started
-
-        current = checkpoint.fingerprint(data=str(data_path.resolve()), config=config.to_dict(),
-                                         sample_ids=train_set.sample_ids, labels=train_set.labels)
-        saved = load_checkpoint(out_dir, current) if resume else None
-        outcome = train_with_method(Task(
-            pixels=pixels, labels=train_set.labels, sample_ids=train_set.sample_ids,
-            eligible=eligible, num_classes=len(train_set.class_names), config=config, device=device,
-            heldout=heldout, progress=progress or Progress(), resume=saved, fingerprint=current,
-            on_checkpoint=lambda payload: save_checkpoint(out_dir, payload)))
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
-
-    dropped = eligible & ~outcome.final_kept
-    # --relabel: a dropped sample with a confident suggestion goes back into the manifest under that label.
-    rescued = dropped & (outcome.suggested >= 0) if config.relabel else np.zeros_like(dropped)
-    relabelled = rescued & (outcome.suggested != train_set.labels)  # the others keep their own, confirmed label
-    noise = noise_summary(estimate=outcome.noise, confusion=outcome.confusion, rho_max=outcome.rho_max,
-                          labels=train_set.labels, predicted=outcome.predicted, eligible=eligible, dropped=dropped,
-                          relabelled=relabelled, class_names=train_set.class_names)
-    metadata = _metadata(config, data_path, train_set, outcome, noise)
-    report = build_report(
-        sample_ids=train_set.sample_ids, labels=train_set.labels, class_names=train_set.class_names,
-        predicted=outcome.predicted, p_label=outcome.p_label, final_loss=outcome.final_loss,
-        score=outcome.score, loss_history=outcome.loss_history, kept_history=outcome.kept_history,
-        dropped=dropped, confused_with=_confused_with(outcome, train_set.labels), suggested=outcome.suggested,
-        suggestion_confidence=outcome.suggestion_confidence, errors=errors, metadata=metadata)
-    report_path, model_path, run_json_path = out_dir / "report.parquet", out_dir / "model.pt", out_dir / "run.json"
-    with outputs_together():  # the report, manifest, model and run.json appear together or not at all
-        write_report(report, report_path)
-        manifest_path = write_manifest(train_set, (outcome.final_kept & eligible) | rescued, out_dir,
-                                       manifest_format, metadata,
-                                       labels=np.where(relabelled, outcome.suggested, train_set.labels))
-        save_model(cpu_state_dict(outcome.model), model_path, train_set.class_names, config, outcome.normalization)
-        summary = _run_summary(config, data_path, train_set, heldout_set, eligible, dropped, rescued, relabelled,
-                               errors, outcome, noise, load_seconds, time.perf_counter() - started, device,
-                               outputs={"report": report_path, "manifest": manifest_path, "model": model_path,
-                                        "run": run_json_path})
-        write_text(run_json_path, json.dumps(summary, indent=2) + "\n")
-    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # every output is in place; nothing left to resume
-    # A manifest of another format left by the run this one overwrote would be mistaken for this run's.
-    for stale in (out_dir / f"manifest.{fmt}" for fmt in MANIFEST_FORMATS):
-        if stale != manifest_path:
-            stale.unlink(missing_ok=True)
+        run = Run(data_path=data_path, config=config, images=images, heldout=heldout_images, errors=errors,
+                  device=device)
+        outcome = _train(run, pixels, eligible, heldout, out_dir, resume=resume, progress=progress)
+    selection = Selection.of(outcome, images.labels, eligible, relabel=config.relabel)
+    paths, summary = _write_outputs(run, outcome, selection, manifest_format, out_dir, load_seconds, started)
     audit_page = _write_audit(out_dir, progress) if audit else None
     if audit_page is None:  # a page left by the run this one overwrote would show that run
         (out_dir / AUDIT_NAME).unlink(missing_ok=True)
     return CleanResult(
-        audit_path=audit_page,
-        out_dir=out_dir, report_path=report_path, manifest_path=manifest_path, model_path=model_path,
-        run_json_path=run_json_path, class_names=train_set.class_names, n_samples=len(train_set),
-        n_dropped=int(dropped.sum()), n_unreadable=int((~eligible).sum()),
+        out_dir=out_dir, report_path=paths["report"], manifest_path=paths["manifest"], model_path=paths["model"],
+        run_json_path=paths["run"], class_names=images.class_names, n_samples=len(images),
+        n_dropped=int(selection.dropped.sum()), n_unreadable=int((~eligible).sum()),
         heldout_accuracy=summary["heldout_accuracy"],
-        dropped_ids=[sample_id for sample_id, flag in zip(train_set.sample_ids, dropped.tolist()) if flag],
-        summary=summary)
+        dropped_ids=[sample_id for sample_id, flag in zip(images.sample_ids, selection.dropped.tolist()) if flag],
+        summary=summary, audit_path=audit_page)
 
 
 def _make_config(options: dict[str, Any]) -> CleanConfig:
@@ -180,6 +110,30 @@ def _make_config(options: dict[str, Any]) -> CleanConfig:
     if unknown:
         raise LabelscrubError(f"unknown option(s) {', '.join(unknown)}; valid options are {', '.join(sorted(known))}")
     return CleanConfig(**options)
+
+
+def _open(data_path: Path, config: CleanConfig) -> tuple[LabeledImages, LabeledImages | None]:
+    """The training samples, and the held-out samples: --holdout's, else the input's own val/test split."""
+    split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
+                      id_column=config.id_column, allow_outside_root=config.allow_outside_root)
+    if config.holdout is None:
+        return split.train, split.heldout
+    return split.train, read_heldout(config.holdout, split.train.class_names, image_column=config.image_column,
+                                     label_column=config.label_column, id_column=config.id_column)
+
+
+def _train(run: Run, pixels: torch.Tensor, eligible: np.ndarray, heldout: tuple[torch.Tensor, np.ndarray] | None,
+           out_dir: Path, *, resume: bool, progress: Progress) -> TrainingOutcome:
+    """Train with the configured method, saving a checkpoint after every epoch; with `resume`, from the one an
+    interrupted run of the same data and options left."""
+    images, config = run.images, run.config
+    current = checkpoint.fingerprint(data=str(run.data_path.resolve()), config=config.to_dict(),
+                                     sample_ids=images.sample_ids, labels=images.labels)
+    saved = checkpoint.load(out_dir, current) if resume else None
+    return train_with_method(Task(
+        pixels=pixels, labels=images.labels, sample_ids=images.sample_ids, eligible=eligible,
+        num_classes=len(images.class_names), config=config, device=run.device, heldout=heldout, progress=progress,
+        resume=saved, fingerprint=current, on_checkpoint=lambda payload: checkpoint.save(out_dir, payload)))
 
 
 def _check_trainable(images: LabeledImages, eligible: np.ndarray, errors: list[str | None],
@@ -198,79 +152,45 @@ def _check_trainable(images: LabeledImages, eligible: np.ndarray, errors: list[s
                               "cleaning labels needs at least two classes")
 
 
-def _confused_with(outcome, labels: np.ndarray) -> np.ndarray:
+def _write_outputs(run: Run, outcome: TrainingOutcome, selection: Selection, manifest_format: str, out_dir: Path,
+                   load_seconds: float, started: float) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Write the report, manifest, model and run.json; return their paths (keyed as in run.json) and run.json's
+    content. The checkpoint goes once they are all in place."""
+    images = run.images
+    noise = noise_summary(estimate=outcome.noise, confusion=outcome.confusion, rho_max=outcome.rho_max,
+                          labels=images.labels, predicted=outcome.predicted, eligible=selection.eligible,
+                          dropped=selection.dropped, relabelled=selection.relabelled, class_names=images.class_names)
+    metadata = report_metadata(run, outcome, noise)
+    report = build_report(images, outcome, dropped=selection.dropped,
+                          confused_with=_confused_with(outcome, images.labels), errors=run.errors, metadata=metadata)
+    paths = {"report": out_dir / "report.parquet", "model": out_dir / "model.pt", "run": out_dir / "run.json"}
+    with outputs_together():  # the report, manifest, model and run.json appear together or not at all
+        write_report(report, paths["report"])
+        paths["manifest"] = write_manifest(images, selection.in_manifest, out_dir, manifest_format, metadata,
+                                           labels=selection.manifest_labels)
+        save_model(cpu_state_dict(outcome.model), paths["model"], images.class_names, run.config,
+                   outcome.normalization)
+        timings = Timings(load_seconds=load_seconds, total_seconds=time.perf_counter() - started)
+        summary = run_summary(run, outcome, selection, noise, timings, outputs={
+            name: paths[name] for name in ("report", "manifest", "model", "run")})
+        write_text(paths["run"], json.dumps(summary, indent=2) + "\n")
+    checkpoint.remove(out_dir)
+    remove_other_manifests(out_dir, paths["manifest"])
+    return paths, summary
+
+
+def _confused_with(outcome: TrainingOutcome, labels: np.ndarray) -> np.ndarray:
     """Per sample the class its label came from, for the samples left out as confused; -1 elsewhere."""
     if outcome.confusion is None:
         return np.full(len(labels), -1, np.int64)
     return np.where(outcome.confused, outcome.confusion.source[np.maximum(labels, 0)], -1)
 
 
-def _metadata(config: CleanConfig, data_path: Path, images: LabeledImages, outcome,
-              noise: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "labelscrub_version": __version__,
-        "data": str(data_path.resolve()),  # retrain --compare and its held-out data come from here
-        "config": config.to_dict(),
-        "class_names": images.class_names,
-        "rho_schedule": rho_schedule(config.epochs, rho_max=outcome.rho_max, warmup=config.warmup, ramp=config.ramp),
-        "noise": noise,
-        "epochs": [dataclasses.asdict(summary) for summary in outcome.epochs],
-        "normalization": outcome.normalization,
-        "method": config.method,
-        "score": score_meaning(config),
-    }
-
-
-def _write_audit(out_dir: Path, progress: Progress | None) -> Path | None:
+def _write_audit(out_dir: Path, progress: Progress) -> Path | None:
     """The review page; the run's outputs are complete without it, so a failure is a warning, not an error."""
     try:
         return write_audit(out_dir, out_dir / AUDIT_NAME).path
     except (LabelscrubError, OSError) as error:
-        (progress or Progress()).note(f"the audit page was not written ({error}); "
-                                      f"try again with `labelscrub audit {out_dir}`")
+        progress.note(f"the audit page was not written ({error}); try again with `labelscrub audit {out_dir}`")
         return None
 
-
-def _run_summary(config: CleanConfig, data_path: Path, images: LabeledImages, heldout: LabeledImages | None,
-                 eligible: np.ndarray, dropped: np.ndarray, rescued: np.ndarray, relabelled: np.ndarray,
-                 errors: list[str | None], outcome, noise: dict[str, Any], load_seconds: float, total_seconds: float,
-                 device: torch.device,
-                 outputs: dict[str, Path]) -> dict[str, Any]:
-    epochs = outcome.epochs
-    dropped_by_class = Counter(images.class_names[label] for label in images.labels[dropped])
-    train_seconds = sum(e.train_seconds for e in epochs)
-    probe_seconds = sum(e.probe_seconds for e in epochs)
-    return {
-        "labelscrub_version": __version__,
-        "data": str(data_path),
-        "device": str(device),
-        "counts": {
-            "samples": len(images), "trainable": int(eligible.sum()), "unreadable": int((~eligible).sum()),
-            "dropped": int(dropped.sum()), "kept": int((eligible & ~dropped).sum()),
-            # --relabel: dropped samples written to the manifest under their suggested label (or, where the
-            # suggestion is the given label, under that label)
-            "relabelled": int(relabelled.sum()),
-            "restored": int((rescued & ~relabelled).sum()),
-            "in_manifest": int(((eligible & ~dropped) | rescued).sum()),
-            "with_suggestion": int((eligible & (outcome.suggested >= 0)).sum()),
-            "classes": len(images.class_names), "heldout_samples": len(heldout) if heldout is not None else 0,
-        },
-        "class_names": images.class_names,
-        "dropped_by_class": {name: dropped_by_class.get(name, 0) for name in images.class_names},
-        "noise": noise,
-        "notes": images.notes,
-        "unreadable_samples": [{"sample_id": sample_id, "error": error}
-                               for sample_id, error in zip(images.sample_ids, errors) if error][:100],
-        "rho_schedule": [e.rho for e in epochs],
-        "heldout_accuracy": epochs[-1].heldout_accuracy if epochs else None,
-        "epochs": [dataclasses.asdict(e) for e in epochs],
-        "timings": {"load_seconds": load_seconds, "train_seconds": train_seconds, "probe_seconds": probe_seconds,
-                    "total_seconds": total_seconds},
-        "throughput": {
-            "train_images_per_second": sum(e.trained for e in epochs) / max(train_seconds, 1e-9),
-            # None with the "train" loss pass: there is no separate probe pass to time
-            "probe_images_per_second": (int(eligible.sum()) * len(epochs) / probe_seconds) if probe_seconds else None,
-        },
-        "outputs": {name: str(path) for name, path in outputs.items()},
-        "config": config.to_dict(),
-    }

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,23 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelscrub import checkpoint
+import labelscrub.checkpoint as checkpoint
 from labelscrub.apply import source_report
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
+from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
+from labelscrub.manifest import MANIFEST_NAMES
 from labelscrub.measurement import EpochSummary
-from labelscrub.model import cpu_state_dict, pick_device
-from labelscrub.outputs import (
-    CACHE_FOLDER,
-    CHECKPOINT_NAME,
-    decode_to_device,
-    load_checkpoint,
-    prepare_out_dir,
-    save_checkpoint,
-    save_model,
-)
+from labelscrub.model import cpu_state_dict, pick_device, save_model
+from labelscrub.outfolder import prepare_out_dir
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
@@ -46,7 +40,6 @@ from labelscrub.train import Setup, make_setup, probe, train_epoch
 # Options of the clean run that retrain may override (shared with `clean` in the CLI).
 TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed", "compile",
                     "loader_workers")
-MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl", "manifest.parquet")
 
 
 @dataclass
@@ -61,6 +54,24 @@ class RetrainResult:
     @property
     def difference(self) -> float | None:
         return None if self.baseline_accuracy is None else self.accuracy - self.baseline_accuracy
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a retrain trains and tests on, and with which recipe."""
+
+    manifest: Path
+    metadata: dict[str, Any]  # the clean run's report metadata; empty if there is none
+    kept: LabeledImages  # the manifest's samples, in the clean run's classes
+    test: LabeledImages
+    class_names: list[str]
+    config: CleanConfig  # the recipe, resolved
+    cleaned_config: CleanConfig  # the recipe for the kept samples: with --equal-steps, more epochs
+    compare: bool  # also train the recipe on every original sample (the noisy baseline)
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return ("cleaned", "baseline") if self.compare else ("cleaned",)
 
 
 def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Path | None = None,
@@ -78,65 +89,68 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         raise LabelscrubError(f"unknown option(s) {', '.join(unknown)}; retrain takes {', '.join(TRAINING_OPTIONS)}")
     manifest, metadata = _locate(Path(source))
     config = _recipe(metadata, {k: v for k, v in training_options.items() if v is not None})
-    class_names = metadata.get("class_names")
     out_dir = Path(out) if out is not None else manifest.parent / "retrain"
     prepare_out_dir(out_dir, manifest, overwrite, resume=resume)
-
-    kept = open_data(manifest, image_column=config.image_column, label_column=config.label_column,
-                     id_column=config.id_column).train
-    class_names = class_names or kept.class_names
-    kept = align_classes(kept, class_names)  # a class may have lost every sample to cleaning
-    test_set = _test_data(test, metadata, config, class_names)
-    config = config.resolve(typical_side(kept)) if config.image_size is None or config.lr is None else config
-    cleaned_config = _with_equal_steps(config, metadata, kept) if equal_steps else config
-    device = pick_device(config.device)
-    progress = progress or Progress()
-
-    current = checkpoint.fingerprint(
-        data=str(manifest.resolve()), sample_ids=kept.sample_ids, labels=kept.labels,
-        config={**config.to_dict(), "test": str(test_set.location), "compare": compare,
-                "cleaned_epochs": cleaned_config.epochs})
-    saved = load_checkpoint(out_dir, current) if resume else None
-    # Each finished training ("cleaned", then "baseline") keeps its metrics and weights in the checkpoint, so a
-    # resumed --compare run does not train the finished one again.
-    finished: dict[str, Any] = saved["finished"] if saved else {}
-    cache = out_dir / CACHE_FOLDER
-    try:
-        test = decode_to_device(test_set, config, cache, "test.npy", device, on_progress=decoding(progress, "test"))[:2]
-        for phase in ("cleaned", "baseline") if compare else ("cleaned",):
-            if phase in finished:
-                continue
-            images = kept if phase == "cleaned" else _original_data(metadata, config, class_names)
-            phase_config = cleaned_config if phase == "cleaned" else config
-
-            def on_epoch(epoch: int, setup: Setup, phase: str = phase) -> None:
-                save_checkpoint(out_dir, {
-                    "format": checkpoint.FORMAT, "fingerprint": current, "phase": phase, "epoch": epoch,
-                    "model": cpu_state_dict(setup.model), "optimizer": setup.optimizer.state_dict(),
-                    "generator": setup.generator.get_state(), "finished": finished})
-
-            resume_from = saved if saved is not None and saved["phase"] == phase else None
-            finished[phase] = _fit_and_measure(images, phase_config, device, test, class_names, cache, progress,
-                                               resume_from=resume_from, on_epoch=on_epoch)
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
+    plan = _plan(manifest, metadata, config, test=test, equal_steps=equal_steps, compare=compare)
+    finished = _train_phases(plan, out_dir, resume=resume, progress=progress or Progress())
     cleaned = finished["cleaned"]["metrics"]
     baseline = finished["baseline"]["metrics"] if compare else None
-
-    metrics = {"test_data": str(test_set.location), "manifest": str(manifest), "config": config.to_dict(),
+    metrics = {"test_data": str(plan.test.location), "manifest": str(manifest), "config": plan.config.to_dict(),
                "cleaned": cleaned, "wall_seconds": time.perf_counter() - started}
     if baseline is not None:
         metrics["noisy_baseline"] = baseline
         metrics["accuracy_difference"] = cleaned["accuracy"] - baseline["accuracy"]
     model_path, metrics_path = out_dir / "model.pt", out_dir / "metrics.json"
     with outputs_together():
-        save_model(finished["cleaned"]["model"], model_path, class_names, config,
+        save_model(finished["cleaned"]["model"], model_path, plan.class_names, plan.config,
                    finished["cleaned"]["normalization"])
         write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    checkpoint.remove(out_dir)
     return RetrainResult(out_dir=out_dir, metrics_path=metrics_path, model_path=model_path,
                          accuracy=cleaned["accuracy"], baseline_accuracy=baseline["accuracy"] if baseline else None,
                          metrics=metrics)
+
+
+def _plan(manifest: Path, metadata: dict[str, Any], config: CleanConfig, *, test: str | Path | None,
+          equal_steps: bool, compare: bool) -> _Plan:
+    kept = open_data(manifest, image_column=config.image_column, label_column=config.label_column,
+                     id_column=config.id_column).train
+    class_names = metadata.get("class_names") or kept.class_names
+    kept = align_classes(kept, class_names)  # a class may have lost every sample to cleaning
+    test_set = _test_data(test, metadata, config, class_names)
+    config = config.resolve(typical_side(kept)) if config.image_size is None or config.lr is None else config
+    cleaned_config = _with_equal_steps(config, metadata, kept) if equal_steps else config
+    return _Plan(manifest=manifest, metadata=metadata, kept=kept, test=test_set, class_names=class_names,
+                 config=config, cleaned_config=cleaned_config, compare=compare)
+
+
+def _train_phases(plan: _Plan, out_dir: Path, *, resume: bool, progress: Progress) -> dict[str, dict[str, Any]]:
+    """Each training of the plan ("cleaned", then "baseline"): its metrics, weights and normalisation. Each
+    finished one is kept in the checkpoint, so a resumed --compare run does not train it again."""
+    config, device = plan.config, pick_device(plan.config.device)
+    current = checkpoint.fingerprint(
+        data=str(plan.manifest.resolve()), sample_ids=plan.kept.sample_ids, labels=plan.kept.labels,
+        config={**config.to_dict(), "test": str(plan.test.location), "compare": plan.compare,
+                "cleaned_epochs": plan.cleaned_config.epochs})
+    saved = checkpoint.load(out_dir, current) if resume else None
+    finished: dict[str, Any] = saved["finished"] if saved else {}
+    with spill_folder(out_dir) as cache:
+        test = decode_to_device(plan.test, config, cache, "test.npy", device,
+                                on_progress=decoding(progress, "test"))[:2]
+        for phase in plan.phases:
+            if phase in finished:
+                continue
+            images = plan.kept if phase == "cleaned" else _original_data(plan.metadata, config, plan.class_names)
+
+            def on_epoch(epoch: int, setup: Setup, phase: str = phase) -> None:
+                checkpoint.save(out_dir, {**checkpoint.pack_training(phase=phase, epoch=epoch, setup=setup,
+                                                                     fingerprint=current), "finished": finished})
+
+            phase_config = plan.cleaned_config if phase == "cleaned" else config
+            resume_from = saved if saved is not None and saved["phase"] == phase else None
+            finished[phase] = _fit_and_measure(images, phase_config, device, test, plan.class_names, cache, progress,
+                                               resume_from=resume_from, on_epoch=on_epoch)
+    return finished
 
 
 def _locate(source: Path) -> tuple[Path, dict[str, Any]]:
@@ -213,7 +227,7 @@ def _original_data(metadata: dict[str, Any], config: CleanConfig, class_names: l
 
 def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.device,
                      test: tuple[torch.Tensor, np.ndarray], class_names: list[str], cache: Path, progress: Progress,
-                     *, resume_from: dict | None, on_epoch) -> dict[str, Any]:
+                     *, resume_from: dict | None, on_epoch: Callable[[int, Setup], None]) -> dict[str, Any]:
     """Plain training on every readable sample of `images`, then top-1, per-class accuracy and confusion matrix.
     Returns the metrics with the trained weights and normalisation."""
     started = time.perf_counter()
@@ -223,12 +237,7 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.d
     if not eligible.any():
         raise LabelscrubError(f"{images.location}: no readable, labelled sample to train on")
     setup = make_setup(pixels, labels, eligible, len(class_names), config, device)
-    first = 0
-    if resume_from is not None:
-        setup.model.load_state_dict(resume_from["model"])
-        setup.optimizer.load_state_dict(resume_from["optimizer"])
-        setup.generator.set_state(resume_from["generator"])
-        first = resume_from["epoch"] + 1
+    first = 0 if resume_from is None else checkpoint.restore_training(resume_from, setup)
     for epoch in range(first, config.epochs):
         training = train_epoch(setup, eligible, epoch, schedule_epochs=config.epochs, progress=progress)
         train_loss, seconds = training.mean_loss, training.seconds

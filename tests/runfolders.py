@@ -4,6 +4,7 @@ report and run.json say exactly what a test chose, and a tiny copy of the sample
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from conftest import DIGITS
@@ -28,13 +29,13 @@ def fake_run(run_dir: Path, data: Path, *, dropped: list[str], suggested: dict[s
                 "class_names": images.class_names}
     is_dropped = np.isin(images.sample_ids, dropped)
     errors = ["cannot decode the image" if i in unreadable else None for i in images.sample_ids]
-    report = build_report(
-        sample_ids=images.sample_ids, labels=images.labels, class_names=images.class_names,
+    measured = SimpleNamespace(
         predicted=images.labels, p_label=zeros, final_loss=zeros, score=score,
         loss_history=np.tile(np.arange(3, dtype=np.float32)[:, None], (1, count)),
-        kept_history=np.ones((3, count), bool), dropped=is_dropped, confused_with=np.full(count, -1),
-        suggested=np.array([suggestions.get(i, -1) for i in images.sample_ids]),
-        suggestion_confidence=zeros, metadata=metadata, errors=errors)
+        kept_history=np.ones((3, count), bool), suggested=np.array([suggestions.get(i, -1) for i in images.sample_ids]),
+        suggestion_confidence=zeros)
+    report = build_report(images, measured, dropped=is_dropped, confused_with=np.full(count, -1), errors=errors,
+                          metadata=metadata)
     run_dir.mkdir(parents=True)
     write_report(report, run_dir / "report.parquet")
     if with_run_json:

@@ -12,7 +12,6 @@ from labelscrub.confusion import (
     fits_in_memory,
     spread_floor,
 )
-from labelscrub.noise import NoiseEstimate, noise_summary
 from labelscrub.schedule import drop_count
 
 CLASSES, PER_CLASS = 4, 1000
@@ -112,22 +111,6 @@ def test_the_state_round_trips_and_is_absent_before_the_estimate():
 
 def test_the_memory_bound_on_kept_probabilities():
     assert fits_in_memory(50_000, 100) and not fits_in_memory(MAX_CELLS, 2)
-
-
-def test_the_summary_reports_each_class_at_the_larger_of_its_two_estimates_and_where_its_labels_came_from():
-    labels = np.repeat([0, 1, 2], [100, 300, 100])
-    nothing = np.zeros(len(labels), bool)
-    summary = noise_summary(
-        estimate=NoiseEstimate(0.02, np.array([0.05, 0.01, 0.02]), 5),
-        confusion=ConfusionEstimate(np.array([0.0, 0.2, 0.0]), np.array([-1, 0, -1]), 16), rho_max=0.02,
-        labels=labels, predicted=labels, eligible=np.ones(len(labels), bool), dropped=nothing,
-        relabelled=nothing, class_names=["truck", "automobile", "ship"])
-    assert summary["classes"]["automobile"]["estimated_noise_rate"] == 0.2
-    assert summary["classes"]["automobile"]["confused_with"] == "truck"
-    assert summary["classes"]["truck"]["estimated_noise_rate"] == 0.05
-    assert summary["classes"]["truck"]["confused_with"] is None
-    assert summary["estimated_noise_rate"] == pytest.approx((100 * 0.05 + 300 * 0.2 + 100 * 0.02) / 500)
-    assert summary["spread_noise_rate"] == 0.02 and summary["confusion_after_epoch"] == 16
 
 
 def test_a_class_whose_decoy_estimate_came_out_low_is_floored_at_the_mean_of_the_classes():

@@ -6,8 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import DIGITS
 from imagedata import colour_for, encode, write_image, write_parquet
 
+import labelscrub
 from labelscrub.errors import LabelscrubError
 from labelscrub.manifest import manifest_format_for, write_manifest
 from labelscrub.sources import open_data
@@ -93,3 +95,12 @@ def test_a_relabelled_parquet_row_keeps_the_label_column_type(tmp_path, label_ty
     names = [again.class_names[label] for label in again.labels]
     assert names == [["a", "b", "c"][new_labels[index]] for index in range(6) if KEEP[index]]
     assert pq.read_table(source).column("label").to_pylist() == column.to_pylist()  # the input is untouched
+
+
+def test_overwriting_with_another_manifest_format_leaves_no_stale_manifest(tmp_path):
+    options = dict(epochs=1, warmup=0, ramp=0, rho_max=0.1, overwrite=True)
+    labelscrub.clean(DIGITS, tmp_path, manifest_format="csv", **options)
+    assert (tmp_path / "manifest.csv").exists()
+    result = labelscrub.clean(DIGITS, tmp_path, manifest_format="jsonl", **options)
+    assert result.manifest_path.name == "manifest.jsonl"
+    assert sorted(path.name for path in tmp_path.glob("manifest.*")) == ["manifest.jsonl"]

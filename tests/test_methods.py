@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from labelscrub.config import CleanConfig
-from labelscrub.methods import SPL_GROWTH, Task, train_with_method
+from labelscrub.methods import SPL_GROWTH, train_with_method
 from labelscrub.noise import DOUBTED_CAP
 from labelscrub.progress import Progress
 from labelscrub.schedule import drop_count, rho_at, select_kept
+from labelscrub.task import Task
 
 N, CLASSES, SIDE = 40, 4, 8
 
@@ -202,7 +203,7 @@ def test_every_method_reports_a_noise_estimate_and_suggestions():
 def planted_confusion(monkeypatch):
     """The confusion estimate replaced by one that always finds class 1's labels beyond its decoy estimate, plus
     0.3, moved there from class 0; returns what it was called with."""
-    import labelscrub.methods as methods_module
+    import labelscrub.task as task_module
     from labelscrub.confusion import ConfusionEstimate
 
     seen = {}
@@ -211,7 +212,7 @@ def planted_confusion(monkeypatch):
         seen["log_probs"], seen["epoch"] = log_probs, epoch
         return ConfusionEstimate(np.array([0.0, spread[1] + 0.3, 0.0, 0.0]), np.array([-1, 0, -1, -1]), epoch)
 
-    monkeypatch.setattr(methods_module, "estimate_confusion", fake_estimate)
+    monkeypatch.setattr(task_module, "estimate_confusion", fake_estimate)
     return seen
 
 

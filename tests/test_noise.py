@@ -1,4 +1,4 @@
-"""The noise-rate estimate and the noise summary, on synthetic losses with a known share of wrong labels."""
+"""The noise-rate estimate, on synthetic losses with a known share of wrong labels."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,6 @@ from labelscrub.noise import (
     estimate_noise,
     evidence_epochs,
     label_depth,
-    noise_summary,
     read_estimate,
 )
 
@@ -89,22 +88,6 @@ def test_the_estimate_round_trips_through_a_checkpoint_state():
     assert back.overall == 0.25 and back.epoch == 5
     assert back.per_class[0] == 0.1 and np.isnan(back.per_class[1])
     assert NoiseEstimate.from_state({}) is None
-
-
-def test_noise_summary_counts_per_class_and_the_noise_matrix():
-    labels = np.array([0, 0, 0, 1, 1, 2])
-    predicted = np.array([1, 1, 0, 0, 1, 2])
-    dropped = np.array([True, True, False, True, False, False])
-    relabelled = np.array([True, False, False, False, False, False])
-    summary = noise_summary(estimate=NoiseEstimate(0.5, np.array([0.6, 0.5, 0.0]), 2), confusion=None,
-                            rho_max=0.5, labels=labels, predicted=predicted, eligible=np.ones(6, bool),
-                            dropped=dropped, relabelled=relabelled, class_names=["a", "b", "c"])
-    assert summary["classes"]["a"] == {"samples": 3, "estimated_noise_rate": 0.6, "confused_share": None,
-                                       "confused_with": None, "dropped": 2, "relabelled": 1}
-    assert summary["classes"]["c"]["dropped"] == 0
-    assert summary["noise_matrix"] == [{"given": "a", "predicted": "b", "count": 2},
-                                       {"given": "b", "predicted": "a", "count": 1}]
-    assert summary["estimated_noise_rate"] == 0.5 and summary["rho_max_used"] == 0.5
 
 
 def test_label_depth_is_how_far_below_the_average_class_a_label_sits():

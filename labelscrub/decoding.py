@@ -1,0 +1,54 @@
+"""Decoding a source's images for training: `images.decode_all` at the resolved size, spilling to a cache folder
+in the output folder beyond the memory budget, the labels of unreadable samples set to -1, the pixels placed on
+the device."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from labelscrub.config import CleanConfig
+from labelscrub.images import decode_all
+from labelscrub.sources import LabeledImages
+
+CACHE_FOLDER = ".labelscrub-cache"  # decoded-image spill files; removed when the run ends
+
+
+@contextmanager
+def spill_folder(out_dir: Path) -> Iterator[Path]:
+    """The folder for spill files in `out_dir`, removed when the block ends, however it ends."""
+    cache_dir = out_dir / CACHE_FOLDER
+    try:
+        yield cache_dir
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def spill_path(cache_dir: Path, name: str) -> Path:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return cache_dir / name
+
+
+def decode_to_device(images: LabeledImages, config: CleanConfig, cache_dir: Path, name: str,
+                     device: torch.device, *, on_progress: Callable[[int, int], None] | None = None,
+                     ) -> tuple[torch.Tensor, np.ndarray, list[str | None]]:
+    """Decode `images` at config.image_size, spilling to `cache_dir/name` beyond the memory budget, onto `device`.
+    Returns the pixels, the labels with -1 where a sample is unreadable or unlabelled, and each sample's error.
+    `on_progress` is `decode_all`'s."""
+    pixels, errors = decode_all(images, config.image_size, memory_budget_bytes=int(config.image_memory_gb * 1e9),
+                                spill_path=spill_path(cache_dir, name), on_progress=on_progress)
+    labels = np.where([error is None for error in errors], images.labels, -1)
+    return to_device(pixels, device), labels, errors
+
+
+def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(pixels)  # shares memory with a memory-mapped array instead of loading it
+    # Small decoded datasets live on the accelerator so batches never cross the bus; others stay in host memory.
+    if device.type == "cuda" and tensor.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
+        return tensor.to(device)
+    return tensor

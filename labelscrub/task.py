@@ -1,0 +1,229 @@
+"""What every method gets (`Task`: the decoded data, the readable-and-labelled mask, the resolved config) and what a
+run learns about its samples epoch by epoch (`SampleState`: the ranking score, the suggestions, the noise and
+confusion estimates), with the rules that read them: the drop share rho_t and the keep mask.
+
+`Task.updated` folds one epoch's measurements into a `SampleState` and returns the new state; nothing here
+trains. A `SampleState` goes into every checkpoint (`to_state`) and comes back from it (`from_state`) as a dict of
+arrays and plain values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import labelscrub.checkpoint as checkpoint
+from labelscrub.config import CleanConfig
+from labelscrub.confusion import (
+    ConfusionEstimate,
+    confused_samples,
+    confusion_epochs,
+    estimate_confusion,
+    fits_in_memory,
+)
+from labelscrub.measurement import Probe
+from labelscrub.noise import (
+    EVIDENCE_EPOCHS,
+    NoiseEstimate,
+    doubt_estimate,
+    evidence_epochs,
+    label_depth,
+    last_read_epoch,
+    read_estimate,
+)
+from labelscrub.progress import Progress
+from labelscrub.ranking import updated_score
+from labelscrub.schedule import rho_at, select_kept
+from labelscrub.suggest import SuggestionTracker
+from labelscrub.train import Setup, decoy_labels, make_setup
+
+# The optional arrays of a SampleState, stored in a checkpoint only when present.
+_OPTIONAL_ARRAYS = ("given_depths", "decoy_depths", "confusion_log_probs", "confused", "ranking_losses", "kept_once")
+
+
+@dataclass(frozen=True)
+class SampleState:
+    """What a run has learned about its samples so far; with the model, everything a resumed run needs. Arrays are
+    (N,) over the training samples unless said otherwise."""
+
+    suggestions: SuggestionTracker
+    score: np.ndarray | None = None  # float32 ranking score, higher = more suspect; None before a phase's first epoch
+    # (epochs, N) float32 label depths of the given and the decoy labels over the last evidence epochs, kept until
+    # the noise estimate is read
+    given_depths: np.ndarray | None = None
+    decoy_depths: np.ndarray | None = None
+    noise: NoiseEstimate | None = None  # made from the warm-up epochs
+    confusion_log_probs: np.ndarray | None = None  # (N, classes) float32 sum over the confusion window so far
+    confusion: ConfusionEstimate | None = None  # made in the middle of training, with --rho-max auto only
+    confused: np.ndarray | None = None  # bool: left out as confused, once the confusion estimate is made
+    spl_threshold: tuple[float, ...] = ()  # spl: lambda_t of each epoch after the warm-up
+    ranking_losses: np.ndarray | None = None  # oneshot: the ranking model's losses, its score
+    kept_once: np.ndarray | None = None  # oneshot: the samples its fresh model trains on
+
+    @classmethod
+    def empty(cls, count: int) -> SampleState:
+        return cls(SuggestionTracker.empty(count))
+
+    def restarted(self) -> SampleState:
+        """For a fresh model, which ranks from its own measurements only; the estimates, once made, are kept."""
+        fresh = SuggestionTracker.empty(len(self.suggestions.predicted))
+        return dataclasses.replace(self, score=None, suggestions=fresh)
+
+    def to_state(self) -> dict:
+        state = {"score": self.score, **self.suggestions.to_state(), "spl_threshold": list(self.spl_threshold)}
+        state.update({name: getattr(self, name) for name in _OPTIONAL_ARRAYS if getattr(self, name) is not None})
+        for estimate in (self.noise, self.confusion):
+            if estimate is not None:
+                state.update(estimate.to_state())
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> SampleState:
+        return cls(suggestions=SuggestionTracker.from_state(state), score=state.get("score"),
+                   noise=NoiseEstimate.from_state(state), confusion=ConfusionEstimate.from_state(state),
+                   spl_threshold=tuple(state.get("spl_threshold", ())),
+                   **{name: state.get(name) for name in _OPTIONAL_ARRAYS})
+
+
+@dataclass
+class Task:
+    """What every method gets: the decoded data, the readable-and-labelled mask and the resolved config."""
+
+    pixels: torch.Tensor
+    labels: np.ndarray
+    sample_ids: list[str]
+    eligible: np.ndarray
+    num_classes: int
+    config: CleanConfig
+    device: torch.device
+    heldout: tuple[torch.Tensor, np.ndarray] | None = None
+    progress: Progress = field(default_factory=Progress)
+    # Resuming: `on_checkpoint` receives the packed state after every epoch; `resume` is a checkpoint to continue
+    # from, restored by the phase it was written in.
+    on_checkpoint: Callable[[dict], None] | None = None
+    resume: dict | None = None
+    fingerprint: dict = field(default_factory=dict)
+
+    def resume_phase(self) -> str | None:
+        return None if self.resume is None else self.resume["phase"]
+
+    def initial_samples(self) -> SampleState:
+        """The per-sample state the first phase starts from: the checkpoint's when resuming."""
+        if self.resume is None:
+            return SampleState.empty(len(self.labels))
+        return SampleState.from_state(checkpoint.method_state(self.resume))
+
+    def fresh_setup(self) -> Setup:
+        return make_setup(self.pixels, self.labels, self.eligible, self.num_classes, self.config, self.device)
+
+    def confusion_window(self, samples: SampleState) -> range:
+        """The epochs the confusion estimate reads: with --rho-max auto only, only where every sample's
+        probabilities fit in memory (confusion.MAX_CELLS), and only if they come after the noise estimate."""
+        config = self.config
+        if config.rho_max != "auto" or not fits_in_memory(len(self.labels), self.num_classes):
+            return range(0)
+        read_after = samples.noise.epoch if samples.noise is not None else last_read_epoch(config.warmup)
+        return confusion_epochs(config.epochs, read_after)
+
+    def wants_probabilities(self, samples: SampleState, epoch: int) -> bool:
+        return samples.confusion is None and epoch in self.confusion_window(samples)
+
+    def rho_max(self, samples: SampleState) -> float:
+        """The drop share of the loss ranking: the user's number, or with --rho-max auto the decoy estimate of the
+        noise rate (0 until the warm-up has estimated it, like the share of the warm-up itself). Confused samples
+        (`SampleState.confused`) are left out on top of it."""
+        if self.config.rho_max != "auto":
+            return float(self.config.rho_max)
+        return 0.0 if samples.noise is None else samples.noise.overall
+
+    def ramp_share(self, epoch: int) -> float:
+        """How far along the ramp epoch `epoch` is: 0 in the warm-up, 1 on the plateau."""
+        config = self.config
+        return rho_at(epoch, rho_max=1.0, warmup=config.warmup, ramp=config.ramp)
+
+    def rho(self, epoch: int, samples: SampleState) -> float:
+        return self.ramp_share(epoch) * self.rho_max(samples)
+
+    def select(self, scores: np.ndarray, share: float, samples: SampleState) -> np.ndarray:
+        """Keep mask leaving out the highest `scores`: `share` (a ramp share, 1 = the plateau) of rho_max overall,
+        or per class of that class's own rho_max (its estimated noise rate with auto, else the same for all); and
+        leaving out the confused samples once they are known."""
+        rho_max = self.rho_max(samples)
+        if self.config.select == "global":
+            kept = select_kept(scores, self.sample_ids, share * rho_max, self.eligible)
+        else:
+            if self.config.rho_max == "auto" and samples.noise is not None:
+                per_class = {int(label): share * float(rate) for label, rate in enumerate(samples.noise.per_class)}
+            else:
+                per_class = {}
+            kept = select_kept(scores, self.sample_ids, share * rho_max, self.eligible, self.labels, per_class)
+        return kept if samples.confused is None else kept & ~samples.confused
+
+    def updated(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
+        """`samples` with one epoch's measurements folded in: the score, the suggestions, after the last evidence
+        epoch (in the warm-up) the noise-rate estimate and, in the middle of training, the confusion estimate."""
+        config = self.config
+        suggestions = dataclasses.replace(samples.suggestions)
+        suggestions.update(measured)
+        samples = dataclasses.replace(
+            samples, suggestions=suggestions,
+            score=updated_score(samples.score, measured, rank_by=config.rank_by, smoothing=config.smoothing))
+        if samples.noise is None:  # the noise estimate's inputs: the evidence epochs of the warm-up, and later
+            samples = self._read_noise(samples, epoch, measured)
+        if self.wants_probabilities(samples, epoch):
+            samples = self._add_to_confusion_window(samples, epoch, measured)
+        return samples
+
+    def _read_noise(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
+        """Keep this epoch's label depths; from the last evidence epoch on, read the estimate, unless it is still
+        falling and may wait (noise.read_estimate); judge it (noise.doubt_estimate) and tell the user if doubted."""
+        config = self.config
+        evidence = evidence_epochs(config.warmup)
+        if epoch < max(1, evidence[0] - 1):
+            return samples
+        # one epoch more than the window (never the first epoch): the window one epoch earlier tells whether the
+        # estimate still falls
+        depths = {}
+        for name, loss in (("given_depths", measured.losses), ("decoy_depths", measured.decoy_loss)):
+            depth = label_depth(loss, measured.mean_class_loss)[None]
+            earlier = getattr(samples, name)
+            depths[name] = np.concatenate([depth[:0] if earlier is None else earlier[-EVIDENCE_EPOCHS:], depth])
+        samples = dataclasses.replace(samples, **depths)
+        if epoch < evidence[-1]:
+            return samples
+        decoys = decoy_labels(self.labels, self.num_classes, config.seed)
+        estimate, fall = read_estimate(samples.given_depths, samples.decoy_depths, self.labels, decoys,
+                                       self.eligible, self.num_classes, epoch=epoch,
+                                       last_chance=epoch >= last_read_epoch(config.warmup))
+        if estimate is None:
+            if config.rho_max == "auto":
+                self.progress.note(f"the noise estimate is still falling ({fall:.0%} over epoch {epoch + 1}): "
+                                   "the network is still learning the right labels; reading it again after the "
+                                   "next epoch")
+            return samples
+        measured_now = self.eligible & (measured.predicted >= 0)
+        agreement = float((measured.predicted == self.labels)[measured_now].mean() if measured_now.any() else 0.0)
+        estimate = doubt_estimate(estimate, fall=fall, agreement=agreement,
+                                  class_sizes=np.bincount(self.labels[self.eligible], minlength=self.num_classes),
+                                  num_classes=self.num_classes)
+        if estimate.doubt is not None and config.rho_max == "auto":
+            self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: {estimate.doubt}; "
+                               f"dropping at most {estimate.overall:.1%}")
+        return dataclasses.replace(samples, noise=estimate, given_depths=None, decoy_depths=None)
+
+    def _add_to_confusion_window(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
+        window = self.confusion_window(samples)
+        # NaN (not measured) stays NaN; the floor keeps a probability that underflowed to 0 finite.
+        log_probs = np.log(np.maximum(measured.probabilities, np.float32(1e-30)))
+        total = log_probs if epoch == window[0] else samples.confusion_log_probs + log_probs
+        if epoch < window[-1]:
+            return dataclasses.replace(samples, confusion_log_probs=total)
+        mean = total / len(window)
+        spread = samples.noise.per_class
+        estimate = estimate_confusion(mean, self.labels, self.eligible, spread, epoch=epoch)
+        confused = confused_samples(mean, self.labels, self.eligible, self.sample_ids, estimate, spread)
+        return dataclasses.replace(samples, confusion_log_probs=None, confusion=estimate, confused=confused)
