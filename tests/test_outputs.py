@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DIGITS
+from runfolders import tiny_digits
 
 import labelscrub
 from labelscrub.errors import LabelscrubError
@@ -34,9 +34,10 @@ def test_resume_needs_a_checkpoint_and_a_fresh_run_needs_an_empty_folder(tmp_pat
 
 
 def test_overwriting_with_another_manifest_format_leaves_no_stale_manifest(tmp_path):
-    options = dict(epochs=1, warmup=0, ramp=0, rho_max=0.1, overwrite=True)
-    labelscrub.clean(DIGITS, tmp_path, manifest_format="csv", **options)
-    assert (tmp_path / "manifest.csv").exists()
-    result = labelscrub.clean(DIGITS, tmp_path, manifest_format="jsonl", **options)
+    data, out = tiny_digits(tmp_path / "digits", train_per_class=2, heldout_per_class=1), tmp_path / "out"
+    options = dict(epochs=1, batch_size=8, warmup=0, ramp=0, rho_max=0.1, overwrite=True)
+    labelscrub.clean(data, out, manifest_format="csv", **options)
+    assert (out / "manifest.csv").exists()
+    result = labelscrub.clean(data, out, manifest_format="jsonl", **options)
     assert result.manifest_path.name == "manifest.jsonl"
-    assert sorted(path.name for path in tmp_path.glob("manifest.*")) == ["manifest.jsonl"]
+    assert sorted(path.name for path in out.glob("manifest.*")) == ["manifest.jsonl"]
