@@ -1,8 +1,10 @@
 """Configuration: validation at the edge and the resolution of "auto" values."""
 
 import pytest
+from click.testing import CliRunner
 
 import labelscrub
+import labelscrub.cli as cli_module
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 
@@ -46,6 +48,15 @@ def test_config_round_trips_through_a_dict():
     assert CleanConfig.from_dict(config.to_dict()) == config
 
 
-def test_rho_max_is_auto_unless_given():
-    assert CleanConfig().rho_max == "auto"
-    assert CleanConfig(rho_max=0.3).rho_max == 0.3
+def test_clean_on_the_command_line_gets_the_configs_defaults_and_rho_max_auto_unless_given(monkeypatch):
+    asked = []
+
+    def clean_data(data, out, *, overwrite, resume, progress, audit, **options):
+        asked.append(CleanConfig(**options))
+        raise LabelscrubError("stop here")
+
+    monkeypatch.setattr(cli_module, "clean_data", clean_data)
+    for arguments in ([], ["--rho-max", "0.3"]):
+        assert CliRunner().invoke(cli_module.cli, ["clean", "data", *arguments]).exit_code != 0
+    assert asked == [CleanConfig(), CleanConfig(rho_max=0.3)]
+    assert asked[0].rho_max == "auto"
