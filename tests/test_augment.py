@@ -1,8 +1,11 @@
 """Training augmentation: which one a run gets, and what each does to a batch."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
+from test_methods import small_network
 
 from labelscrub.augment import (
     channel_stats,
@@ -26,7 +29,8 @@ def batch(count=16, side=32, seed=0):
 def test_the_training_side_picks_the_augmentation_whatever_the_stem(stem, side, expected):
     config = CleanConfig(stem=stem, image_size=side).resolve(typical_side=side)
     pixels = batch(4, side)
-    setup = make_setup(pixels, np.arange(4) % 2, np.ones(4, bool), 2, config, torch.device("cpu"))
+    with mock.patch("labelscrub.train.build_model", small_network):  # the network plays no part here
+        setup = make_setup(pixels, np.arange(4) % 2, np.ones(4, bool), 2, config, torch.device("cpu"))
     assert setup.augment is expected is for_training_side(side)
 
 

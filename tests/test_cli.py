@@ -1,9 +1,10 @@
 """The CLI surface: help, errors as one line without a traceback, the output-folder guard."""
 
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from labelscrub.cli import cli
@@ -20,9 +21,13 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme():
         assert f"labelscrub {name}" in readme
 
 
-def test_python_dash_m_runs_the_cli():
-    result = subprocess.run([sys.executable, "-m", "labelscrub", "--version"], capture_output=True, text=True)
-    assert result.returncode == 0 and "labelscrub" in result.stdout
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    # in this process, as `python -m` runs it (a new interpreter would spend seconds importing torch again; the
+    # resume tests start real `python -m labelscrub` processes)
+    monkeypatch.setattr(sys, "argv", ["labelscrub", "--version"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("labelscrub", run_name="__main__", alter_sys=True)
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("labelscrub, version ")
 
 
 def test_missing_data_is_a_one_line_error(tmp_path):
