@@ -47,12 +47,12 @@ def test_retrain_takes_a_manifest_file_options_override_the_recipe(folder_run, t
 
 def test_equal_steps_gives_the_kept_samples_as_many_steps_as_all_samples(folder_run, tmp_path):
     run, _ = folder_run
-    result = CliRunner().invoke(cli, ["retrain", str(run), "--equal-steps", "--compare", "--epochs", "4",
+    result = CliRunner().invoke(cli, ["retrain", str(run), "--equal-steps", "--compare", "--epochs", "3",
                                       "--out", str(tmp_path / "retrain"), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "retrain" / "metrics.json").read_text())
     cleaned, baseline = metrics["cleaned"], metrics["noisy_baseline"]
-    assert baseline["epochs"] == 4 and cleaned["epochs"] == round(4 * 1438 / (1438 - 288)) == 5
+    assert baseline["epochs"] == 3 and cleaned["epochs"] == round(3 * 1438 / (1438 - 288)) == 4
     # a manifest away from its clean run has no sample count to match
     (tmp_path / "alone").mkdir()
     (tmp_path / "alone" / "manifest.csv").write_text((run / "manifest.csv").read_text())
