@@ -1,5 +1,6 @@
 """The CLI surface: help, errors as one line without a traceback, the output-folder guard."""
 
+import dataclasses
 import runpy
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from labelscrub.cli import cli
+from labelscrub.config import CleanConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +21,15 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme():
         assert result.exit_code == 0
         assert "Example:" in result.output
         assert f"labelscrub {name}" in readme
+
+
+def test_clean_options_default_to_the_config_and_retrain_options_to_the_clean_run():
+    fields = {field.name for field in dataclasses.fields(CleanConfig)}
+    clean = {param.name: param.default for param in cli.commands["clean"].params if param.name in fields}
+    assert clean == {name: getattr(CleanConfig(), name) for name in clean}
+    assert len(clean) > 20  # the options are found, not an empty match
+    retrain = {param.name: param.default for param in cli.commands["retrain"].params if param.name in fields}
+    assert retrain and all(default is None for default in retrain.values())
 
 
 def test_python_dash_m_runs_the_cli(monkeypatch, capsys):

@@ -1,10 +1,10 @@
 """Configuration: validation at the edge and the resolution of "auto" values."""
 
+import json
+
 import pytest
-from click.testing import CliRunner
 
 import labelscrub
-import labelscrub.cli as cli_module
 from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 
@@ -48,15 +48,8 @@ def test_config_round_trips_through_a_dict():
     assert CleanConfig.from_dict(config.to_dict()) == config
 
 
-def test_clean_on_the_command_line_gets_the_configs_defaults_and_rho_max_auto_unless_given(monkeypatch):
-    asked = []
-
-    def clean_data(data, out, *, overwrite, resume, progress, audit, **options):
-        asked.append(CleanConfig(**options))
-        raise LabelscrubError("stop here")
-
-    monkeypatch.setattr(cli_module, "clean_data", clean_data)
-    for arguments in ([], ["--rho-max", "0.3"]):
-        assert CliRunner().invoke(cli_module.cli, ["clean", "data", *arguments]).exit_code != 0
-    assert asked == [CleanConfig(), CleanConfig(rho_max=0.3)]
-    assert asked[0].rho_max == "auto"
+def test_rho_max_auto_is_left_to_the_estimate_and_survives_the_round_trip_through_run_json():
+    for given in ("auto", 0.3):
+        config = CleanConfig(rho_max=given).resolve(typical_side=32)
+        assert config.rho_max == given  # resolving looks at the images; the noise estimate fills auto later
+        assert CleanConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
