@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from noise_benchmark import NOISE_SETTINGS, plant
+from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant
 
 from labelscrub.config import CleanConfig
 from labelscrub.decoding import decode_to_device
@@ -48,16 +48,9 @@ def main() -> None:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/datasets/cifar10")
     parser.add_argument("--noise", nargs="+", default=["sym10"], choices=sorted(NOISE_SETTINGS))
     parser.add_argument("--digits", action="store_true", help="the digits sample instead of CIFAR-10")
-    parser.add_argument("--train-per-class", type=int, default=1000)
-    parser.add_argument("--test-per-class", type=int, default=1, help="unused here; plant() writes a test split")
-    parser.add_argument("--epochs", type=int, default=30, help="the run's length, which sets the warm-up (20%%)")
-    parser.add_argument("--stem", default="imagenet")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    add_protocol_arguments(parser)  # --epochs is the run's length, which sets the warm-up (20%)
     return parser.parse_args()
 
 
@@ -77,7 +70,9 @@ def estimates_for(setting: str, args: argparse.Namespace, scratch: Path) -> dict
     everything = labels >= 0
     setup = make_setup(pixels, labels, everything, len(images.class_names), config, device)
     epochs = []
-    for epoch in range(config.warmup):  # nothing is dropped in the warm-up: every sample trains
+    # Nothing is dropped in the warm-up, nor after a warm-up shorter than the evidence epochs until the estimate
+    # is made (noise.MIN_EPOCHS_BEFORE_ESTIMATE): every sample trains.
+    for epoch in range(max(config.warmup, evidence_epochs(config.warmup)[-1] + 1)):
         measured = train_epoch(setup, everything, epoch, schedule_epochs=config.epochs, record=everything).measured
         epochs.append(measured)
     decoys = setup.decoys.cpu().numpy()
@@ -86,7 +81,7 @@ def estimates_for(setting: str, args: argparse.Namespace, scratch: Path) -> dict
         if read is not None:
             given, decoy = read(epochs, config)
             results[rule] = estimate_noise(given, decoy, labels, decoys, everything, len(images.class_names),
-                                           epoch=config.warmup - 1).overall
+                                           epoch=len(epochs) - 1).overall
     return results
 
 

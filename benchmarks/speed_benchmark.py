@@ -53,7 +53,7 @@ def main() -> None:
     device = pick_device(args.device)
     config = CleanConfig(stem=args.stem, image_size=args.image_size, batch_size=args.batch_size,
                          compile=args.compile).resolve(typical_side=args.image_size or 32)
-    bare_train, bare_eval = bare_network_throughput(config, device)
+    bare_train, bare_eval = bare_network_throughput(config, device, args.bare_steps)
     print(f"bare network on {device}: train {bare_train:,.0f} img/s, eval forward {bare_eval:,.0f} img/s", flush=True)
     if not args.variants:
         return
@@ -98,6 +98,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--memory", action="store_true", help="also measure the peak memory of a clean")
+    parser.add_argument("--bare-steps", type=int, default=BARE_STEPS, help="timed steps of the bare network")
     return parser.parse_args()
 
 
@@ -135,7 +136,7 @@ def subset(source: Path, per_class: int, target: Path) -> Path:
     return target
 
 
-def bare_network_throughput(config: CleanConfig, device: torch.device) -> tuple[float, float]:
+def bare_network_throughput(config: CleanConfig, device: torch.device, steps: int = BARE_STEPS) -> tuple[float, float]:
     """Images per second of training steps and of eval forward passes on ready-made tensors, with the network,
     optimiser, precision and memory format a run gets from `make_setup`."""
     side, batch = config.image_size, config.batch_size
@@ -158,20 +159,20 @@ def bare_network_throughput(config: CleanConfig, device: torch.device) -> tuple[
             setup.forward(images)
 
     setup.model.train()
-    train_rate = _rate(train_step, batch, device)
+    train_rate = _rate(train_step, batch, device, steps)
     setup.model.eval()
-    return train_rate, _rate(eval_step, batch, device)
+    return train_rate, _rate(eval_step, batch, device, steps)
 
 
-def _rate(step, batch: int, device: torch.device) -> float:
-    for _ in range(BARE_STEPS):
+def _rate(step, batch: int, device: torch.device, steps: int) -> float:
+    for _ in range(steps):
         step()
     _synchronize(device)
     started = time.perf_counter()
-    for _ in range(BARE_STEPS):
+    for _ in range(steps):
         step()
     _synchronize(device)
-    return BARE_STEPS * batch / (time.perf_counter() - started)
+    return steps * batch / (time.perf_counter() - started)
 
 
 def _synchronize(device: torch.device) -> None:

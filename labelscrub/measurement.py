@@ -1,14 +1,22 @@
-"""What a run measures, as plain records: per sample each epoch (`Probe`), and per epoch (`EpochSummary`).
+"""What a run measures, as plain records: per sample each epoch (`Probe`), per epoch (`EpochSummary`), and at the
+end of a method's training (`TrainingOutcome`).
 
 train.py fills them; the schedule, the estimators (noise, confusion, ranking, suggestions), the checkpoint and the
-writers read them. numpy only, so none of those depends on the training module or on torch.
+writers read them. numpy only at run time, so none of those depends on the training module or on torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from labelscrub.confusion import ConfusionEstimate
+    from labelscrub.noise import NoiseEstimate
 
 
 @dataclass
@@ -50,3 +58,26 @@ class Probe:
     # (N,) float32 mean over all classes of -log p(class): subtracted from a label's loss, how far below the
     # average class the model puts that label, whatever its confidence in the image as a whole (noise.py).
     mean_class_loss: np.ndarray | None = None
+
+
+@dataclass
+class TrainingOutcome:
+    """What a method's training leaves for the writers: the model, per-sample histories and final figures."""
+    model: torch.nn.Module
+    loss_history: np.ndarray  # (epochs, N) float32 probe losses; NaN for samples never probed
+    kept_history: np.ndarray  # (epochs, N) bool: True where the sample was in that epoch's batches
+    final_kept: np.ndarray  # (N,) bool: the final selection (readable samples only)
+    predicted: np.ndarray  # (N,) int64 final prediction, -1 for unreadable samples
+    p_label: np.ndarray  # (N,) float32 final probability of the given label
+    final_loss: np.ndarray  # (N,) float32 final probe loss
+    score: np.ndarray  # (N,) float32 ranking score, higher = more likely mislabeled
+    normalization: dict[str, list[float]]
+    suggested: np.ndarray  # (N,) int64 suggested label (suggest.py), -1 = no confident suggestion
+    suggestion_confidence: np.ndarray  # (N,) float32, NaN where there is no suggestion
+    noise: NoiseEstimate | None  # None only when the run ended before the warm-up did
+    # With auto, labels found moved from one class to one other (confusion.py); None before the middle of
+    # training, in runs too short to have one, and without auto.
+    confusion: ConfusionEstimate | None
+    confused: np.ndarray  # (N,) bool: dropped as confused; all False without a confusion or dropping (erm)
+    rho_max: float  # the drop share of the loss ranking: the user's, or with auto the decoy estimate
+    epochs: list[EpochSummary] = field(default_factory=list)

@@ -30,41 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 import labelscrub.checkpoint as checkpoint
 from labelscrub.config import METHOD_NAMES
-from labelscrub.confusion import ConfusionEstimate
-from labelscrub.measurement import EpochSummary, Probe
-from labelscrub.noise import NoiseEstimate
+from labelscrub.measurement import EpochSummary, Probe, TrainingOutcome
 from labelscrub.task import SampleState, Task
 from labelscrub.train import EpochTraining, Setup, heldout_accuracy, probe, train_epoch
 
 # Self-paced learning: growth of the loss threshold per epoch (x1.1: all samples are back within ~25 epochs of a
 # typical loss spread, the classic annealing of SPL).
 SPL_GROWTH = 1.1
-
-
-@dataclass
-class TrainingOutcome:
-    model: torch.nn.Module
-    loss_history: np.ndarray  # (epochs, N) float32 probe losses; NaN for samples never probed
-    kept_history: np.ndarray  # (epochs, N) bool: True where the sample was in that epoch's batches
-    final_kept: np.ndarray  # (N,) bool: the final selection (readable samples only)
-    predicted: np.ndarray  # (N,) int64 final prediction, -1 for unreadable samples
-    p_label: np.ndarray  # (N,) float32 final probability of the given label
-    final_loss: np.ndarray  # (N,) float32 final probe loss
-    score: np.ndarray  # (N,) float32 ranking score, higher = more likely mislabeled
-    normalization: dict[str, list[float]]
-    suggested: np.ndarray  # (N,) int64 suggested label (suggest.py), -1 = no confident suggestion
-    suggestion_confidence: np.ndarray  # (N,) float32, NaN where there is no suggestion
-    noise: NoiseEstimate | None  # None only when the run ended before the warm-up did
-    # With auto, labels found moved from one class to one other (confusion.py); None before the middle of
-    # training, in runs too short to have one, and without auto.
-    confusion: ConfusionEstimate | None
-    confused: np.ndarray  # (N,) bool: dropped as confused; all False without a confusion or dropping (erm)
-    rho_max: float  # the drop share of the loss ranking: the user's, or with auto the decoy estimate
-    epochs: list[EpochSummary] = field(default_factory=list)
 
 
 def _mean_loss(losses: np.ndarray, members: np.ndarray) -> float | None:

@@ -26,7 +26,8 @@ from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
-from labelscrub.methods import TrainingOutcome, train_with_method
+from labelscrub.measurement import TrainingOutcome
+from labelscrub.methods import train_with_method
 from labelscrub.model import cpu_state_dict, pick_device, save_model
 from labelscrub.outfolder import prepare_out_dir
 from labelscrub.progress import Progress, decoding

@@ -23,6 +23,7 @@ import numpy as np
 
 from labelscrub.apply import run_manifest
 from labelscrub.config import CleanConfig
+from labelscrub.measurement import TrainingOutcome
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages
 from labelscrub.version import __version__
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     import torch
 
     from labelscrub.confusion import ConfusionEstimate
-    from labelscrub.methods import TrainingOutcome
     from labelscrub.noise import NoiseEstimate
 
 

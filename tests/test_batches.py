@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import DIGITS, SAMPLE_LR
+from conftest import SAMPLE_LR
+from runfolders import tiny_digits
 
 from labelscrub.batches import auto_workers, can_fork, stream
 from labelscrub.cli import cli
@@ -51,11 +52,14 @@ def trajectories(out):
 @pytest.mark.e2e
 @needs_fork
 def test_a_run_streamed_from_a_memory_mapped_file_matches_the_in_memory_run(tmp_path):
-    options = ["--epochs", "3", "--warmup", "1", "--ramp", "1", "--rho-max", "0.2", "--lr", SAMPLE_LR, "--quiet"]
+    # 12 images of each digit in batches of 16: eight batches an epoch, as many for the workers to hand over
+    digits = tiny_digits(tmp_path / "digits", train_per_class=12, heldout_per_class=2)
+    options = ["--epochs", "3", "--warmup", "1", "--ramp", "1", "--rho-max", "0.2", "--lr", SAMPLE_LR,
+               "--batch-size", "16", "--quiet"]
     in_memory, streamed = tmp_path / "in-memory", tmp_path / "streamed"
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(in_memory), *options])
+    result = CliRunner().invoke(cli, ["clean", str(digits), "--out", str(in_memory), *options])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(streamed), *options,
+    result = CliRunner().invoke(cli, ["clean", str(digits), "--out", str(streamed), *options,
                                       "--image-memory-gb", "0", "--loader-workers", "2"])
     assert result.exit_code == 0, result.output
     losses, dropped = trajectories(in_memory)

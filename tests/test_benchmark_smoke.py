@@ -1,8 +1,12 @@
-"""The noise benchmarks' scripts run end to end on a tiny stand-in for CIFAR-10 (the digits sample laid out as
-train.parquet and test.parquet): instance-dependent noise from a reference, per-epoch dumps, the offline rules."""
+"""Every benchmark script runs end to end at a tiny size, so a change to the library that breaks one shows here:
+on a stand-in for CIFAR-10 (the digits sample laid out as train.parquet and test.parquet, 12 images per class),
+for a few epochs. The GPU shell scripts are checked without running them: their syntax, and that every option
+they pass a script is one that script takes."""
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,15 +15,16 @@ import numpy as np
 import pytest
 from conftest import DIGITS_PARQUET, ROOT
 
-pytestmark = pytest.mark.e2e
+BENCHMARKS = ROOT / "benchmarks"
+# 8 px, the digits' own side (the protocol's 32 px costs 16 times as much per image)
+TINY = ["--train-per-class", "12", "--test-per-class", "4", "--image-size", "8", "--device", "cpu"]
+EPOCHS = 5  # enough for a window of dumps and for auto to estimate the noise rate after the 4th epoch
 
-TINY = ["--train-per-class", "12", "--test-per-class", "4", "--epochs", "5", "--device", "cpu"]
 
-
-def script(name, *arguments, data, cache):
+def script(name, *arguments, data, cache, epochs=EPOCHS, sizes=TINY):
     env = {**os.environ, "LABELSCRUB_BENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *arguments, "--data", str(data), *TINY],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    return subprocess.run([sys.executable, str(BENCHMARKS / name), *arguments, "--data", str(data), *sizes,
+                           "--epochs", str(epochs)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
 @pytest.fixture
@@ -33,6 +38,7 @@ def bench_data(tmp_path):
     return data, cache
 
 
+@pytest.mark.e2e
 def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path, bench_data):
     data, cache = bench_data
 
@@ -67,20 +73,136 @@ def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path, bench_data):
     assert by_manifest["relabel"]["samples"] == 120  # nothing dropped, only relabelled
     assert kept <= by_manifest["drop+relabel"]["samples"] <= 120
     for manifest in by_manifest.values():  # equal steps: epochs scale with all samples / manifest samples
-        assert manifest["epochs"] == max(5, round(5 * 120 / manifest["samples"]))
+        assert manifest["epochs"] == max(EPOCHS, round(EPOCHS * 120 / manifest["samples"]))
         assert 0.0 <= manifest["retrain_accuracy"] <= 1.0 and 0.0 <= manifest["right_labels"] <= 1.0
 
 
+@pytest.mark.e2e
 def test_instance_dependent_noise_from_a_reference_trained_on_other_images(bench_data):
     data, cache = bench_data
-    arguments = ["--noise", "idn40", "--reference-source", "outside", "--reference-per-class", "30"]
+    arguments = ["--noise", "idn40", "--reference-source", "outside", "--reference-per-class", "10"]
 
     first = script("reference_probs.py", *arguments, data=data, cache=cache)
     assert first.returncode == 0, first.stderr
-    assert "training on 300 other images" in first.stdout  # 30 per class, none of the protocol's 120
+    assert "training on 100 other images" in first.stdout  # 10 per class, none of the protocol's 120
     assert "48 of 120 labels wrong (40.0%)" in first.stdout
     assert len(list(cache.glob("reference-*.npy"))) == 1  # one network, no folds
 
     again = script("reference_probs.py", *arguments, data=data, cache=cache)
     assert again.returncode == 0 and "training on" not in again.stdout  # cached
     assert again.stdout.splitlines()[-12:] == first.stdout.splitlines()[-12:]  # the same matrix
+
+
+def results(out):
+    """The rows a benchmark wrote to out/results.json, and the lines of its Markdown table below the header."""
+    rows = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text().splitlines()
+    return rows, table[2:]
+
+
+@pytest.mark.e2e
+def test_the_noise_benchmark_compares_methods_the_oracle_and_cleanlab(tmp_path, bench_data):
+    data, cache = bench_data
+    out = tmp_path / "out"
+    with_cleanlab = [] if _has_cleanlab() else ["--no-cleanlab"]
+    run = script("noise_benchmark.py", "--noise", "sym20", "--methods", "erm", "stepe:select=per-class", "--oracle",
+                 *with_cleanlab, "--out", str(out), data=data, cache=cache, epochs=2)
+    assert run.returncode == 0, run.stderr
+    rows, table = results(out)
+    methods = [row["method"] for row in rows]
+    assert methods[:3] == ["erm", "stepe:select=per-class", "oracle (drops exactly the flips)"]
+    assert methods[3:] == ([] if with_cleanlab else ["cleanlab (5-fold CV)"]) and len(table) == len(rows)
+    erm, stepe, oracle = rows[:3]
+    assert erm["retrain_accuracy"] == erm["clean_heldout_accuracy"] and erm["recall"] == 0.0  # erm drops nothing
+    assert oracle["precision"] == oracle["recall"] == oracle["auroc"] == 1.0
+    for row in rows:
+        assert 0.0 <= row["retrain_accuracy"] <= 1.0 and 0.0 <= row["auroc"] <= 1.0 and row["seconds"] > 0
+
+
+def _has_cleanlab() -> bool:
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.e2e
+def test_the_auto_rho_benchmark_measures_auto_against_the_planted_noise_and_retrains(tmp_path, bench_data):
+    data, cache = bench_data
+    out = tmp_path / "out"
+    # 6 epochs: an estimate still falling after the 4th epoch waits, at the latest until after the 6th
+    run = script("auto_rho_benchmark.py", "--noise", "sym20", "--retrain", "--out", str(out), data=data,
+                 cache=cache, epochs=6)
+    assert run.returncode == 0, run.stderr
+    (auto,), table = results(out)
+    assert auto["variant"] == "auto" and auto["planted_rate"] == pytest.approx(0.2) and len(table) == 1
+    assert auto["rho_max_used"] == auto["estimated_rate"]  # too short a run for the confusion estimate
+    assert auto["dropped_share"] == pytest.approx(math.ceil(round(auto["rho_max_used"] * 120, 9)) / 120)
+    assert auto["relabelled"] >= 0 and 0.0 <= auto["retrain_accuracy"] <= 1.0
+    assert 0.0 <= auto["retrain_accuracy_relabel"] <= 1.0
+
+
+@pytest.mark.e2e
+def test_the_estimate_rules_benchmark_reads_every_rule_from_one_warm_up(bench_data):
+    data, cache = bench_data
+    run = script("estimate_rules.py", "--noise", "sym20", data=data, cache=cache)  # a warm-up of 1 epoch waits
+    assert run.returncode == 0, run.stderr
+    table = run.stdout[run.stdout.index("| rule | sym20 |"):].splitlines()
+    rules = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1].rstrip(" |") for line in table[2:]}
+    assert rules.pop("planted") == "20.0%" and len(rules) == 7
+    assert all(0.0 <= float(value.rstrip("%")) <= 90.0 for value in rules.values())
+
+
+@pytest.mark.e2e
+def test_the_speed_benchmark_times_the_bare_network_each_variant_and_the_memory(bench_data):
+    data, cache = bench_data
+    sizes = ["--train-per-class", "4", "--image-size", "8", "--batch-size", "8", "--bare-steps", "2", "--device", "cpu"]
+    run = script("speed_benchmark.py", "--memory", "--variants", "erm", "stepe:host_images=true,loader_workers=0",
+                 data=data, cache=cache, epochs=1, sizes=sizes)
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"bare network on cpu: train [\d,]+ img/s, eval forward [\d,]+ img/s", run.stdout)
+    timings = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert [timing["variant"] for timing in timings] == ["erm", "stepe:host_images=true,loader_workers=0"]
+    assert all(timing["seconds"] > 0 and timing["train_images_per_second"] > 0 for timing in timings)
+    assert "| erm | " in run.stdout and "| stepe:host_images=true,loader_workers=0 | " in run.stdout
+    assert re.search(r"peak resident memory of `labelscrub clean` \(1 epoch, child process\): [\d.]+ GiB", run.stdout)
+
+
+def shell_commands(text: str) -> list[str]:
+    """The benchmark invocations of a shell script: each `benchmarks/NAME.py ...` up to the end of its command, and
+    each call of a shell function that passes its arguments ("$@") to one, with the arrays they expand
+    (`${protocol[@]}`) written out."""
+    text = text.replace("\\\n", " ")
+    arrays = dict(re.findall(r"^\s*(\w+)=\(([^)]*)\)", text, re.MULTILINE))
+    commands = re.findall(r"benchmarks/\w+\.py[^\n&>|]*", text)
+    for function, body in re.findall(r"^(\w+)\(\) *\{(.*?)^\}", text, re.MULTILINE | re.DOTALL):
+        invoked = re.search(r"benchmarks/\w+\.py", body)
+        if invoked and '"$@"' in body:
+            commands += [f"{invoked.group(0)} {call}" for call in re.findall(rf"^\s*{function} (.*)$", text, re.M)]
+    return [re.sub(r"\$\{(\w+)\[[@*]\]\}", lambda used: arrays[used.group(1)], command) for command in commands]
+
+
+def options_of(script_name: str) -> set[str]:
+    """The options a benchmark script's parser takes, read from its source (and the protocol options it shares)."""
+    source = (BENCHMARKS / script_name).read_text()
+    options = set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", source))
+    if "add_protocol_arguments(parser)" in source and script_name != "noise_benchmark.py":
+        shared = (BENCHMARKS / "noise_benchmark.py").read_text()
+        body = shared[shared.index("def add_protocol_arguments"):]
+        options |= set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", body[:body.index("\ndef ")]))
+    return options
+
+
+@pytest.mark.parametrize("shell_script", sorted(path.name for path in BENCHMARKS.glob("*.sh")))
+def test_the_gpu_scripts_parse_and_pass_each_benchmark_only_options_it_takes(shell_script):
+    path = BENCHMARKS / shell_script
+    syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    commands = shell_commands(path.read_text())
+    assert commands
+    for command in commands:
+        name = re.match(r"benchmarks/(\w+\.py)", command).group(1)
+        assert (BENCHMARKS / name).exists(), command
+        unknown = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", command)) - options_of(name)
+        assert not unknown, f"{shell_script}: {name} takes no {sorted(unknown)}"

@@ -83,12 +83,16 @@ def test_model_and_run_json_are_complete(folder_run):
 
 
 def test_parquet_input_gives_a_parquet_manifest_with_the_input_schema(tmp_path):
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS_PARQUET), "--out", str(tmp_path), "--epochs", "3",
+    data, out = tmp_path / "digits-parquet", tmp_path / "out"
+    data.mkdir()
+    for split, rows in (("train", 200), ("val", 50)):  # the first rows of the sample's files, schema metadata kept
+        pq.write_table(pq.read_table(DIGITS_PARQUET / f"{split}.parquet").slice(0, rows), data / f"{split}.parquet")
+    result = CliRunner().invoke(cli, ["clean", str(data), "--out", str(out), "--epochs", "3",
                                       "--warmup", "1", "--ramp", "1", "--rho-max", "0.1", "--quiet"])
     assert result.exit_code == 0, result.output
-    report = pq.read_table(tmp_path / "report.parquet").to_pylist()
-    assert report[0]["sample_id"] == "train.parquet:0"
-    manifest = pq.read_table(tmp_path / "manifest.parquet")
+    report = pq.read_table(out / "report.parquet").to_pylist()
+    assert report[0]["sample_id"] == "train.parquet:0" and len(report) == 200
+    manifest = pq.read_table(out / "manifest.parquet")
     source = pq.read_table(DIGITS_PARQUET / "train.parquet")
     assert manifest.schema.remove_metadata().equals(source.schema.remove_metadata())
     assert manifest.schema.metadata[b"huggingface"] == source.schema.metadata[b"huggingface"]

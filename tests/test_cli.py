@@ -1,10 +1,11 @@
 """The CLI surface: help, errors as one line without a traceback, the output-folder guard."""
 
 import dataclasses
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from labelscrub.cli import cli
@@ -31,9 +32,13 @@ def test_clean_options_default_to_the_config_and_retrain_options_to_the_clean_ru
     assert retrain and all(default is None for default in retrain.values())
 
 
-def test_python_dash_m_runs_the_cli():
-    result = subprocess.run([sys.executable, "-m", "labelscrub", "--version"], capture_output=True, text=True)
-    assert result.returncode == 0 and "labelscrub" in result.stdout
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    # in this process, as `python -m` runs it (a new interpreter would spend seconds importing torch again; the
+    # resume tests start real `python -m labelscrub` processes)
+    monkeypatch.setattr(sys, "argv", ["labelscrub", "--version"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("labelscrub", run_name="__main__", alter_sys=True)
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("labelscrub, version ")
 
 
 def test_missing_data_is_a_one_line_error(tmp_path):

@@ -1,5 +1,7 @@
 """Configuration: validation at the edge and the resolution of "auto" values."""
 
+import json
+
 import pytest
 
 import labelscrub
@@ -46,6 +48,8 @@ def test_config_round_trips_through_a_dict():
     assert CleanConfig.from_dict(config.to_dict()) == config
 
 
-def test_rho_max_is_auto_unless_given():
-    assert CleanConfig().rho_max == "auto"
-    assert CleanConfig(rho_max=0.3).rho_max == 0.3
+def test_rho_max_auto_is_left_to_the_estimate_and_survives_the_round_trip_through_run_json():
+    for given in ("auto", 0.3):
+        config = CleanConfig(rho_max=given).resolve(typical_side=32)
+        assert config.rho_max == given  # resolving looks at the images; the noise estimate fills auto later
+        assert CleanConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

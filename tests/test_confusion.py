@@ -5,6 +5,7 @@ import pytest
 
 from labelscrub.confusion import (
     MAX_CELLS,
+    MIN_CONFUSED_SHARE,
     ConfusionEstimate,
     confused_samples,
     confusion_epochs,
@@ -12,6 +13,7 @@ from labelscrub.confusion import (
     fits_in_memory,
     spread_floor,
 )
+from labelscrub.noise import smallest_tail_ratio
 from labelscrub.schedule import drop_count
 
 CLASSES, PER_CLASS = 4, 1000
@@ -66,10 +68,40 @@ def test_clean_labels_show_no_confusion():
     assert (estimate.source == -1).all() and (estimate.share == 0).all()
 
 
-def test_a_confusion_no_larger_than_the_decoy_estimate_is_left_to_the_loss_ranking():
+def test_a_confusion_counts_only_beyond_the_decoy_estimate_by_the_minimum_share():
     log_probs, given, _ = network_view(moved_share=0.4)
-    spread = np.array([0.0, 0.5, 0.0, 0.0])  # wrong labels spread over classes already explain class 1's
-    estimate = estimate_confusion(log_probs, given, np.ones(len(given), bool), spread, epoch=16)
+    usable = np.ones(len(given), bool)
+
+    def sources(class_one_spread):
+        spread = np.array([0.0, class_one_spread, 0.0, 0.0])  # class 1's decoy estimate, the others' 0
+        return estimate_confusion(log_probs, given, usable, spread, epoch=16).source.tolist()
+
+    found = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16).share[1]
+    assert found > MIN_CONFUSED_SHARE
+    assert sources(found - MIN_CONFUSED_SHARE - 0.01) == [-1, 0, -1, -1]
+    # wrong labels spread over the classes already explain class 1's: left to the loss ranking
+    assert sources(found - MIN_CONFUSED_SHARE + 0.01) == [-1, -1, -1, -1]
+    assert sources(0.5) == [-1, -1, -1, -1]
+
+
+def test_two_classes_the_network_cannot_tell_apart_are_not_a_confusion():
+    """Images of classes 0 and 1 look alike and carry either label at random: each class scores like the other,
+    over half of it (enough to count by itself), so the pair is the network's own confusion, not moved labels."""
+    generator = np.random.default_rng(0)
+    true = np.repeat(np.arange(CLASSES), PER_CLASS)
+    given = np.where(true < 2, generator.integers(0, 2, len(true)), true)
+    logits = generator.normal(0.0, 1.0, (len(true), CLASSES))
+    logits[np.arange(len(true)), true] += 4.0
+    alike = true < 2
+    logits[alike, :2] = logits[alike, :2].mean(axis=1, keepdims=True) + generator.normal(0, 0.3, (alike.sum(), 2))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    usable = np.ones(len(true), bool)
+    for label, origin in ((1, 0), (0, 1)):
+        members, reference = given == label, given == origin
+        share = smallest_tail_ratio(log_probs[members, origin] - log_probs[members, label],
+                                    log_probs[reference, origin] - log_probs[reference, label])
+        assert share >= 0.5
+    estimate = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16)
     assert (estimate.source == -1).all()
 
 

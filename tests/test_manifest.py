@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import DIGITS
 from imagedata import colour_for, encode, write_image, write_parquet
+from runfolders import tiny_digits
 
 import labelscrub
 from labelscrub.errors import LabelscrubError
@@ -98,9 +98,10 @@ def test_a_relabelled_parquet_row_keeps_the_label_column_type(tmp_path, label_ty
 
 
 def test_overwriting_with_another_manifest_format_leaves_no_stale_manifest(tmp_path):
-    options = dict(epochs=1, warmup=0, ramp=0, rho_max=0.1, overwrite=True)
-    labelscrub.clean(DIGITS, tmp_path, manifest_format="csv", **options)
-    assert (tmp_path / "manifest.csv").exists()
-    result = labelscrub.clean(DIGITS, tmp_path, manifest_format="jsonl", **options)
+    data, out = tiny_digits(tmp_path / "digits", train_per_class=2, heldout_per_class=1), tmp_path / "out"
+    options = dict(epochs=1, batch_size=8, warmup=0, ramp=0, rho_max=0.1, overwrite=True)
+    labelscrub.clean(data, out, manifest_format="csv", **options)
+    assert (out / "manifest.csv").exists()
+    result = labelscrub.clean(data, out, manifest_format="jsonl", **options)
     assert result.manifest_path.name == "manifest.jsonl"
-    assert sorted(path.name for path in tmp_path.glob("manifest.*")) == ["manifest.jsonl"]
+    assert sorted(path.name for path in out.glob("manifest.*")) == ["manifest.jsonl"]

@@ -1,11 +1,14 @@
 """The training loop on tiny synthetic data: the schedule is applied as documented and seeded runs repeat."""
 
+import contextlib
 import dataclasses
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from labelscrub.config import CleanConfig
 from labelscrub.methods import SPL_GROWTH, train_with_method
@@ -28,12 +31,22 @@ def tiny_data(seed=0):
     return torch.from_numpy(pixels), labels.astype(np.int64), [f"s{index:03d}" for index in range(N)]
 
 
-def run(config, eligible=None, progress=None):
+def small_network(num_classes, stem):
+    """A stand-in for ResNet-18 in these tests: the schedule and its bookkeeping do not depend on the network, and
+    its SGD step costs about a millisecond where ResNet-18's costs a tenth of a second on one CPU core. Batch norm
+    keeps train and eval mode apart, as in ResNet-18; pooling to 2 x 2 keeps the quadrants apart."""
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(64, num_classes))
+
+
+def run(config, eligible=None, progress=None, network=small_network):
+    """Train on the tiny data with `config` (with the small network unless told otherwise); (outcome, sample ids)."""
     pixels, labels, ids = tiny_data()
     eligible = np.ones(N, dtype=bool) if eligible is None else eligible
     task = Task(pixels=pixels, labels=labels, sample_ids=ids, eligible=eligible, num_classes=CLASSES,
                 config=config.resolve(typical_side=SIDE), device=torch.device("cpu"), progress=progress or Progress())
-    return train_with_method(task), ids
+    with mock.patch("labelscrub.train.build_model", network) if network else contextlib.nullcontext():
+        return train_with_method(task), ids
 
 
 CONFIG = CleanConfig(epochs=4, warmup=1, ramp=2, rho_max=0.25, batch_size=8, seed=3)
@@ -194,7 +207,8 @@ def test_auto_per_class_drops_each_class_its_own_estimate():
 
 def test_every_method_reports_a_noise_estimate_and_suggestions():
     for method in ("erm", "oneshot"):
-        outcome, _ = run(dataclasses.replace(CONFIG, method=method))
+        # 6 epochs: an estimate still falling is read at the 6th epoch at the latest (noise.last_read_epoch)
+        outcome, _ = run(dataclasses.replace(CONFIG, method=method, epochs=6))
         assert 0.0 <= outcome.noise.overall <= 1.0 and outcome.noise.per_class.shape == (CLASSES,)
         assert outcome.suggested.shape == (N,) and ((outcome.suggested >= -1) & (outcome.suggested < CLASSES)).all()
 
@@ -221,9 +235,11 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
 
     seen = planted_confusion
     for loss_pass in ("train", "probe"):
-        outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=12, warmup=1, loss_pass=loss_pass))
-        # 12 epochs: the window is epochs 4-6 (ending at 55%), so the estimate comes after epoch 6.
-        assert seen["epoch"] == 6 and outcome.confusion.epoch == 6 and outcome.confusion.source[1] == 0
+        seen.clear()
+        outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=16, warmup=1, loss_pass=loss_pass))
+        # 16 epochs: the window is epochs 6-8 (ending at 55%), after the noise estimate however long that waits
+        # (the 6th epoch at the latest), so the estimate comes after epoch 8.
+        assert seen["epoch"] == 8 and outcome.confusion.epoch == 8 and outcome.confusion.source[1] == 0
         assert seen["log_probs"].shape == (N, CLASSES) and (seen["log_probs"] <= 0).all()
         labels = np.arange(N) % CLASSES
         confused = confused_samples(seen["log_probs"], labels, np.ones(N, bool), ids, outcome.confusion,
@@ -231,17 +247,18 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
         # Class 1's share beyond its decoy estimate, the samples scoring most like class 0, are left out of every
         # later epoch and of the manifest.
         assert confused.sum() == drop_count(0.3, 10) and (labels[confused] == 1).all()
-        assert not outcome.kept_history[7:][:, confused].any() and not outcome.final_kept[confused].any()
+        assert not outcome.kept_history[9:][:, confused].any() and not outcome.final_kept[confused].any()
         np.testing.assert_array_equal(outcome.confused, confused)
 
 
 def test_erm_estimates_the_confusion_but_drops_and_reports_no_confused_sample(planted_confusion):
-    outcome, _ = run(dataclasses.replace(CONFIG, method="erm", rho_max="auto", epochs=12, warmup=1))
+    outcome, _ = run(dataclasses.replace(CONFIG, method="erm", rho_max="auto", epochs=16, warmup=1))
     assert outcome.confusion.source[1] == 0 and outcome.final_kept.all() and not outcome.confused.any()
 
 
+@pytest.mark.e2e
 def test_auto_finds_no_confusion_between_classes_the_network_cannot_tell_apart():
-    """Quadrants in the same row look alike to the network at 8 px: more than half of each pair scores like the
+    """Quadrants in the same row look alike to ResNet-18 at 8 px: more than half of each pair scores like the
     other, which is the network's own confusion, not moved labels."""
-    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=12, warmup=1))
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=12, warmup=1), network=None)
     assert outcome.confusion is not None and (outcome.confusion.source == -1).all()

@@ -15,6 +15,7 @@ from labelscrub.noise import (
     evidence_epochs,
     label_depth,
     read_estimate,
+    tail_ratio,
 )
 
 
@@ -74,12 +75,15 @@ def test_ineligible_and_unmeasured_samples_take_no_part():
     assert estimate.overall == pytest.approx(wrong[300:].mean(), abs=0.03)
 
 
-def test_identical_losses_for_right_and_wrong_labels_give_no_more_than_the_cap():
+def test_labels_that_all_look_as_wrong_as_decoys_are_estimated_at_the_cap():
     rng = np.random.default_rng(2)
     same = rng.normal(3.0, 0.7, 1000)
+    # every tail ratio is 1 (all labels wrong), more than the estimate may say
+    assert tail_ratio(same, same, float(np.median(same))) == 1.0 > MAX_NOISE_RATE
     estimate = estimate_noise(same, same.copy(), np.zeros(1000, int), np.ones(1000, int), np.ones(1000, bool), 2,
                               epoch=0)
-    assert estimate.overall <= MAX_NOISE_RATE
+    assert estimate.overall == MAX_NOISE_RATE and estimate.per_class[0] == MAX_NOISE_RATE
+    assert np.isnan(estimate.per_class[1])  # no sample is labelled 1
 
 
 def test_the_estimate_round_trips_through_a_checkpoint_state():

@@ -1,5 +1,6 @@
 """Interrupt and resume: a run killed with SIGKILL mid-way and resumed ends exactly where an uninterrupted run of
-the same seed ends."""
+the same seed ends. The cleans run on 30 images of each digit (enough for the noise and confusion estimates to be
+made from every class), the retrain on the sample's full run."""
 
 import json
 import os
@@ -11,11 +12,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import DIGITS
+from runfolders import tiny_digits
 
 from labelscrub.cli import cli
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return tiny_digits(tmp_path_factory.mktemp("digits"), train_per_class=30, heldout_per_class=5)
 
 OPTIONS = ["--epochs", "5", "--warmup", "1", "--ramp", "2", "--rho-max", "0.2", "--seed", "7"]
 
@@ -34,13 +40,13 @@ def report(out):
     # starts after the 6th epoch, the latest the noise estimate may wait for
     ("stepe", ["--rho-max", "auto", "--epochs", "16"], "epoch 8/16", 8),
 ])
-def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_after, confusion_epoch):
+def test_a_killed_run_resumes_to_the_same_result(digits, tmp_path, method, extra, kill_after, confusion_epoch):
     complete, killed = tmp_path / "complete", tmp_path / "killed"
     options = OPTIONS + ["--method", method] + extra
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(complete), "--quiet", *options])
+    result = CliRunner().invoke(cli, ["clean", str(digits), "--out", str(complete), "--quiet", *options])
     assert result.exit_code == 0, result.output
 
-    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(killed),
+    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(digits), "--out", str(killed),
                                 *options], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in process.stderr:  # one line per finished epoch when not on a terminal
         if line.startswith(kill_after):
@@ -50,11 +56,11 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_a
     assert process.returncode == -signal.SIGKILL
     assert (killed / "checkpoint.pt").exists() and not (killed / "report.parquet").exists()
 
-    refused = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(killed), "--quiet", *options])
+    refused = CliRunner().invoke(cli, ["clean", str(digits), "--out", str(killed), "--quiet", *options])
     assert refused.exit_code != 0 and "--overwrite" in refused.output  # never silently restarted over it
 
     # how batches are loaded changes speed, not results: a resume may choose it afresh
-    resumed = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(killed), "--quiet", "--resume", *options,
+    resumed = CliRunner().invoke(cli, ["clean", str(digits), "--out", str(killed), "--quiet", "--resume", *options,
                                        "--loader-workers", "0"])
     assert resumed.exit_code == 0, resumed.output
     expected_losses, expected_dropped = report(complete)
@@ -69,9 +75,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, method, extra, kill_a
         [entry["confused_with"] for entry in noise[1]["classes"].values()]
 
 
-def test_resume_with_different_options_is_refused(tmp_path):
+def test_resume_with_different_options_is_refused(digits, tmp_path):
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(out),
+    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(digits), "--out", str(out),
                                 *OPTIONS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in process.stderr:
         if line.startswith("epoch 2/5"):  # the first checkpoint is on disk by now
@@ -79,18 +85,18 @@ def test_resume_with_different_options_is_refused(tmp_path):
             break
     process.wait()
     changed = [*OPTIONS[:1], "6", *OPTIONS[2:]]  # --epochs 6
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(out), "--resume", *changed])
+    result = CliRunner().invoke(cli, ["clean", str(digits), "--out", str(out), "--resume", *changed])
     assert result.exit_code != 0 and "epochs was 5, now 6" in result.output and "Traceback" not in result.output
 
 
-def test_resume_without_a_checkpoint_says_so(tmp_path):
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(tmp_path), "--resume"])
+def test_resume_without_a_checkpoint_says_so(digits, tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(digits), "--out", str(tmp_path), "--resume"])
     assert result.exit_code != 0 and "no checkpoint.pt to resume from" in result.output
 
 
 def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
     run, _ = folder_run
-    options = ["--compare", "--epochs", "3", "--seed", "5"]
+    options = ["--compare", "--epochs", "2", "--seed", "5"]
     complete = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(tmp_path / "a"), "--quiet", *options])
     assert complete.exit_code == 0, complete.output
 
@@ -100,7 +106,7 @@ def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
     finished_epochs = 0
     for line in process.stderr:
         finished_epochs += line.startswith("epoch ")
-        if finished_epochs == 5:  # the cleaned training is done, the baseline is in its second epoch
+        if finished_epochs == 3:  # the cleaned training is done, the baseline is in its second epoch
             os.kill(process.pid, signal.SIGKILL)
             break
     process.wait()
@@ -114,10 +120,10 @@ def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
         assert got[part]["confusion_matrix"] == expected[part]["confusion_matrix"]
 
 
-def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(tmp_path):
+def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(digits, tmp_path):
     out = tmp_path / "run"
     # A shell's background job inherits SIGINT as ignored; give the child the default, as a terminal would.
-    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(DIGITS), "--out", str(out),
+    process = subprocess.Popen([sys.executable, "-m", "labelscrub", "clean", str(digits), "--out", str(out),
                                 *OPTIONS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
@@ -128,5 +134,5 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(tmp_path
     process.wait()
     assert process.returncode == 130
     assert "Traceback" not in message and "interrupted" in message
-    assert f"labelscrub clean {DIGITS} --out {out}" in message and message.strip().endswith("--resume")
+    assert f"labelscrub clean {digits} --out {out}" in message and message.strip().endswith("--resume")
     assert (out / "checkpoint.pt").exists() and not (out / "report.parquet").exists()

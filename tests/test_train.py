@@ -1,6 +1,7 @@
 """The training epoch's own loss measurement: what it records and that measuring never trains."""
 
 import numpy as np
+import pytest
 import torch
 from test_methods import CLASSES, SIDE, N, tiny_data
 
@@ -35,16 +36,22 @@ def test_measuring_left_out_samples_changes_nothing_in_the_model():
             assert torch.equal(value, before[name]), name  # weights and batch-norm running statistics
 
 
-def test_margin_is_positive_exactly_where_the_model_prefers_another_class():
+@pytest.fixture(scope="module")
+def trained():
+    """A setup after one epoch on every sample; probing it changes nothing, so the tests share it."""
     setup, labels = fresh_setup()
     train_epoch(setup, np.ones(N, dtype=bool), 0, schedule_epochs=3)
+    return setup, labels
+
+
+def test_margin_is_positive_exactly_where_the_model_prefers_another_class(trained):
+    setup, labels = trained
     result = probe(setup, setup.pixels, labels, np.arange(N))
     assert ((result.margin > 0) == (result.predicted != labels)).all()
 
 
-def test_the_probe_measures_each_training_sample_decoy_and_no_decoy_for_other_images():
-    setup, labels = fresh_setup()
-    train_epoch(setup, np.ones(N, dtype=bool), 0, schedule_epochs=3)
+def test_the_probe_measures_each_training_sample_decoy_and_no_decoy_for_other_images(trained):
+    setup, labels = trained
     result = probe(setup, setup.pixels, labels, np.arange(N), keep_probabilities=True)
     decoys = setup.decoys.numpy()
     assert (decoys != labels).all()
