@@ -1,6 +1,6 @@
 """report.parquet: one row per training sample, with its loss trajectory and drop status.
 
-Columns (see README "The report"): sample_id, label, label_name, predicted, predicted_name, p_label, loss,
+Columns (see README "Outputs"): sample_id, label, label_name, predicted, predicted_name, p_label, loss,
 loss_trajectory (list<float32>, one value per epoch), dropped, first_dropped_epoch, epochs_dropped, score,
 confused_with (the class a confused label came from, confusion.py), suggested_label, suggested_name,
 suggestion_confidence (suggest.py; null where the model is not confident), error.
