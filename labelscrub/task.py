@@ -183,7 +183,10 @@ class Task:
         falling and may wait (noise.read_estimate); judge it (noise.doubt_estimate) and tell the user if doubted."""
         config = self.config
         evidence = evidence_epochs(config.warmup)
-        if epoch < max(1, evidence[0] - 1):
+        # a run too short for the evidence epochs reads what it has after its last epoch, doubted, rather than
+        # leaving auto without an estimate and dropping nothing without a word
+        last_epoch = epoch == config.epochs - 1
+        if epoch < max(1, evidence[0] - 1) and not last_epoch:
             return samples
         # one epoch more than the window (never the first epoch): the window one epoch earlier tells whether the
         # estimate still falls
@@ -193,12 +196,12 @@ class Task:
             earlier = getattr(samples, name)
             depths[name] = np.concatenate([depth[:0] if earlier is None else earlier[-EVIDENCE_EPOCHS:], depth])
         samples = dataclasses.replace(samples, **depths)
-        if epoch < evidence[-1]:
+        if epoch < evidence[-1] and not last_epoch:
             return samples
         decoys = decoy_labels(self.labels, self.num_classes, config.seed)
         estimate, fall = read_estimate(samples.given_depths, samples.decoy_depths, self.labels, decoys,
                                        self.eligible, self.num_classes, epoch=epoch,
-                                       last_chance=epoch >= last_read_epoch(config.warmup))
+                                       last_chance=last_epoch or epoch >= last_read_epoch(config.warmup))
         if estimate is None:
             if config.rho_max == "auto":
                 self.progress.note(f"the noise estimate is still falling ({fall:.0%} over epoch {epoch + 1}): "
@@ -209,7 +212,8 @@ class Task:
         agreement = float((measured.predicted == self.labels)[measured_now].mean() if measured_now.any() else 0.0)
         estimate = doubt_estimate(estimate, fall=fall, agreement=agreement,
                                   class_sizes=np.bincount(self.labels[self.eligible], minlength=self.num_classes),
-                                  num_classes=self.num_classes)
+                                  num_classes=self.num_classes,
+                                  ended_early=evidence if epoch < evidence[-1] else None)
         if estimate.doubt is not None and config.rho_max == "auto":
             self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: {estimate.doubt}; "
                                f"dropping at most {estimate.overall:.1%}")

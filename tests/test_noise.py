@@ -135,6 +135,14 @@ def test_a_doubted_estimate_is_capped_and_says_why(fall, agreement, sizes, reaso
     assert again.doubt == doubted.doubt and again.uncapped == 0.4 and again.overall == DOUBTED_CAP
 
 
+def test_an_estimate_read_before_its_evidence_epochs_is_doubted_with_the_epochs_it_needed():
+    estimate = NoiseEstimate(0.5, np.array([0.4, 0.6]), epoch=1)
+    doubted = doubt_estimate(estimate, fall=0.0, agreement=0.3, class_sizes=np.array([500, 500]), num_classes=10,
+                             ended_early=evidence_epochs(0))
+    assert "ended after epoch 2, before the epochs the estimate reads (2-4)" in doubted.doubt
+    assert doubted.overall == DOUBTED_CAP and doubted.uncapped == 0.5
+
+
 def settling(noise_rate: float, right_still_wrong: list[float], n: int = 4000):
     """Per-epoch depths where a share of the right labels still looks like decoys, shrinking epoch by epoch."""
     rng = np.random.default_rng(0)
