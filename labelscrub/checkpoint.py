@@ -23,7 +23,7 @@ import torch
 
 from labelscrub.atomic import atomic_path
 from labelscrub.errors import LabelscrubError
-from labelscrub.measurement import Probe
+from labelscrub.measurement import EpochSummary, Probe
 from labelscrub.model import cpu_state_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
@@ -93,12 +93,12 @@ def pack(*, phase: str, epoch: int, setup, history, last, state: dict[str, Any],
     }
 
 
-def restore(payload: dict, setup, history, summary_type) -> tuple[int, Any]:
+def restore(payload: dict, setup, history) -> tuple[int, Probe]:
     """Load `payload` into `setup` and `history`; return (first epoch still to run, last probe)."""
     first = restore_training(payload, setup)
     history.losses[:] = [row.numpy() for row in payload["losses"]]
     history.kept[:] = [row.numpy() for row in payload["kept"]]
-    history.summaries[:] = [summary_type(**summary) for summary in payload["summaries"]]
+    history.summaries[:] = [EpochSummary(**summary) for summary in payload["summaries"]]
     last = payload["last"]
     probe = Probe(last["losses"].numpy(), last["predicted"].numpy(), last["p_label"].numpy(), last["margin"].numpy())
     return first, probe

@@ -79,7 +79,7 @@ def _begin(task: Task, name: str, samples: SampleState, history: _History) -> _P
     """A fresh model for phase `name`, or the model and state of the checkpoint an interrupted run wrote in it."""
     setup = task.fresh_setup()
     if task.resume_phase() == name:
-        first, last = checkpoint.restore(task.resume, setup, history, EpochSummary)
+        first, last = checkpoint.restore(task.resume, setup, history)
         return _Phase(name, setup, history, task.initial_samples(), last, first)
     return _Phase(name, setup, history, samples.restarted())
 

@@ -33,9 +33,9 @@ class Progress:
         """`done` of the `total` `what` images ("train", "test") read and decoded: 0 first, `total` last."""
 
 
-def decoding(progress: Progress | None, what: str) -> Callable[[int, int], None] | None:
+def decoding(progress: Progress, what: str) -> Callable[[int, int], None]:
     """The `on_progress` callback of `images.decode_all` that tells `progress` which images are decoded."""
-    return None if progress is None else functools.partial(progress.decoded, what)
+    return functools.partial(progress.decoded, what)
 
 
 # Seconds between redraws of the decoding line: often enough to look alive, rarely enough to cost nothing.
