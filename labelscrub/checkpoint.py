@@ -28,7 +28,7 @@ from labelscrub.model import cpu_state_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
 # Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
-FORMAT = 7
+FORMAT = 8
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 

@@ -16,6 +16,11 @@ or more, and sums with the reverse share (k scoring like c) to under 1. Its conf
 from then on, are the images labelled c scoring most like k, as many as the share exceeds that floor (the loss
 ranking leaves out about the decoy share already). On clean data the shares are 0 by then. docs/METHOD.md, "Labels
 confused with one other class", has the formulas and the measurements.
+
+The window's log-probabilities come in one of two forms. Where every sample's probabilities fit (MAX_CELLS), an
+(N, classes) array. Beyond, `TopLogProbs`: per sample those of its TOP_CLASSES most likely classes other than its
+label (fixed at the window's first epoch), of its label, and of the mean of the rest, which stands in for any class
+outside them; O(N x TOP_CLASSES) memory. Both give the same estimate where TOP_CLASSES covers every other class.
 """
 
 from __future__ import annotations
@@ -38,9 +43,13 @@ CANDIDATES = 3
 # A class counts as confused only when its share exceeds the decoy floor by this much: below it a leftover
 # natural confusion is as likely.
 MIN_CONFUSED_SHARE = 0.05
-# Above this many (samples x classes) probabilities the per-sample log-probabilities are not kept and the
-# estimate is skipped: 2**27 float32 values are 512 MiB (CIFAR-100's 50,000 x 100 are 5 million).
+# Up to this many (samples x classes) probabilities every class's are kept: 2**27 float32 values are 512 MiB
+# (CIFAR-100's 50,000 x 100 are 5 million); beyond, TopLogProbs.
 MAX_CELLS = 2**27
+# Beyond MAX_CELLS, the classes other than its label read per sample: a source the estimate tries is a class the
+# network finds likely on the images concerned, among their few most likely even where a class has many look-alikes
+# (ImageNet's 120 dog breeds); 12 bytes each a sample on the device, 8 on the host.
+TOP_CLASSES = 16
 
 
 @dataclass(frozen=True)
@@ -48,16 +57,18 @@ class ConfusionEstimate:
     share: np.ndarray  # (classes,) float64 share of each given class moved there from `source`; 0 = none found
     source: np.ndarray  # (classes,) int64 the class its confused labels came from; -1 = none
     epoch: int  # the epoch (0-based) after which it was made
+    classes_read: int | None = None  # beyond MAX_CELLS, the classes read per sample (TopLogProbs); None: every class
 
     def to_state(self) -> dict:
-        return {"confusion_share": self.share, "confusion_source": self.source, "confusion_epoch": self.epoch}
+        state = {"confusion_share": self.share, "confusion_source": self.source, "confusion_epoch": self.epoch}
+        return state if self.classes_read is None else {**state, "confusion_classes_read": self.classes_read}
 
     @classmethod
     def from_state(cls, state: dict) -> ConfusionEstimate | None:
         if "confusion_share" not in state:
             return None
         return cls(np.asarray(state["confusion_share"], np.float64), np.asarray(state["confusion_source"], np.int64),
-                   int(state["confusion_epoch"]))
+                   int(state["confusion_epoch"]), state.get("confusion_classes_read"))
 
 
 def confusion_epochs(epochs: int, after: int) -> range:
@@ -73,14 +84,94 @@ def fits_in_memory(samples: int, classes: int) -> bool:
     return samples * classes <= MAX_CELLS
 
 
-def estimate_confusion(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarray, spread: np.ndarray, *,
-                       epoch: int) -> ConfusionEstimate:
-    """Per given class, the share of its labels moved there from one other class, from `log_probs` (N, classes),
-    the mean log-probabilities of the window; `spread` is the decoy estimate per class (noise.py), whose floor
-    (`spread_floor`) a confusion must exceed by MIN_CONFUSED_SHARE to count. Samples not `usable` (or with NaN)
-    take no part."""
-    classes = log_probs.shape[1]
-    usable = _measured(log_probs, usable)
+def top_count(classes: int) -> int:
+    """How many classes TopLogProbs reads per sample: TOP_CLASSES, or every class but the label if fewer."""
+    return max(1, min(TOP_CLASSES, classes - 1))
+
+
+# TopLogProbs in a checkpoint: its four arrays under these keys.
+_TOP_STATE = ("confusion_top_classes", "confusion_top_log_probs", "confusion_label_log_probs",
+              "confusion_rest_log_probs")
+
+
+@dataclass(frozen=True)
+class TopLogProbs:
+    """Per sample, log-probabilities summed (or averaged, `mean`) over the window's epochs: of M classes other than
+    its label, read every epoch once chosen as its most likely at the window's first epoch, of its given label, and
+    of the mean probability of the classes neither read nor its label. That mean stands in for any of those
+    classes: it is what an unread class holds on average, and never more than a read one, so a sample's unread
+    classes never outrank its read ones. NaN (classes -1) where a sample was not measured every epoch."""
+
+    classes: np.ndarray  # (N, M) int32
+    top: np.ndarray  # (N, M) float32
+    label: np.ndarray  # (N,) float32
+    rest: np.ndarray  # (N,) float32; -inf where the M classes are every class but the label
+
+    def plus(self, epoch: TopLogProbs) -> TopLogProbs:
+        """With one more epoch's, read at the same classes; a sample read at others (not measured at the first
+        epoch) becomes unmeasured."""
+        same = (epoch.classes == self.classes).all(axis=1)
+        top = np.where(same[:, None], self.top + epoch.top, np.float32(np.nan))
+        return TopLogProbs(self.classes, top, self.label + epoch.label, self.rest + epoch.rest)
+
+    def mean(self, epochs: int) -> TopLogProbs:
+        return TopLogProbs(self.classes, self.top / epochs, self.label / epochs, self.rest / epochs)
+
+    def to_state(self) -> dict:
+        return dict(zip(_TOP_STATE, (self.classes, self.top, self.label, self.rest)))
+
+    @classmethod
+    def from_state(cls, state: dict) -> TopLogProbs | None:
+        if _TOP_STATE[0] not in state:
+            return None
+        return cls(*(np.asarray(state[key]) for key in _TOP_STATE))
+
+    def at(self, rows: np.ndarray, classes: np.ndarray | int, labels: np.ndarray) -> np.ndarray:
+        """Log-probability of `classes` (one per row, or one for all) for the samples `rows` of `labels`."""
+        classes = np.broadcast_to(classes, rows.shape)
+        hit = self.classes[rows] == classes[:, None]
+        read = np.take_along_axis(self.top[rows], hit.argmax(axis=1)[:, None], axis=1)[:, 0]
+        value = np.where(hit.any(axis=1), read, self.rest[rows])
+        return np.where(classes == labels[rows], self.label[rows], value)
+
+    def mass(self, rows: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        """Mean probability over `rows` of every class: what the read ones hold, the stand-in elsewhere."""
+        rest = np.exp(self.rest[rows].astype(np.float64))
+        total = np.full(num_classes, rest.sum())
+        read = np.exp(self.top[rows].astype(np.float64)) - rest[:, None]
+        np.add.at(total, self.classes[rows].ravel(), read.ravel())
+        np.add.at(total, labels[rows], np.exp(self.label[rows].astype(np.float64)) - rest)
+        return total / max(1, len(rows))
+
+    def measured(self) -> np.ndarray:
+        return ~(np.isnan(self.label) | np.isnan(self.rest) | np.isnan(self.top).any(axis=1))
+
+
+@dataclass(frozen=True)
+class _Every:
+    """Every class's log-probabilities, (N, classes): read as TopLogProbs is."""
+
+    values: np.ndarray
+
+    def at(self, rows: np.ndarray, classes: np.ndarray | int, labels: np.ndarray) -> np.ndarray:
+        return self.values[rows, classes]
+
+    def mass(self, rows: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        return np.exp(self.values[rows]).mean(axis=0)
+
+    def measured(self) -> np.ndarray:
+        return ~np.isnan(self.values).any(axis=1)
+
+
+def estimate_confusion(log_probs: np.ndarray | TopLogProbs, labels: np.ndarray, usable: np.ndarray,
+                       spread: np.ndarray, *, epoch: int) -> ConfusionEstimate:
+    """Per given class, the share of its labels moved there from one other class, from `log_probs`, the mean
+    log-probabilities of the window ((N, classes), or TopLogProbs); `spread` is the decoy estimate per class
+    (noise.py), whose floor (`spread_floor`) a confusion must exceed by MIN_CONFUSED_SHARE to count. Samples not
+    `usable` (or with NaN) take no part."""
+    classes = len(spread)
+    window = _window(log_probs)
+    usable = _measured(window, usable)
     floor = spread_floor(spread)
     share, source = np.zeros(classes), np.full(classes, -1, np.int64)
     members_of = [np.flatnonzero(usable & (labels == label)) for label in range(classes)]
@@ -88,13 +179,13 @@ def estimate_confusion(log_probs: np.ndarray, labels: np.ndarray, usable: np.nda
     def moved_share(label: int, origin: int) -> float:
         """Share of the images labelled `label` that score like the images labelled `origin`."""
         members, reference = members_of[label], members_of[origin]
-        return smallest_tail_ratio(log_probs[members, origin] - log_probs[members, label],
-                                   log_probs[reference, origin] - log_probs[reference, label])
+        return smallest_tail_ratio(window.at(members, origin, labels) - window.at(members, label, labels),
+                                   window.at(reference, origin, labels) - window.at(reference, label, labels))
 
     for label, members in enumerate(members_of):
         if len(members) < MIN_DECOYS:
             continue
-        mass = np.exp(log_probs[members]).mean(axis=0)
+        mass = window.mass(members, labels, classes)
         mass[label] = -1.0
         candidates = [int(origin) for origin in np.argsort(-mass)[:CANDIDATES]
                       if len(members_of[origin]) >= MIN_DECOYS]
@@ -105,7 +196,7 @@ def estimate_confusion(log_probs: np.ndarray, labels: np.ndarray, usable: np.nda
         # labels random between them), not labels moved one way: a swap of 40% both ways sums to 0.8.
         if best - floor[label] >= MIN_CONFUSED_SHARE and best + moved_share(origin, label) < 1.0:
             share[label], source[label] = best, origin
-    return ConfusionEstimate(share, source, epoch)
+    return ConfusionEstimate(share, source, epoch, window.classes.shape[1] if isinstance(window, TopLogProbs) else None)
 
 
 def spread_floor(spread: np.ndarray) -> np.ndarray:
@@ -117,7 +208,7 @@ def spread_floor(spread: np.ndarray) -> np.ndarray:
     return np.maximum(spread, spread.mean())
 
 
-def confused_samples(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarray, sample_ids: list[str],
+def confused_samples(log_probs: np.ndarray | TopLogProbs, labels: np.ndarray, usable: np.ndarray, sample_ids: list[str],
                      estimate: ConfusionEstimate, spread: np.ndarray) -> np.ndarray:
     """Mask of the confused samples: in each confused class c, the images labelled c that score most like their
     source class k (log p(k) - log p(c)), as many as its confused share exceeds the floor of the decoy estimates
@@ -127,15 +218,21 @@ def confused_samples(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarr
     confused_classes = np.flatnonzero(estimate.source >= 0)
     if not len(confused_classes):
         return np.zeros(len(labels), bool)
+    window = _window(log_probs)
     rows = np.arange(len(labels))
     safe_labels = np.where(labels >= 0, labels, 0)
     source = estimate.source[safe_labels]
-    score = np.where(source >= 0, log_probs[rows, np.maximum(source, 0)] - log_probs[rows, safe_labels], -np.inf)
+    score = np.where(source >= 0, window.at(rows, np.maximum(source, 0), safe_labels)
+                     - window.at(rows, safe_labels, safe_labels), -np.inf)
     floor = spread_floor(spread)
     shares = {int(label): max(0.0, float(estimate.share[label] - floor[label])) for label in confused_classes}
-    usable = _measured(log_probs, usable)
+    usable = _measured(window, usable)
     return ~select_kept(score, sample_ids, 0.0, usable, labels, shares) & usable
 
 
-def _measured(log_probs: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    return np.asarray(usable, bool) & ~np.isnan(log_probs).any(axis=1)
+def _window(log_probs: np.ndarray | TopLogProbs) -> TopLogProbs | _Every:
+    return log_probs if isinstance(log_probs, TopLogProbs) else _Every(log_probs)
+
+
+def _measured(window: TopLogProbs | _Every, usable: np.ndarray) -> np.ndarray:
+    return np.asarray(usable, bool) & window.measured()

@@ -58,6 +58,24 @@ class Probe:
     # (N,) float32 mean over all classes of -log p(class): subtracted from a label's loss, how far below the
     # average class the model puts that label, whatever its confidence in the image as a whole (noise.py).
     mean_class_loss: np.ndarray | None = None
+    # Asked for with `TopClasses`: (N, M) int32 the M classes read per sample (never its given label; -1 where not
+    # measured), (N, M) float32 their log-probabilities, and (N,) float32 the log of the mean probability of the
+    # classes neither read nor the label (-inf when there are none). NaN where not measured.
+    top_classes: np.ndarray | None = None
+    top_log_probs: np.ndarray | None = None
+    rest_log_prob: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TopClasses:
+    """Asks an epoch's measurement for the log-probabilities of `count` classes per sample other than its given
+    label, and of the mean of the rest (`Probe.top_classes`): what the confusion estimate reads where every class's
+    probability (`Probe.probabilities`) would not fit."""
+
+    count: int
+    # (N, count) the classes to read per sample, fixed at the first epoch of the estimate's window so that the
+    # window's mean is over the same classes; None: each sample's `count` most likely classes other than its label
+    classes: np.ndarray | None = None
 
 
 @dataclass

@@ -116,15 +116,16 @@ def _train_and_measure(task: Task, phase: _Phase, epoch: int, kept: np.ndarray, 
                        truncate_rho: float = 0.0) -> _Measured:
     config = task.config
     with_probabilities = task.wants_probabilities(phase.samples, epoch)
+    top = task.wants_top_classes(phase.samples, epoch)
     training = train_epoch(
         phase.setup, kept, epoch, schedule_epochs=config.epochs, truncate_rho=truncate_rho,
-        record=task.eligible if config.loss_pass == "train" else None, keep_probabilities=with_probabilities,
+        record=task.eligible if config.loss_pass == "train" else None, keep_probabilities=with_probabilities, top=top,
         progress=task.progress)
     if training.measured is not None:
         return _Measured(training, training.measured, 0.0)
     started = time.perf_counter()  # the paper's separate probe pass
     measured = probe(phase.setup, task.pixels, task.labels, np.flatnonzero(task.eligible),
-                     keep_probabilities=with_probabilities)
+                     keep_probabilities=with_probabilities, top=top)
     return _Measured(training, measured, time.perf_counter() - started)
 
 

@@ -186,6 +186,9 @@ def noise_summary(*, estimate: NoiseEstimate | None, confusion: ConfusionEstimat
         "estimate_doubt": None if estimate is None else estimate.doubt,
         "uncapped_noise_rate": None if estimate is None else estimate.uncapped,
         "confusion_after_epoch": None if confusion is None else confusion.epoch,
+        # per sample the classes besides its label the confusion estimate read, where every class's probability
+        # would not fit (confusion.TopLogProbs); None: every class
+        "confusion_classes_read": None if confusion is None else confusion.classes_read,
         "rho_max_used": rho_max,
         "classes": classes,
         "noise_matrix": matrix,

@@ -20,12 +20,14 @@ import labelscrub.checkpoint as checkpoint
 from labelscrub.config import CleanConfig
 from labelscrub.confusion import (
     ConfusionEstimate,
+    TopLogProbs,
     confused_samples,
     confusion_epochs,
     estimate_confusion,
     fits_in_memory,
+    top_count,
 )
-from labelscrub.measurement import Probe
+from labelscrub.measurement import Probe, TopClasses
 from labelscrub.noise import (
     EVIDENCE_EPOCHS,
     NoiseEstimate,
@@ -58,6 +60,7 @@ class SampleState:
     decoy_depths: np.ndarray | None = None
     noise: NoiseEstimate | None = None  # made from the warm-up epochs
     confusion_log_probs: np.ndarray | None = None  # (N, classes) float32 sum over the confusion window so far
+    confusion_top: TopLogProbs | None = None  # the same beyond confusion.MAX_CELLS: a few classes per sample
     confusion: ConfusionEstimate | None = None  # made in the middle of training, with --rho-max auto only
     confused: np.ndarray | None = None  # bool: left out as confused, once the confusion estimate is made
     spl_threshold: tuple[float, ...] = ()  # spl: lambda_t of each epoch after the warm-up
@@ -76,7 +79,7 @@ class SampleState:
     def to_state(self) -> dict:
         state = {"score": self.score, **self.suggestions.to_state(), "spl_threshold": list(self.spl_threshold)}
         state.update({name: getattr(self, name) for name in _OPTIONAL_ARRAYS if getattr(self, name) is not None})
-        for estimate in (self.noise, self.confusion):
+        for estimate in (self.noise, self.confusion, self.confusion_top):
             if estimate is not None:
                 state.update(estimate.to_state())
         return state
@@ -85,6 +88,7 @@ class SampleState:
     def from_state(cls, state: dict) -> SampleState:
         return cls(suggestions=SuggestionTracker.from_state(state), score=state.get("score"),
                    noise=NoiseEstimate.from_state(state), confusion=ConfusionEstimate.from_state(state),
+                   confusion_top=TopLogProbs.from_state(state),
                    spl_threshold=tuple(state.get("spl_threshold", ())),
                    **{name: state.get(name) for name in _OPTIONAL_ARRAYS})
 
@@ -121,16 +125,31 @@ class Task:
         return make_setup(self.pixels, self.labels, self.eligible, self.num_classes, self.config, self.device)
 
     def confusion_window(self, samples: SampleState) -> range:
-        """The epochs the confusion estimate reads: with --rho-max auto only, only where every sample's
-        probabilities fit in memory (confusion.MAX_CELLS), and only if they come after the noise estimate."""
+        """The epochs the confusion estimate reads: with --rho-max auto only, and only if they come after the noise
+        estimate."""
         config = self.config
-        if config.rho_max != "auto" or not fits_in_memory(len(self.labels), self.num_classes):
+        if config.rho_max != "auto":
             return range(0)
         read_after = samples.noise.epoch if samples.noise is not None else last_read_epoch(config.warmup)
         return confusion_epochs(config.epochs, read_after)
 
     def wants_probabilities(self, samples: SampleState, epoch: int) -> bool:
+        """Whether epoch `epoch` measures every class's probability: in the confusion window, where they fit."""
+        return self._in_confusion_window(samples, epoch) and self._keeps_every_class()
+
+    def wants_top_classes(self, samples: SampleState, epoch: int) -> TopClasses | None:
+        """What epoch `epoch` measures of a few classes per sample: in the confusion window, where every class's
+        probability would not fit; at the same classes as the window's first epoch."""
+        if not self._in_confusion_window(samples, epoch) or self._keeps_every_class():
+            return None
+        chosen = None if samples.confusion_top is None else samples.confusion_top.classes
+        return TopClasses(top_count(self.num_classes), chosen)
+
+    def _in_confusion_window(self, samples: SampleState, epoch: int) -> bool:
         return samples.confusion is None and epoch in self.confusion_window(samples)
+
+    def _keeps_every_class(self) -> bool:
+        return fits_in_memory(len(self.labels), self.num_classes)
 
     def rho_max(self, samples: SampleState) -> float:
         """The drop share of the loss ranking: the user's number, or with --rho-max auto the decoy estimate of the
@@ -174,7 +193,7 @@ class Task:
             score=updated_score(samples.score, measured, rank_by=config.rank_by, smoothing=config.smoothing))
         if samples.noise is None:  # the noise estimate's inputs: the evidence epochs of the warm-up, and later
             samples = self._read_noise(samples, epoch, measured)
-        if self.wants_probabilities(samples, epoch):
+        if self._in_confusion_window(samples, epoch):
             samples = self._add_to_confusion_window(samples, epoch, measured)
         return samples
 
@@ -221,13 +240,34 @@ class Task:
 
     def _add_to_confusion_window(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
         window = self.confusion_window(samples)
+        if not self._keeps_every_class():
+            if epoch == window[0]:
+                every = len(self.labels) * self.num_classes * 4 / 2**30  # float32 bytes, in GiB
+                self.progress.note(
+                    f"the confusion estimate reads each sample's {top_count(self.num_classes)} most likely other "
+                    f"classes, not all {self.num_classes:,}: every class's probabilities would take {every:.1f} GiB")
+            top = _top_log_probs(measured)
+            top = top if epoch == window[0] else samples.confusion_top.plus(top)
+            if epoch < window[-1]:
+                return dataclasses.replace(samples, confusion_top=top)
+            return self._confusion_read(samples, epoch, top.mean(len(window)))
         # NaN (not measured) stays NaN; the floor keeps a probability that underflowed to 0 finite.
         log_probs = np.log(np.maximum(measured.probabilities, np.float32(1e-30)))
         total = log_probs if epoch == window[0] else samples.confusion_log_probs + log_probs
         if epoch < window[-1]:
             return dataclasses.replace(samples, confusion_log_probs=total)
-        mean = total / len(window)
+        return self._confusion_read(samples, epoch, total / len(window))
+
+    def _confusion_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs) -> SampleState:
+        """The estimate from the window's mean log-probabilities, and the confused samples; the window let go."""
         spread = samples.noise.per_class
         estimate = estimate_confusion(mean, self.labels, self.eligible, spread, epoch=epoch)
         confused = confused_samples(mean, self.labels, self.eligible, self.sample_ids, estimate, spread)
-        return dataclasses.replace(samples, confusion_log_probs=None, confusion=estimate, confused=confused)
+        return dataclasses.replace(samples, confusion_log_probs=None, confusion_top=None, confusion=estimate,
+                                   confused=confused)
+
+
+def _top_log_probs(measured: Probe) -> TopLogProbs:
+    """One epoch's measurement asked for with `TopClasses`, as the confusion estimate reads it."""
+    return TopLogProbs(measured.top_classes.astype(np.int32), measured.top_log_probs, -measured.losses,
+                       measured.rest_log_prob)

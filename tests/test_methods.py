@@ -16,6 +16,7 @@ from labelscrub.noise import DOUBTED_CAP
 from labelscrub.progress import Progress
 from labelscrub.schedule import drop_count, rho_at, select_kept
 from labelscrub.task import Task
+from labelscrub.train import train_epoch
 
 N, CLASSES, SIDE = 40, 4, 8
 
@@ -39,12 +40,14 @@ def small_network(num_classes, stem):
                          nn.Flatten(), nn.Linear(64, num_classes))
 
 
-def run(config, eligible=None, progress=None, network=small_network):
-    """Train on the tiny data with `config` (with the small network unless told otherwise); (outcome, sample ids)."""
+def run(config, eligible=None, progress=None, network=small_network, **task_options):
+    """Train on the tiny data with `config` (with the small network unless told otherwise); (outcome, sample ids).
+    `task_options` go to the Task (resuming)."""
     pixels, labels, ids = tiny_data()
     eligible = np.ones(N, dtype=bool) if eligible is None else eligible
     task = Task(pixels=pixels, labels=labels, sample_ids=ids, eligible=eligible, num_classes=CLASSES,
-                config=config.resolve(typical_side=SIDE), device=torch.device("cpu"), progress=progress or Progress())
+                config=config.resolve(typical_side=SIDE), device=torch.device("cpu"), progress=progress or Progress(),
+                **task_options)
     with mock.patch("labelscrub.train.build_model", network) if network else contextlib.nullcontext():
         return train_with_method(task), ids
 
@@ -249,6 +252,64 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
         assert confused.sum() == drop_count(0.3, 10) and (labels[confused] == 1).all()
         assert not outcome.kept_history[9:][:, confused].any() and not outcome.final_kept[confused].any()
         np.testing.assert_array_equal(outcome.confused, confused)
+
+
+@pytest.fixture
+def few_classes_read(monkeypatch):
+    """Every class's probabilities never fit: the confusion estimate reads `TOP_CLASSES` per sample."""
+    from labelscrub import confusion
+
+    monkeypatch.setattr(confusion, "MAX_CELLS", N * CLASSES - 1)
+    return lambda count: monkeypatch.setattr(confusion, "TOP_CLASSES", count)
+
+
+def test_beyond_the_memory_bound_auto_reads_a_few_classes_per_sample_and_leaves_out_the_same_samples(
+        planted_confusion, few_classes_read):
+    from labelscrub.confusion import TopLogProbs
+
+    auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=16, warmup=1)
+    with mock.patch("labelscrub.task.fits_in_memory", return_value=True):
+        every, _ = run(auto)
+    every_seen = dict(planted_confusion)
+    progress = NotingProgress()
+    few, _ = run(auto, progress=progress)
+    # with 4 classes the 3 read per sample are all but the label: the same scores as every class's
+    read = planted_confusion["log_probs"]
+    assert isinstance(read, TopLogProbs) and read.top.shape == (N, 3) and read.measured().all()
+    assert every_seen["log_probs"].shape == (N, CLASSES) and planted_confusion["epoch"] == every_seen["epoch"] == 8
+    np.testing.assert_array_equal(few.confused, every.confused)
+    assert few.confused.sum() == drop_count(0.3, 10)
+    assert any("reads each sample's 3 most likely other classes, not all 4" in note for note in progress.notes)
+
+
+def test_a_run_resumed_inside_the_window_reads_the_same_few_classes(planted_confusion, few_classes_read, tmp_path):
+    from labelscrub import checkpoint
+
+    few_classes_read(1)
+    _, labels, ids = tiny_data()
+    fingerprint = checkpoint.fingerprint(data="tiny", config={}, sample_ids=ids, labels=labels)
+    auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=16, warmup=1)
+
+    def save_inside_the_window(payload):  # epochs 6-8; saved at once, as the model's tensors change after
+        if payload["epoch"] == 7:
+            checkpoint.save(tmp_path, payload)
+
+    complete, _ = run(auto, on_checkpoint=save_inside_the_window, fingerprint=fingerprint)
+    read = planted_confusion["log_probs"]
+    saved = checkpoint.load(tmp_path, fingerprint)
+    state = checkpoint.method_state(saved)
+    assert state["confusion_top_classes"].shape == (N, 1) and state["confusion_top_classes"].dtype == np.int32
+    with mock.patch("labelscrub.methods.train_epoch", wraps=train_epoch) as training:
+        resumed, _ = run(auto, resume=saved, fingerprint=fingerprint)
+    asked = training.call_args_list[0].kwargs["top"]  # epoch 8 (index 8), the window's last
+    assert training.call_args_list[0].args[2] == 8 and asked.count == 1
+    np.testing.assert_array_equal(asked.classes, state["confusion_top_classes"])  # those of the window's first epoch
+    for name in ("classes", "top", "label", "rest"):  # what the estimate read, with no sample dropped from it
+        np.testing.assert_array_equal(getattr(planted_confusion["log_probs"], name), getattr(read, name))
+    assert read.measured().all()
+    np.testing.assert_array_equal(resumed.confused, complete.confused)
+    np.testing.assert_array_equal(resumed.loss_history, complete.loss_history)
+    assert resumed.confusion.source.tolist() == complete.confusion.source.tolist() == [-1, 0, -1, -1]
 
 
 def test_erm_estimates_the_confusion_but_drops_and_reports_no_confused_sample(planted_confusion):

@@ -31,7 +31,8 @@ def test_the_summary_reports_each_class_at_the_larger_of_its_two_estimates_and_w
     nothing = np.zeros(len(labels), bool)
     summary = noise_summary(
         estimate=NoiseEstimate(0.02, np.array([0.05, 0.01, 0.02]), 5),
-        confusion=ConfusionEstimate(np.array([0.0, 0.2, 0.0]), np.array([-1, 0, -1]), 16), rho_max=0.02,
+        confusion=ConfusionEstimate(np.array([0.0, 0.2, 0.0]), np.array([-1, 0, -1]), 16, classes_read=2),
+        rho_max=0.02,
         labels=labels, predicted=labels, eligible=np.ones(len(labels), bool), dropped=nothing,
         relabelled=nothing, class_names=["truck", "automobile", "ship"])
     assert summary["classes"]["automobile"]["estimated_noise_rate"] == 0.2
@@ -40,6 +41,7 @@ def test_the_summary_reports_each_class_at_the_larger_of_its_two_estimates_and_w
     assert summary["classes"]["truck"]["confused_with"] is None
     assert summary["estimated_noise_rate"] == pytest.approx((100 * 0.05 + 300 * 0.2 + 100 * 0.02) / 500)
     assert summary["spread_noise_rate"] == 0.02 and summary["confusion_after_epoch"] == 16
+    assert summary["confusion_classes_read"] == 2  # a few per sample, not every class's
 
 
 def test_the_score_meaning_names_what_each_method_ranks_by():
