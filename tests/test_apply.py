@@ -12,8 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import TINY_EPOCHS
 from imagedata import colour_for, encode, write_image, write_parquet
-from runfolders import fake_run, tiny_digits
+from runfolders import fake_run
 
 import labelscrub
 from labelscrub.cli import cli
@@ -182,19 +183,7 @@ def test_retrain_reads_an_applied_folder_with_its_source_runs_metadata(tmp_path,
     assert metadata["data"] == str((tmp_path / "data").resolve()) and metadata["class_names"] == ["cat", "dog"]
 
 
-# End to end: a real (tiny) clean run, then apply and retrain on its output.
-
-TINY_EPOCHS = 3
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A --relabel clean run on 12 training and 4 held-out images per digit. (So few steps give no confident
-    suggestion to rescue; the rescue is checked on a fake run above.)"""
-    data = tiny_digits(tmp_path_factory.mktemp("tiny-digits"))
-    result = labelscrub.clean(data, tmp_path_factory.mktemp("tiny-run"), epochs=TINY_EPOCHS, warmup=1, ramp=1,
-                              rho_max=0.25, lr=0.02, batch_size=32, relabel=True, seed=0)
-    return result
+# End to end: a real (tiny) clean run (conftest.tiny_run), then apply and retrain on its output.
 
 
 @pytest.mark.e2e

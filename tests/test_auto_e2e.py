@@ -1,5 +1,5 @@
-"""End to end with the defaults a user gets: `--rho-max auto` estimates the planted noise of the sample, and
-`--relabel` writes the suggested labels into the manifest."""
+"""End to end with the defaults a user gets (conftest.folder_run): `--rho-max auto` estimates the planted noise of
+the sample and drops that share, and the suggested labels of the planted flips are mostly their true labels."""
 
 import csv
 import json
@@ -7,27 +7,16 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
-from conftest import DIGITS, FLIPPED, PLANTED_NOISE, SAMPLE_LR
+from conftest import FLIPPED, PLANTED_NOISE
 
-from labelscrub.cli import cli
 from labelscrub.config import CleanConfig
 from labelscrub.report import read_report_metadata
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def auto_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("auto-run")
-    result = CliRunner().invoke(cli, ["clean", str(DIGITS), "--out", str(out), "--epochs", "15", "--lr", SAMPLE_LR,
-                                      "--relabel"])
-    assert result.exit_code == 0, result.output
-    return out, result.output
-
-
-def test_auto_estimates_the_planted_noise_rate_and_drops_that_share(auto_run):
-    out, output = auto_run
+def test_auto_estimates_the_planted_noise_rate_and_drops_that_share(folder_run):
+    out, output = folder_run
     run = json.loads((out / "run.json").read_text())
     noise = run["noise"]
     assert noise["estimated_noise_rate"] == pytest.approx(PLANTED_NOISE, abs=0.05)
@@ -42,8 +31,8 @@ def test_auto_estimates_the_planted_noise_rate_and_drops_that_share(auto_run):
     assert f"estimated noise rate: {noise['estimated_noise_rate']:.1%}" in output
 
 
-def test_the_noise_summary_counts_every_class_and_every_dropped_sample(auto_run):
-    out, _ = auto_run
+def test_the_noise_summary_counts_every_class_and_every_dropped_sample(folder_run):
+    out, _ = folder_run
     run = json.loads((out / "run.json").read_text())
     classes = run["noise"]["classes"]
     assert list(classes) == [str(digit) for digit in range(10)]
@@ -54,8 +43,8 @@ def test_the_noise_summary_counts_every_class_and_every_dropped_sample(auto_run)
     assert read_report_metadata(out / "report.parquet")["noise"] == run["noise"]
 
 
-def test_suggestions_are_confident_and_mostly_the_true_label_of_planted_flips(auto_run):
-    out, _ = auto_run
+def test_suggestions_are_confident_and_mostly_the_true_label_of_planted_flips(folder_run):
+    out, _ = folder_run
     report = pq.read_table(out / "report.parquet").to_pylist()
     with FLIPPED.open() as handle:
         true_label = {row["folder_sample_id"]: row["true_label"] for row in csv.DictReader(handle)}
@@ -67,23 +56,3 @@ def test_suggestions_are_confident_and_mostly_the_true_label_of_planted_flips(au
     suggested_flips = [row for row in report if row["sample_id"] in true_label and row["suggested_name"]]
     correct = sum(row["suggested_name"] == true_label[row["sample_id"]] for row in suggested_flips)
     assert len(suggested_flips) >= 50 and correct / len(suggested_flips) >= 0.8
-
-
-def test_relabel_keeps_dropped_samples_with_a_suggestion_under_that_label(auto_run):
-    out, output = auto_run
-    report = pq.read_table(out / "report.parquet").to_pylist()
-    with (out / "manifest.csv").open(newline="") as handle:
-        manifest = {row["path"]: row["label"] for row in csv.DictReader(handle)}
-    expected = {}
-    for row in report:
-        path = str((DIGITS / row["sample_id"]).resolve())
-        if not row["dropped"]:
-            expected[path] = row["label_name"]
-        elif row["suggested_name"] is not None:
-            expected[path] = row["suggested_name"]
-    assert manifest == expected
-    run = json.loads((out / "run.json").read_text())
-    relabelled = sum(row["dropped"] and row["suggested_name"] not in (None, row["label_name"]) for row in report)
-    assert run["counts"]["relabelled"] == relabelled > 0
-    assert run["counts"]["in_manifest"] == len(manifest)
-    assert f"relabelled {relabelled} dropped samples" in output

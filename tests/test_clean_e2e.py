@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import DIGITS, DIGITS_PARQUET, FLIPPED, PLANTED_NOISE
+from conftest import DIGITS, DIGITS_PARQUET, FLIPPED
 
 from labelscrub.cli import cli
 from labelscrub.report import REPORT_SCHEMA, read_report_metadata
@@ -31,7 +31,9 @@ def test_finds_the_planted_flips(folder_run):
     precision = len(dropped & truth) / len(dropped)
     recall = len(dropped & truth) / len(truth)
     print(f"precision {precision:.3f} recall {recall:.3f}")
-    assert precision >= 0.8 and recall >= 0.8
+    # auto drops about its estimate of the noise rate, which comes out a little under the planted 20% (the test
+    # below): recall is bounded by it, while nearly every dropped sample is a planted flip
+    assert precision >= 0.9 and recall >= 0.75
 
 
 def test_report_has_one_row_per_sample_with_the_documented_schema(folder_run):
@@ -52,19 +54,32 @@ def test_report_has_one_row_per_sample_with_the_documented_schema(folder_run):
         assert row["p_label"] == pytest.approx(float(np.exp(-row["loss"])), rel=1e-3, abs=1e-6)
     metadata = read_report_metadata(out / "report.parquet")
     assert metadata["class_names"] == [str(digit) for digit in range(10)]
-    assert metadata["config"]["rho_max"] == PLANTED_NOISE and metadata["config"]["stem"] == "cifar"
+    assert metadata["config"]["rho_max"] == "auto" and metadata["config"]["stem"] == "cifar"
     assert len(metadata["rho_schedule"]) == 15 and metadata["rho_schedule"][0] == 0.0
-    assert metadata["rho_schedule"][-1] == pytest.approx(PLANTED_NOISE)
+    assert metadata["rho_schedule"][-1] == pytest.approx(metadata["noise"]["rho_max_used"])
     assert all(epoch["heldout_accuracy"] is not None for epoch in metadata["epochs"])
     assert "labelscrub_version" in metadata
 
 
-def test_manifest_lists_exactly_the_kept_samples_and_reads_back_as_input(folder_run):
-    out, _ = folder_run
+def test_manifest_holds_the_kept_samples_and_the_relabelled_ones_and_reads_back_as_input(folder_run):
+    """--relabel: a dropped sample with a confident suggestion stays in the manifest under the suggested label."""
+    out, output = folder_run
     report = pq.read_table(out / "report.parquet").to_pylist()
-    kept = {(str((DIGITS / row["sample_id"]).resolve()), row["label_name"]) for row in report if not row["dropped"]}
+    expected = {}
+    for row in report:
+        path = str((DIGITS / row["sample_id"]).resolve())
+        if not row["dropped"]:
+            expected[path] = row["label_name"]
+        elif row["suggested_name"] is not None:
+            expected[path] = row["suggested_name"]
     reread = open_data(out / "manifest.csv").train
-    assert {(str(path), reread.class_names[label]) for path, label in zip(reread.paths, reread.labels)} == kept
+    assert sorted((str(path), reread.class_names[label]) for path, label in zip(reread.paths, reread.labels)) == \
+        sorted(expected.items())
+    run = json.loads((out / "run.json").read_text())
+    relabelled = sum(row["dropped"] and row["suggested_name"] not in (None, row["label_name"]) for row in report)
+    assert run["counts"]["relabelled"] == relabelled > 0
+    assert run["counts"]["in_manifest"] == len(expected)
+    assert f"relabelled {relabelled} dropped samples" in output
 
 
 def test_model_and_run_json_are_complete(folder_run):
@@ -73,12 +88,14 @@ def test_model_and_run_json_are_complete(folder_run):
     assert checkpoint["class_names"] == [str(digit) for digit in range(10)]
     assert checkpoint["state_dict"]["fc.weight"].shape == (10, 512)
     run = json.loads((out / "run.json").read_text())
-    assert run["counts"]["samples"] == 1438 and run["counts"]["dropped"] == 288
-    assert run["counts"]["kept"] == 1438 - 288 and run["counts"]["heldout_samples"] == 359
+    report = pq.read_table(out / "report.parquet")
+    dropped = sum(report.column("dropped").to_pylist())
+    assert run["counts"]["samples"] == 1438 and run["counts"]["dropped"] == dropped
+    assert run["counts"]["kept"] == 1438 - dropped and run["counts"]["heldout_samples"] == 359
     assert run["heldout_accuracy"] > 0.8
     assert set(run["outputs"]) == {"report", "manifest", "model", "run"}
     assert run["throughput"]["train_images_per_second"] > 0
-    assert "dropped 288 (20.0%)" in output and "manifest.csv" in output
+    assert f"dropped {dropped} ({dropped / 1438:.1%})" in output and "manifest.csv" in output
     assert "decoded 1,438 train images" in output and "decoded 359 held-out images" in output
 
 

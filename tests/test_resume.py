@@ -1,6 +1,6 @@
 """Interrupt and resume: a run killed with SIGKILL mid-way and resumed ends exactly where an uninterrupted run of
 the same seed ends. The cleans run on 30 images of each digit (enough for the noise and confusion estimates to be
-made from every class), the retrain on the sample's full run."""
+made from every class), the retrain on a tiny run (conftest.tiny_run)."""
 
 import json
 import os
@@ -94,9 +94,9 @@ def test_resume_without_a_checkpoint_says_so(digits, tmp_path):
     assert result.exit_code != 0 and "no checkpoint.pt to resume from" in result.output
 
 
-def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
-    run, _ = folder_run
-    options = ["--compare", "--epochs", "2", "--seed", "5"]
+def test_a_killed_retrain_resumes_to_the_same_metrics(tiny_run, tmp_path):
+    run = tiny_run.out_dir
+    options = ["--compare", "--epochs", "4", "--seed", "5"]
     complete = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(tmp_path / "a"), "--quiet", *options])
     assert complete.exit_code == 0, complete.output
 
@@ -106,10 +106,11 @@ def test_a_killed_retrain_resumes_to_the_same_metrics(folder_run, tmp_path):
     finished_epochs = 0
     for line in process.stderr:
         finished_epochs += line.startswith("epoch ")
-        if finished_epochs == 3:  # the cleaned training is done, the baseline is in its second epoch
+        if finished_epochs == 5:  # the cleaned training is done, the baseline has 3 epochs to go
             os.kill(process.pid, signal.SIGKILL)
             break
     process.wait()
+    assert process.returncode == -signal.SIGKILL and (killed / "checkpoint.pt").exists()
     assert not (killed / "metrics.json").exists()
     resumed = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(killed), "--resume", "--quiet", *options])
     assert resumed.exit_code == 0, resumed.output

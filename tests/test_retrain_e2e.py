@@ -2,12 +2,13 @@
 
 import json
 import math
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import DIGITS, PLANTED_NOISE
+from conftest import PLANTED_NOISE
 from runfolders import tiny_digits
 
 from labelscrub.cli import cli
@@ -23,7 +24,8 @@ def test_retrain_compare_shows_the_cleaned_labels_train_a_better_model(folder_ru
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     cleaned, baseline = metrics["cleaned"], metrics["noisy_baseline"]
     print(f"retrain accuracy cleaned {cleaned['accuracy']:.3f} vs noisy {baseline['accuracy']:.3f}")
-    assert cleaned["train_samples"] == 1438 - 288 and baseline["train_samples"] == 1438
+    in_manifest = json.loads((run / "run.json").read_text())["counts"]["in_manifest"]
+    assert cleaned["train_samples"] == in_manifest and baseline["train_samples"] == 1438
     assert cleaned["test_samples"] == 359 and cleaned["epochs"] == 15  # the clean run's recipe and held-out split
     assert sum(map(sum, cleaned["confusion_matrix"])) == 359
     # Both are single seeded runs on a tiny set: the cleaned model must be good and not worse than the noisy one
@@ -35,29 +37,31 @@ def test_retrain_compare_shows_the_cleaned_labels_train_a_better_model(folder_ru
     assert checkpoint["config"]["method"] == "erm" and len(checkpoint["class_names"]) == 10
 
 
-def test_retrain_takes_a_manifest_file_options_override_the_recipe(folder_run, tmp_path):
-    run, _ = folder_run
-    result = CliRunner().invoke(cli, ["retrain", str(run / "manifest.csv"), "--test", str(DIGITS / "val"),
+def test_retrain_takes_a_manifest_file_options_override_the_recipe(tiny_run, tmp_path):
+    heldout = Path(tiny_run.summary["data"]) / "val"
+    result = CliRunner().invoke(cli, ["retrain", str(tiny_run.manifest_path), "--test", str(heldout),
                                       "--epochs", "2", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["cleaned"]["epochs"] == 2 and metrics["config"]["stem"] == "cifar"
-    assert metrics["config"]["batch_size"] == 128 and "noisy_baseline" not in metrics
+    assert metrics["config"]["batch_size"] == 32 and "noisy_baseline" not in metrics  # the rest from the run
+    assert metrics["cleaned"]["test_samples"] == 40
 
 
-def test_equal_steps_gives_the_kept_samples_as_many_steps_as_all_samples(folder_run, tmp_path):
-    run, _ = folder_run
-    result = CliRunner().invoke(cli, ["retrain", str(run), "--equal-steps", "--compare", "--epochs", "3",
+def test_equal_steps_gives_the_kept_samples_as_many_steps_as_all_samples(tiny_run, tmp_path):
+    run = tiny_run.out_dir
+    in_manifest = tiny_run.summary["counts"]["in_manifest"]
+    result = CliRunner().invoke(cli, ["retrain", str(run), "--equal-steps", "--epochs", "3",
                                       "--out", str(tmp_path / "retrain"), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "retrain" / "metrics.json").read_text())
-    cleaned, baseline = metrics["cleaned"], metrics["noisy_baseline"]
-    assert baseline["epochs"] == 3 and cleaned["epochs"] == round(3 * 1438 / (1438 - 288)) == 4
+    assert in_manifest < 120 and metrics["cleaned"]["epochs"] == round(3 * 120 / in_manifest)
     # a manifest away from its clean run has no sample count to match
     (tmp_path / "alone").mkdir()
-    (tmp_path / "alone" / "manifest.csv").write_text((run / "manifest.csv").read_text())
+    (tmp_path / "alone" / "manifest.csv").write_text(tiny_run.manifest_path.read_text())
     result = CliRunner().invoke(cli, ["retrain", str(tmp_path / "alone" / "manifest.csv"), "--equal-steps",
-                                      "--test", str(DIGITS / "val"), "--out", str(tmp_path / "other")])
+                                      "--test", str(Path(tiny_run.summary["data"]) / "val"),
+                                      "--out", str(tmp_path / "other")])
     assert result.exit_code != 0 and "--equal-steps needs" in result.output and "Traceback" not in result.output
 
 
