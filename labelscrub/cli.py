@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
 from labelscrub.apply import apply_decisions
 from labelscrub.audit import DEFAULT_PER_CLASS, MAX_SHOWN, write_audit
 from labelscrub.batches import MAX_AUTO_WORKERS
+from labelscrub.checkpoint import CHECKPOINT_NAME
 from labelscrub.config import (
     IMAGENET_SIDE,
     LOSS_PASSES,
@@ -31,6 +33,7 @@ from labelscrub.distributed import FailedOnMain, Launch, ProcessStopped
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
+from labelscrub.retrain import default_out_dir
 from labelscrub.retrain import retrain as retrain_data
 from labelscrub.suggest import SUGGEST_EPOCHS
 from labelscrub.version import __version__
@@ -197,7 +200,7 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, res
     progress = None if quiet else ConsoleProgress()
     result = _library_call(lambda: retrain_data(source, test=test, out=out, compare=compare, equal_steps=equal_steps,
                                                 overwrite=overwrite, resume=resume, progress=progress, **options),
-                           out or "the output folder")
+                           out or str(default_out_dir(source)))
     if result is not None:
         click.echo(retrain_summary(result))
 
@@ -275,6 +278,8 @@ def _library_call(call, out: str):
 def _stopped_message(error: ProcessStopped, out: str, launch: Launch | None) -> str:
     if launch is not None and launch.restarts < launch.max_restarts:
         return f"{error}; torchrun restarts the processes, which resume from the last finished epoch saved in {out}"
+    if not (Path(out) / CHECKPOINT_NAME).exists():
+        return f"{error} before the first epoch finished; start the run again (with --overwrite)"
     return f"{error}; the last finished epoch is saved in {out}; continue with: {_resume_command(launch)}"
 
 

@@ -107,7 +107,8 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     cleaned = finished["cleaned"]["metrics"]
     baseline = finished["baseline"]["metrics"] if compare else None
     metrics = {"test_data": str(plan.test.location), "manifest": str(manifest), "config": plan.config.to_dict(),
-               "cleaned": cleaned, "wall_seconds": time.perf_counter() - started}
+               "cleaned": cleaned, "wall_seconds": time.perf_counter() - started,
+               "distributed": processes.summary(plan.config)}
     if baseline is not None:
         metrics["noisy_baseline"] = baseline
         metrics["accuracy_difference"] = cleaned["accuracy"] - baseline["accuracy"]
@@ -130,7 +131,13 @@ def _source(source: str | Path, out: str | Path | None,
         raise LabelscrubError(f"unknown option(s) {', '.join(unknown)}; retrain takes {', '.join(TRAINING_OPTIONS)}")
     manifest, metadata = _locate(Path(source))
     config = _recipe(metadata, {k: v for k, v in training_options.items() if v is not None})
-    return manifest, metadata, config, Path(out) if out is not None else manifest.parent / "retrain"
+    return manifest, metadata, config, Path(out) if out is not None else default_out_dir(source)
+
+
+def default_out_dir(source: str | Path) -> Path:
+    """Where a retrain writes without --out: `retrain` beside the manifest (in the clean run's folder)."""
+    source = Path(source)
+    return (source if source.is_dir() else source.parent) / "retrain"
 
 
 def _plan(manifest: Path, metadata: dict[str, Any], config: CleanConfig, *, test: str | Path | None,
@@ -273,12 +280,12 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, processes: Proc
     for epoch in range(first, config.epochs):
         training = train_epoch(setup, eligible, epoch, schedule_epochs=config.epochs, progress=progress)
         train_loss, seconds = training.mean_loss, training.seconds
+        on_epoch(epoch, setup)  # saved before the epoch is announced: once seen finished, it can be resumed from
         progress.epoch_done(EpochSummary(
             epoch=epoch, rho=0.0, trained=int(eligible.sum()), dropped=0, train_loss=train_loss,
             probe_loss=float("nan"), heldout_accuracy=None, train_seconds=seconds, probe_seconds=0.0,
             train_images_per_second=int(eligible.sum()) / max(seconds, 1e-9), probe_images_per_second=0.0,
             phase="retrain"), config.epochs)
-        on_epoch(epoch, setup)
     test_pixels, test_labels = test
     readable = np.flatnonzero(test_labels >= 0)
     predicted = probe(setup, test_pixels, test_labels, readable).predicted[readable]
