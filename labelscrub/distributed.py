@@ -236,6 +236,15 @@ class Processes:
         self.stats.seconds += time.perf_counter() - started
         return combined
 
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (batch-norm running statistics) in every rank's `model`. DistributedDataParallel sends
+        them before each training forward, so after an epoch's last step each rank holds its own; the passes that
+        measure must all use the model rank 0 saves."""
+        if not self.distributed:
+            return
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
     def sum(self, values: list[float]) -> list[float]:
         """`values` summed over the ranks (themselves in one process)."""
         if not self.distributed:

@@ -230,6 +230,7 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
         setup.optimizer.step()
         loss_sum += loss.detach()  # no .item() here: a host sync every step would stall the GPU
         progress.batch_done()
+    processes.broadcast_buffers(setup.model)
     if recorder is not None:
         _measure_without_gradient(setup, processes.share(np.flatnonzero(record & ~kept)), recorder, augmentation)
         recorder.combine(processes)
