@@ -7,9 +7,10 @@
    (N,) tensors, each process holding its half) in 2 gloo processes, for each N of --gather-samples: the bytes
    each process contributes to the all_reduce and the seconds it takes (median of --repeats), plus the keep-mask
    check. No training: synthetic tensors.
-2. epochs: `labelscrub clean` for --epochs epochs on --epochs-data, by 1 process with every core, then by 2
-   processes (torchrun) with half the cores each, the per-process batch halved so the global batch is the same:
-   the mean seconds of a training epoch (run.json's train_seconds; decoding and start-up excluded).
+2. epochs: `labelscrub clean` for --epochs epochs on --epochs-data with each --layouts entry PxT: P processes
+   (torchrun when P > 1) of T threads each, the per-process batch --batch-size / P so the global batch is the same:
+   the mean seconds of a training epoch (run.json's train_seconds; decoding and start-up excluded). The default
+   compares 1 process with every core, 2 processes with half of them each, and 1 process with 1 thread.
 3. decode: the decoding path under torchrun (local rank 0 decodes into the memory-mapped file every process maps)
    on --decode-images synthetic JPEGs of --decode-source-side x 3/4 of it pixels, decoded at --image-size: images
    per second, and the file's size, N x 3 x S x S bytes.
@@ -49,8 +50,9 @@ def main() -> None:
         for count in args.gather_samples:
             print(json.dumps({"part": "gather", **gather_cost(count, args.repeats)}), flush=True)
     if "epochs" in args.parts:
-        for processes in (1, 2):
-            print(json.dumps({"part": "epochs", **epoch_seconds(Path(args.epochs_data), processes, args)}),
+        for layout in args.layouts:
+            processes, threads = map(int, layout.split("x"))
+            print(json.dumps({"part": "epochs", **epoch_seconds(Path(args.epochs_data), processes, threads, args)}),
                   flush=True)
     if "decode" in args.parts:
         print(json.dumps({"part": "decode", **decode_throughput(args.decode_images, args.decode_source_side,
@@ -98,10 +100,8 @@ def _gather_child(rank: int, port: int, count: int, repeats: int, scratch: str) 
     (Path(scratch) / f"rank{rank}.json").write_text(json.dumps(result))
 
 
-def epoch_seconds(data: Path, processes: int, args: argparse.Namespace) -> dict:
-    """Mean training-epoch seconds of a short clean by `processes` processes sharing every core."""
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // processes)
+def epoch_seconds(data: Path, processes: int, threads: int, args: argparse.Namespace) -> dict:
+    """Mean training-epoch seconds of a short clean by `processes` processes of `threads` threads each."""
     batch = args.batch_size // processes
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "run"
@@ -166,6 +166,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed combines per sample count (median)")
     parser.add_argument("--epochs-data", default=str(ROOT / "sample_data" / "digits"))
     parser.add_argument("--epochs", type=int, default=2)
+    cores = os.cpu_count() or 1
+    parser.add_argument("--layouts", nargs="+", default=[f"1x{cores}", f"2x{max(1, cores // 2)}", "1x1"],
+                        help="PxT: P processes of T threads each")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch: per process, batch / processes")
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--decode-images", type=int, default=256)

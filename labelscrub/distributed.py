@@ -51,8 +51,8 @@ from labelscrub.model import pick_device
 # How long a collective waits for the other processes before the run stops: a training step waits at most for the
 # slowest rank's step and rank 0's checkpoint, far below this.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
-# How long the other processes wait for local rank 0 to decode the images (1.28 M ImageNet JPEGs at 224 px take
-# about an hour at BENCHMARKS.md's rate) and for rank 0 to read a checkpoint.
+# How long the other processes wait for local rank 0 to decode the images (1.28 M ImageNet-sized JPEGs at 224 px:
+# about 1.5 hours at the rate BENCHMARKS.md measured on 2 CPU cores) and for rank 0 to read a checkpoint.
 DECODE_TIMEOUT = timedelta(hours=6)
 # How long a process that saw another stop waits for the survivors to answer in the rendezvous store.
 ANSWER_SECONDS = 3.0
