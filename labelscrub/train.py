@@ -234,12 +234,10 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
     if recorder is not None:
         _measure_without_gradient(setup, processes.share(np.flatnonzero(record & ~kept)), recorder, augmentation)
         recorder.combine(processes)
-    mean_loss = loss_sum.item() / max(1, len(batches))
-    if processes.distributed:  # the mean over every rank's batches; truncated samples of every rank
-        mean_loss, truncated = processes.sum([mean_loss / processes.size, float(truncated)])
-        truncated = int(truncated)
+    # over every rank: the mean of their mean losses (equal batch counts), the sum of their truncated samples
+    mean_loss, truncated = processes.sum([loss_sum.item() / max(1, len(batches)) / processes.size, truncated])
     measured = recorder.result() if recorder is not None else None
-    return EpochTraining(mean_loss, time.perf_counter() - started, truncated, measured)
+    return EpochTraining(mean_loss, time.perf_counter() - started, int(truncated), measured)
 
 
 def shuffled_batches(train_index: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:

@@ -4,7 +4,6 @@ process killed mid-run ends the run with one line, after which one process resum
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import DIGITS, ROOT, SAMPLE_LR
+from runfolders import tiny_digits
 
 EPOCHS = 6
 RECIPE = ["--epochs", str(EPOCHS), "--warmup", "2", "--ramp", "2", "--rho-max", "0.2", "--lr", SAMPLE_LR, "--seed", "0",
@@ -67,18 +67,10 @@ def test_two_processes_report_every_sample_once_agree_every_epoch_and_drop_what_
     assert jaccard >= 0.8
 
 
-def small_digits(folder: Path, per_class: int) -> Path:
-    """The first `per_class` training images of each digit: the kill test needs epochs, not accuracy."""
-    for class_folder in sorted((DIGITS / "train").iterdir()):
-        (folder / class_folder.name).mkdir(parents=True)
-        for image in sorted(class_folder.iterdir())[:per_class]:
-            shutil.copy(image, folder / class_folder.name / image.name)
-    return folder
-
-
 @pytest.mark.e2e
 def test_a_killed_process_ends_the_run_with_one_line_and_one_process_resumes_it(tmp_path):
-    data, out = small_digits(tmp_path / "data", 20), tmp_path / "out"
+    # 20 images of each digit: the test needs epochs, not accuracy
+    data, out = tiny_digits(tmp_path / "data", train_per_class=20, heldout_per_class=2), tmp_path / "out"
     options = ["--out", str(out), "--epochs", "4", "--warmup", "1", "--ramp", "1", "--rho-max", "0.2", "--no-audit"]
     run = subprocess.Popen(torchrun("clean", str(data), *options), env=environment(), stderr=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
