@@ -205,9 +205,9 @@ class Processes:
 
     def combine_rows(self, tensors: dict[str, torch.Tensor | None], count: int) -> dict[str, torch.Tensor]:
         """Every rank's measurements of the (count, ...) tensors `tensors`, combined: each row from the rank that
-        measured it. Unmeasured rows hold NaN (floats) or -1 (ints, whose measured values are >= 0). A tensor
-        some ranks have not allocated (None) is allocated here, unmeasured. Each row must be measured by at most
-        one rank."""
+        measured it. Unmeasured rows hold NaN (floats) or -1 (ints, whose measured values are >= 0); a measured
+        -inf reads as unmeasured (NaN). A tensor some ranks have not allocated (None) is allocated here,
+        unmeasured. Each row must be measured by at most one rank."""
         present = {name: tensor for name, tensor in tensors.items() if tensor is not None}
         if not self.distributed:
             return present

@@ -76,9 +76,10 @@ class _Recorder:
         """Take every rank's measurements of its rows, so each rank holds all of them (nothing in one process)."""
         if not processes.distributed:
             return
-        # None: a tensor allocated at the first record, which another rank may have made
+        # None: a tensor allocated at the first record, which another rank may have made; private fields are
+        # inputs every rank holds alike, not measurements
         tensors = {name: value for name, value in vars(self).items()
-                   if isinstance(value, torch.Tensor) or value is None}
+                   if not name.startswith("_") and (isinstance(value, torch.Tensor) or value is None)}
         for name, value in processes.combine_rows(tensors, len(self.losses)).items():
             setattr(self, name, value)
 
