@@ -20,6 +20,7 @@ from labelscrub.config import REFERENCE_LR, CleanConfig
 from labelscrub.distributed import FailedOnMain, Launch, Processes, ProcessStopped, start
 from labelscrub.errors import LabelscrubError
 from labelscrub.methods import train_with_method
+from labelscrub.outfolder import prepare_out_dir
 from labelscrub.task import Task
 from labelscrub.train import make_setup, probe, train_epoch
 
@@ -232,3 +233,15 @@ def test_a_stopped_process_is_named_with_the_command_that_continues_on_any_numbe
     (tmp_path / checkpoint.CHECKPOINT_NAME).unlink()
     assert "before the first epoch finished" in _stopped_message(ProcessStopped([0], 4, reporter=True),
                                                                  str(tmp_path), launch)
+
+
+def test_processes_restarted_by_torchrun_resume_from_a_checkpoint_or_start_again_over_the_first_attempt(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    out.mkdir()
+    (out / ".labelscrub-cache").mkdir()  # what a killed first attempt leaves before its first epoch ends
+    assert prepare_out_dir(out, data, overwrite=False, restarted=True) is False
+    (out / checkpoint.CHECKPOINT_NAME).write_bytes(b"")
+    assert prepare_out_dir(out, data, overwrite=False, restarted=True) is True
+    with pytest.raises(LabelscrubError, match="not empty"):  # without torchrun's restart nothing is assumed
+        prepare_out_dir(out, data, overwrite=False)
