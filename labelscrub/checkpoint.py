@@ -28,7 +28,7 @@ from labelscrub.model import cpu_state_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
 # Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
-FORMAT = 8
+FORMAT = 9
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 
@@ -107,6 +107,13 @@ def restore(payload: dict, setup, history) -> tuple[int, Probe]:
 def method_state(payload: dict) -> dict[str, Any]:
     return {key: value.numpy() if isinstance(value, torch.Tensor) else value
             for key, value in payload["state"].items()}
+
+
+def as_given(config, given) -> dict[str, Any]:
+    """The resolved `config` as a fingerprint holds it: the learning rate as `given` (the unresolved config) has it,
+    None for the default, which follows the number of processes; so a checkpoint resumes on any number of
+    processes (and `batch_size` is per process)."""
+    return {**config.to_dict(), "lr": given.lr}
 
 
 def fingerprint(*, data: str, config: dict[str, Any], sample_ids: list[str], labels: np.ndarray) -> dict[str, Any]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
 from labelscrub.apply import apply_decisions
 from labelscrub.audit import DEFAULT_PER_CLASS, MAX_SHOWN, write_audit
 from labelscrub.batches import MAX_AUTO_WORKERS
+from labelscrub.checkpoint import CHECKPOINT_NAME
 from labelscrub.config import (
     IMAGENET_SIDE,
     LOSS_PASSES,
@@ -27,9 +29,11 @@ from labelscrub.config import (
     WARMUP_SHARE,
     CleanConfig,
 )
+from labelscrub.distributed import FailedOnMain, Launch, ProcessStopped
 from labelscrub.errors import LabelscrubError
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
+from labelscrub.retrain import default_out_dir
 from labelscrub.retrain import retrain as retrain_data
 from labelscrub.suggest import SUGGEST_EPOCHS
 from labelscrub.version import __version__
@@ -162,13 +166,9 @@ def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **opt
         labelscrub clean sample_data/digits --out runs/digits --epochs 15
     """
     progress = None if quiet else ConsoleProgress()
-    try:
-        result = clean_data(data, out, overwrite=overwrite, resume=resume, progress=progress, **options)
-    except LabelscrubError as error:
-        raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:
-        _interrupted(out)
-    if not quiet:
+    result = _library_call(lambda: clean_data(data, out, overwrite=overwrite, resume=resume, progress=progress,
+                                              **options), out)
+    if not quiet and result is not None:  # None: a torchrun process other than rank 0
         click.echo(closing_summary(result))
 
 
@@ -198,14 +198,11 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, res
         labelscrub retrain runs/digits --compare
     """
     progress = None if quiet else ConsoleProgress()
-    try:
-        result = retrain_data(source, test=test, out=out, compare=compare, equal_steps=equal_steps,
-                              overwrite=overwrite, resume=resume, progress=progress, **options)
-    except LabelscrubError as error:
-        raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:
-        _interrupted(out or "the output folder")
-    click.echo(retrain_summary(result))
+    result = _library_call(lambda: retrain_data(source, test=test, out=out, compare=compare, equal_steps=equal_steps,
+                                                overwrite=overwrite, resume=resume, progress=progress, **options),
+                           out or str(default_out_dir(source)))
+    if result is not None:
+        click.echo(retrain_summary(result))
 
 
 @cli.command(name="apply")
@@ -257,10 +254,50 @@ def audit(run_dir: str, out: str | None, per_class: int | None) -> None:
     click.echo(audit_summary(result))
 
 
+def _library_call(call, out: str):
+    """`call()`, with the library's errors as one line and a non-zero exit. Under torchrun an error every process
+    meets is printed by rank 0 alone, and a process that stopped is reported by one survivor."""
+    launch = Launch.from_environment()
+    try:
+        return call()
+    except ProcessStopped as error:
+        if error.reporter:
+            click.echo(f"Error: {_stopped_message(error, out, launch)}", err=True)
+        sys.exit(1)
+    except FailedOnMain:
+        sys.exit(1)
+    except LabelscrubError as error:
+        where = f"process {launch.rank}: " if launch is not None and launch.rank else ""
+        raise click.ClickException(where + str(error)) from None
+    except KeyboardInterrupt:
+        if launch is None or launch.rank == 0:
+            _interrupted(out)
+        sys.exit(130)
+
+
+def _stopped_message(error: ProcessStopped, out: str, launch: Launch | None) -> str:
+    if launch is not None and launch.restarts < launch.max_restarts:
+        return f"{error}; torchrun restarts the processes, which resume from the last finished epoch saved in {out}"
+    if not (Path(out) / CHECKPOINT_NAME).exists():
+        return f"{error} before the first epoch finished; start the run again (with --overwrite)"
+    return f"{error}; the last finished epoch is saved in {out}; continue with: {_resume_command(launch)}"
+
+
+def _resume_command(launch: Launch | None) -> str:
+    """The command line that continues this run from its checkpoint (under torchrun any number of processes can)."""
+    arguments = [argument for argument in sys.argv[1:] if argument not in ("--resume", "--overwrite")]
+    if launch is None:
+        return shlex.join(["labelscrub", *arguments, "--resume"])
+    machines = launch.processes // launch.local_processes
+    launcher = shlex.join(["torchrun", "--nproc_per_node", str(launch.local_processes)])
+    if machines > 1:
+        launcher += f" --nnodes {machines} <the same rendezvous options, on every machine>"
+    return f"{launcher} {shlex.join(['-m', 'labelscrub', *arguments, '--resume'])}"
+
+
 def _interrupted(out: str) -> None:
     """Ctrl-C: the epoch in progress is discarded, the last epoch's checkpoint stays; say how to go on."""
-    arguments = [argument for argument in sys.argv[1:] if argument not in ("--resume", "--overwrite")]
-    command = shlex.join(["labelscrub", *arguments, "--resume"])
+    command = _resume_command(Launch.from_environment())
     click.echo(f"\ninterrupted; the last finished epoch is saved in {out}. Resume with:\n  {command}", err=True)
     sys.exit(130)
 

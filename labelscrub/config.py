@@ -26,7 +26,7 @@ SMALL_IMAGE_SIDE = 64
 # The standard ResNet input side for the ImageNet stem.
 IMAGENET_SIDE = 224
 # Peak learning rate when the user sets none: REFERENCE_LR at REFERENCE_BATCH samples per step, scaled linearly with
-# the batch size.
+# the batch size (the global one under torchrun: batch size x processes).
 REFERENCE_LR = 0.1
 REFERENCE_BATCH = 128
 # Share of the epochs used for warm-up and for the ramp when the user does not set them.
@@ -50,8 +50,9 @@ class CleanConfig:
     augment: bool = True  # padded random crop / random-resized crop plus horizontal flip
     # --- optimisation ---
     epochs: int = 30  # full passes over the kept samples
-    batch_size: int = 128  # samples per SGD step
-    lr: float | None = None  # peak learning rate; None = REFERENCE_LR x batch_size / REFERENCE_BATCH
+    batch_size: int = 128  # samples per SGD step, per process under torchrun
+    # peak learning rate; None = REFERENCE_LR x batch_size x processes / REFERENCE_BATCH
+    lr: float | None = None
     lr_warmup: float = 2.0  # epochs over which the learning rate rises linearly from 0 to its peak
     momentum: float = 0.9  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 penalty on all weights
@@ -113,10 +114,11 @@ class CleanConfig:
         _check(self.image_size is None or self.image_size >= 4,
                f"--image-size must be at least 4, not {self.image_size}")
 
-    def resolve(self, typical_side: int) -> CleanConfig:
+    def resolve(self, typical_side: int, *, processes: int = 1) -> CleanConfig:
         """Return a copy with every "auto"/None training value replaced by the value actually used.
 
-        `typical_side` is the median image side of the training data, in pixels.
+        `typical_side` is the median image side of the training data, in pixels; `processes` is how many
+        processes each take a batch per step (torchrun's WORLD_SIZE), which scales the default learning rate.
         """
         stem = self.stem
         if stem == "auto":
@@ -126,7 +128,7 @@ class CleanConfig:
             self,
             stem=stem,
             image_size=image_size,
-            lr=self.lr if self.lr is not None else REFERENCE_LR * self.batch_size / REFERENCE_BATCH,
+            lr=self.lr if self.lr is not None else default_lr(self.batch_size, processes),
             warmup=self.warmup if self.warmup is not None else max(1, math.floor(WARMUP_SHARE * self.epochs)),
             ramp=self.ramp if self.ramp is not None else max(1, math.floor(RAMP_SHARE * self.epochs)),
         )
@@ -138,6 +140,11 @@ class CleanConfig:
     def from_dict(cls, values: dict[str, Any]) -> CleanConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def default_lr(batch_size: int, processes: int = 1) -> float:
+    """The peak learning rate when none is given: linear in the global batch (batch per process x processes)."""
+    return REFERENCE_LR * batch_size * processes / REFERENCE_BATCH
 
 
 def _check(condition: bool, message: str) -> None:

@@ -148,10 +148,11 @@ def _recorded(task: Task, phase: _Phase, epoch: int, kept: np.ndarray, measured:
     phase.history.losses.append(last.losses)
     phase.history.kept.append(kept)
     phase.history.summaries.append(summary)
-    task.progress.epoch_done(summary, task.config.epochs)
+    # saved before the epoch is announced: once the user sees it finished, it can be resumed from
     if task.on_checkpoint is not None:
         task.on_checkpoint(checkpoint.pack(phase=phase.name, epoch=epoch, setup=phase.setup, history=phase.history,
                                            last=last, state=samples.to_state(), fingerprint=task.fingerprint))
+    task.progress.epoch_done(summary, task.config.epochs)
     return dataclasses.replace(phase, samples=samples, last=last, first=epoch + 1)
 
 

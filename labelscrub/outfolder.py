@@ -9,8 +9,13 @@ from labelscrub.checkpoint import CHECKPOINT_NAME
 from labelscrub.errors import LabelscrubError
 
 
-def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool, *, resume: bool = False) -> None:
-    """Refuse an output folder inside the input, or one holding files, unless --overwrite or --resume."""
+def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool, *, resume: bool = False,
+                    restarted: bool = False) -> bool:
+    """Refuse an output folder inside the input, or one holding files, unless --overwrite or --resume. Return
+    whether the run resumes: `restarted` (torchrun restarted the processes) resumes from a checkpoint if there is
+    one, else starts again over what the first attempt, which passed this check, left."""
+    if restarted and not resume:
+        resume, overwrite = (out_dir / CHECKPOINT_NAME).exists(), True
     data_root = (data_path if data_path.is_dir() else data_path.parent).resolve()
     if data_path.is_dir() and out_dir.resolve().is_relative_to(data_root):
         raise LabelscrubError(f"{out_dir}: the output folder is inside the input {data_path}; "
@@ -21,7 +26,7 @@ def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool, *, resume: 
         if not (out_dir / CHECKPOINT_NAME).exists():
             raise LabelscrubError(f"{out_dir}: no {CHECKPOINT_NAME} to resume from (the run finished, or never "
                                   "completed an epoch); run again without --resume")
-        return
+        return True
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise LabelscrubError(f"{out_dir}: the output folder is not empty; pass --overwrite to replace its "
                               "labelscrub outputs, or choose another --out")
@@ -29,3 +34,4 @@ def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool, *, resume: 
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise LabelscrubError(f"{out_dir}: cannot create the output folder ({error.strerror or error})") from None
+    return False

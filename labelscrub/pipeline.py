@@ -3,6 +3,9 @@
 The training stages write no file: each epoch's checkpoint goes to a callback, which saves it; the outputs
 (report, manifest, model, run.json, then the audit page) are written here at the end, the first four together
 (`atomic.outputs_together`). The CLI is a thin layer on top; Python callers get the same results as a `CleanResult`.
+
+Under torchrun (distributed.py) every process runs `clean`; rank 0 alone prepares the output folder, reads the
+checkpoint, shows progress and writes, and the other processes return None.
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ import pyarrow.parquet as pq
 import torch
 
 import labelscrub.checkpoint as checkpoint
+import labelscrub.distributed as distributed
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.audit import AUDIT_NAME, write_audit
 from labelscrub.config import CleanConfig
 from labelscrub.decoding import decode_to_device, spill_folder
+from labelscrub.distributed import Processes
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
 from labelscrub.measurement import TrainingOutcome
 from labelscrub.methods import train_with_method
-from labelscrub.model import cpu_state_dict, pick_device, save_model
+from labelscrub.model import cpu_state_dict, save_model
 from labelscrub.outfolder import prepare_out_dir
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import build_report, write_report
@@ -59,40 +64,37 @@ class CleanResult:
 
 
 def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume: bool = False,
-          progress: Progress | None = None, audit: bool = True, **options: Any) -> CleanResult:
+          progress: Progress | None = None, audit: bool = True, **options: Any) -> CleanResult | None:
     """Train a ResNet-18 with the Step-E schedule on DATA and write report.parquet, the cleaned manifest,
     model.pt and run.json into `out`, and (unless `audit=False`) the review page audit.html. `options` are the
     fields of `CleanConfig`. With `resume=True` the run continues from the checkpoint an interrupted run with the
-    same data and options left in `out`.
+    same data and options left in `out`. Under torchrun, processes other than rank 0 return None.
 
     Example:
         result = labelscrub.clean("sample_data/digits", "runs/digits", epochs=15, rho_max=0.2)
         print(result.n_dropped, result.manifest_path)
     """
     started = time.perf_counter()
-    config = _make_config(options)
     data_path, out_dir = Path(data), Path(out)
-    prepare_out_dir(out_dir, data_path, overwrite, resume=resume)
-    progress = progress or Progress()
-    images, heldout_images = _open(data_path, config)
-    manifest_format = manifest_format_for(images, config.manifest_format)
-    config = config.resolve(typical_side(images))
-    device = pick_device(config.device)
-    with spill_folder(out_dir) as cache_dir:
-        pixels, trainable_labels, errors = decode_to_device(images, config, cache_dir, "train.npy", device,
-                                                            on_progress=decoding(progress, "train"))
-        heldout = None
-        if heldout_images is not None:
-            heldout = decode_to_device(heldout_images, config, cache_dir, "heldout.npy", device,
-                                       on_progress=decoding(progress, "held-out"))[:2]
-        eligible = trainable_labels >= 0
-        _check_trainable(images, eligible, errors, config.max_bad_fraction)
-        load_seconds = time.perf_counter() - started
-        run = Run(data_path=data_path, config=config, images=images, heldout=heldout_images, errors=errors,
-                  device=device)
-        outcome = _train(run, pixels, eligible, heldout, out_dir, resume=resume, progress=progress)
+    with distributed.start(options.get("device", "auto")) as processes, processes.watching():
+        # rank 0 checks first: an error in the options, the folder or the data is reported once, not by every process
+        config = processes.first_on_main(lambda: _make_config(options))
+        resume = processes.from_main(lambda: prepare_out_dir(out_dir, data_path, overwrite, resume=resume,
+                                                             restarted=processes.restarts > 0))
+        progress = (progress or Progress()) if processes.is_main else Progress()
+        if processes.restarts and resume:
+            progress.note(f"torchrun restarted the processes (restart {processes.restarts}); resuming from the "
+                          f"checkpoint in {out_dir}")
+        images, heldout_images, manifest_format = processes.first_on_main(lambda: _open(data_path, config))
+        given, config = config, config.resolve(typical_side(images), processes=processes.size)
+        run, eligible, outcome, load_seconds = _decode_and_train(
+            data_path, out_dir, given, config, images, heldout_images, resume=resume, progress=progress,
+            processes=processes, started=started)
+        if not processes.is_main:
+            return None
     selection = Selection.of(outcome, images.labels, eligible, relabel=config.relabel)
-    paths, summary = _write_outputs(run, outcome, selection, manifest_format, out_dir, load_seconds, started)
+    paths, summary = _write_outputs(run, outcome, selection, manifest_format, out_dir, load_seconds, started,
+                                    distributed=processes.summary(config))
     audit_page = _write_audit(out_dir, progress) if audit else None
     if audit_page is None:  # a page left by the run this one overwrote would show that run
         (out_dir / AUDIT_NAME).unlink(missing_ok=True)
@@ -105,6 +107,30 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         summary=summary, audit_path=audit_page)
 
 
+def _decode_and_train(data_path: Path, out_dir: Path, given: CleanConfig, config: CleanConfig, images: LabeledImages,
+                      heldout_images: LabeledImages | None, *, resume: bool, progress: Progress,
+                      processes: Processes, started: float) -> tuple[Run, np.ndarray, TrainingOutcome, float]:
+    """Decode the samples (spilling to the cache folder, removed afterwards) and train. Returns the run, the
+    readable-and-labelled mask, the training outcome and the seconds until training began."""
+    device = processes.device
+    with spill_folder(out_dir) as cache_dir:
+        pixels, trainable_labels, errors = decode_to_device(images, config, cache_dir, "train.npy", device,
+                                                            on_progress=decoding(progress, "train"),
+                                                            processes=processes)
+        heldout = None
+        if heldout_images is not None:
+            heldout = decode_to_device(heldout_images, config, cache_dir, "heldout.npy", device,
+                                       on_progress=decoding(progress, "held-out"), processes=processes)[:2]
+        eligible = trainable_labels >= 0
+        processes.first_on_main(lambda: _check_trainable(images, eligible, errors, config.max_bad_fraction))
+        load_seconds = time.perf_counter() - started
+        run = Run(data_path=data_path, config=config, images=images, heldout=heldout_images, errors=errors,
+                  device=device)
+        outcome = _train(run, given, pixels, eligible, heldout, out_dir, resume=resume, progress=progress,
+                         processes=processes)
+    return run, eligible, outcome, load_seconds
+
+
 def _make_config(options: dict[str, Any]) -> CleanConfig:
     known = {f.name for f in dataclasses.fields(CleanConfig)}
     unknown = sorted(set(options) - known)
@@ -113,28 +139,32 @@ def _make_config(options: dict[str, Any]) -> CleanConfig:
     return CleanConfig(**options)
 
 
-def _open(data_path: Path, config: CleanConfig) -> tuple[LabeledImages, LabeledImages | None]:
-    """The training samples, and the held-out samples: --holdout's, else the input's own val/test split."""
+def _open(data_path: Path, config: CleanConfig) -> tuple[LabeledImages, LabeledImages | None, str]:
+    """The training samples, the held-out samples (--holdout's, else the input's own val/test split) and the
+    manifest format."""
     split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
                       id_column=config.id_column, allow_outside_root=config.allow_outside_root)
-    if config.holdout is None:
-        return split.train, split.heldout
-    return split.train, read_heldout(config.holdout, split.train.class_names, image_column=config.image_column,
-                                     label_column=config.label_column, id_column=config.id_column)
+    heldout = split.heldout
+    if config.holdout is not None:
+        heldout = read_heldout(config.holdout, split.train.class_names, image_column=config.image_column,
+                               label_column=config.label_column, id_column=config.id_column)
+    return split.train, heldout, manifest_format_for(split.train, config.manifest_format)
 
 
-def _train(run: Run, pixels: torch.Tensor, eligible: np.ndarray, heldout: tuple[torch.Tensor, np.ndarray] | None,
-           out_dir: Path, *, resume: bool, progress: Progress) -> TrainingOutcome:
-    """Train with the configured method, saving a checkpoint after every epoch; with `resume`, from the one an
-    interrupted run of the same data and options left."""
+def _train(run: Run, given: CleanConfig, pixels: torch.Tensor, eligible: np.ndarray,
+           heldout: tuple[torch.Tensor, np.ndarray] | None, out_dir: Path, *, resume: bool, progress: Progress,
+           processes: Processes) -> TrainingOutcome:
+    """Train with the configured method, saving a checkpoint after every epoch (rank 0); with `resume`, from the
+    one an interrupted run of the same data and options left, read by rank 0 and sent to every process."""
     images, config = run.images, run.config
-    current = checkpoint.fingerprint(data=str(run.data_path.resolve()), config=config.to_dict(),
+    current = checkpoint.fingerprint(data=str(run.data_path.resolve()), config=checkpoint.as_given(config, given),
                                      sample_ids=images.sample_ids, labels=images.labels)
-    saved = checkpoint.load(out_dir, current) if resume else None
+    saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
     return train_with_method(Task(
         pixels=pixels, labels=images.labels, sample_ids=images.sample_ids, eligible=eligible,
         num_classes=len(images.class_names), config=config, device=run.device, heldout=heldout, progress=progress,
-        resume=saved, fingerprint=current, on_checkpoint=lambda payload: checkpoint.save(out_dir, payload)))
+        resume=saved, fingerprint=current, processes=processes,
+        on_checkpoint=(lambda payload: checkpoint.save(out_dir, payload)) if processes.is_main else None))
 
 
 def _check_trainable(images: LabeledImages, eligible: np.ndarray, errors: list[str | None],
@@ -154,7 +184,8 @@ def _check_trainable(images: LabeledImages, eligible: np.ndarray, errors: list[s
 
 
 def _write_outputs(run: Run, outcome: TrainingOutcome, selection: Selection, manifest_format: str, out_dir: Path,
-                   load_seconds: float, started: float) -> tuple[dict[str, Path], dict[str, Any]]:
+                   load_seconds: float, started: float, *,
+                   distributed: dict[str, Any] | None) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write the report, manifest, model and run.json; return their paths (keyed as in run.json) and run.json's
     content. The checkpoint goes once they are all in place."""
     images = run.images
@@ -173,7 +204,7 @@ def _write_outputs(run: Run, outcome: TrainingOutcome, selection: Selection, man
                    outcome.normalization)
         timings = Timings(load_seconds=load_seconds, total_seconds=time.perf_counter() - started)
         summary = run_summary(run, outcome, selection, noise, timings, outputs={
-            name: paths[name] for name in ("report", "manifest", "model", "run")})
+            name: paths[name] for name in ("report", "manifest", "model", "run")}, distributed=distributed)
         write_text(paths["run"], json.dumps(summary, indent=2) + "\n")
     checkpoint.remove(out_dir)
     remove_other_manifests(out_dir, paths["manifest"])

@@ -6,6 +6,10 @@ it; training is plain cross-entropy on every kept sample.
 Test data is `test` (any input form, labels taken as true) or the held-out data the clean run found. With
 `compare=True` the same recipe and seed also train on every sample of the original input (the noisy baseline).
 A checkpoint after every epoch lets `resume=True` continue an interrupted retrain.
+
+Under torchrun (distributed.py) every process trains its share through DistributedDataParallel and measures its
+share of the test data; rank 0 alone prepares the output folder, reads and writes the checkpoint and the outputs,
+and the other processes return None.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ import numpy as np
 import torch
 
 import labelscrub.checkpoint as checkpoint
+import labelscrub.distributed as distributed
 from labelscrub.apply import source_report
 from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.decoding import decode_to_device, spill_folder
+from labelscrub.distributed import Processes
 from labelscrub.errors import LabelscrubError
 from labelscrub.images import typical_side
 from labelscrub.manifest import MANIFEST_NAMES
 from labelscrub.measurement import EpochSummary
-from labelscrub.model import cpu_state_dict, pick_device, save_model
+from labelscrub.model import cpu_state_dict, save_model
 from labelscrub.outfolder import prepare_out_dir
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import read_report_metadata
@@ -66,6 +72,7 @@ class _Plan:
     test: LabeledImages
     class_names: list[str]
     config: CleanConfig  # the recipe, resolved
+    given: CleanConfig  # the recipe before resolving: its lr None when the default (which follows the processes)
     cleaned_config: CleanConfig  # the recipe for the kept samples: with --equal-steps, more epochs
     compare: bool  # also train the recipe on every original sample (the noisy baseline)
 
@@ -76,27 +83,32 @@ class _Plan:
 
 def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Path | None = None,
             compare: bool = False, equal_steps: bool = False, overwrite: bool = False, resume: bool = False,
-            progress: Progress | None = None, **training_options: Any) -> RetrainResult:
+            progress: Progress | None = None, **training_options: Any) -> RetrainResult | None:
     """Train on the kept samples of a clean run (its folder, or its manifest) and measure held-out accuracy.
+    Under torchrun, processes other than rank 0 return None.
 
     Example:
         result = labelscrub.retrain("runs/digits", compare=True, epochs=15)
         print(result.accuracy, result.baseline_accuracy)
     """
     started = time.perf_counter()
-    unknown = sorted(set(training_options) - set(TRAINING_OPTIONS))
-    if unknown:
-        raise LabelscrubError(f"unknown option(s) {', '.join(unknown)}; retrain takes {', '.join(TRAINING_OPTIONS)}")
-    manifest, metadata = _locate(Path(source))
-    config = _recipe(metadata, {k: v for k, v in training_options.items() if v is not None})
-    out_dir = Path(out) if out is not None else manifest.parent / "retrain"
-    prepare_out_dir(out_dir, manifest, overwrite, resume=resume)
-    plan = _plan(manifest, metadata, config, test=test, equal_steps=equal_steps, compare=compare)
-    finished = _train_phases(plan, out_dir, resume=resume, progress=progress or Progress())
+    with distributed.start(training_options.get("device") or "auto") as processes, processes.watching():
+        # rank 0 checks first: an error in the options, the run or the data is reported once, not by every process
+        manifest, metadata, config, out_dir = processes.first_on_main(
+            lambda: _source(source, out, training_options))
+        resume = processes.from_main(lambda: prepare_out_dir(out_dir, manifest, overwrite, resume=resume,
+                                                             restarted=processes.restarts > 0))
+        plan = processes.first_on_main(lambda: _plan(manifest, metadata, config, test=test, equal_steps=equal_steps,
+                                                     compare=compare, processes=processes.size))
+        progress = (progress or Progress()) if processes.is_main else Progress()
+        finished = _train_phases(plan, out_dir, resume=resume, progress=progress, processes=processes)
+        if not processes.is_main:
+            return None
     cleaned = finished["cleaned"]["metrics"]
     baseline = finished["baseline"]["metrics"] if compare else None
     metrics = {"test_data": str(plan.test.location), "manifest": str(manifest), "config": plan.config.to_dict(),
-               "cleaned": cleaned, "wall_seconds": time.perf_counter() - started}
+               "cleaned": cleaned, "wall_seconds": time.perf_counter() - started,
+               "distributed": processes.summary(plan.config)}
     if baseline is not None:
         metrics["noisy_baseline"] = baseline
         metrics["accuracy_difference"] = cleaned["accuracy"] - baseline["accuracy"]
@@ -111,45 +123,68 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
                          metrics=metrics)
 
 
+def _source(source: str | Path, out: str | Path | None,
+            training_options: dict[str, Any]) -> tuple[Path, dict[str, Any], CleanConfig, Path]:
+    """The manifest, the clean run's metadata, the recipe with the options applied, and the output folder."""
+    unknown = sorted(set(training_options) - set(TRAINING_OPTIONS))
+    if unknown:
+        raise LabelscrubError(f"unknown option(s) {', '.join(unknown)}; retrain takes {', '.join(TRAINING_OPTIONS)}")
+    manifest, metadata = _locate(Path(source))
+    config = _recipe(metadata, {k: v for k, v in training_options.items() if v is not None})
+    return manifest, metadata, config, Path(out) if out is not None else default_out_dir(source)
+
+
+def default_out_dir(source: str | Path) -> Path:
+    """Where a retrain writes without --out: `retrain` beside the manifest (in the clean run's folder)."""
+    source = Path(source)
+    return (source if source.is_dir() else source.parent) / "retrain"
+
+
 def _plan(manifest: Path, metadata: dict[str, Any], config: CleanConfig, *, test: str | Path | None,
-          equal_steps: bool, compare: bool) -> _Plan:
+          equal_steps: bool, compare: bool, processes: int = 1) -> _Plan:
     kept = open_data(manifest, image_column=config.image_column, label_column=config.label_column,
                      id_column=config.id_column).train
     class_names = metadata.get("class_names") or kept.class_names
     kept = align_classes(kept, class_names)  # a class may have lost every sample to cleaning
     test_set = _test_data(test, metadata, config, class_names)
-    config = config.resolve(typical_side(kept)) if config.image_size is None or config.lr is None else config
+    given = config
+    if config.image_size is None or config.lr is None:
+        config = config.resolve(typical_side(kept), processes=processes)
     cleaned_config = _with_equal_steps(config, metadata, kept) if equal_steps else config
     return _Plan(manifest=manifest, metadata=metadata, kept=kept, test=test_set, class_names=class_names,
-                 config=config, cleaned_config=cleaned_config, compare=compare)
+                 config=config, given=given, cleaned_config=cleaned_config, compare=compare)
 
 
-def _train_phases(plan: _Plan, out_dir: Path, *, resume: bool, progress: Progress) -> dict[str, dict[str, Any]]:
+def _train_phases(plan: _Plan, out_dir: Path, *, resume: bool, progress: Progress,
+                  processes: Processes) -> dict[str, dict[str, Any]]:
     """Each training of the plan ("cleaned", then "baseline"): its metrics, weights and normalisation. Each
-    finished one is kept in the checkpoint, so a resumed --compare run does not train it again."""
-    config, device = plan.config, pick_device(plan.config.device)
+    finished one is kept in the checkpoint (written by rank 0), so a resumed --compare run does not train it
+    again."""
+    config = plan.config
     current = checkpoint.fingerprint(
         data=str(plan.manifest.resolve()), sample_ids=plan.kept.sample_ids, labels=plan.kept.labels,
-        config={**config.to_dict(), "test": str(plan.test.location), "compare": plan.compare,
+        config={**checkpoint.as_given(config, plan.given), "test": str(plan.test.location), "compare": plan.compare,
                 "cleaned_epochs": plan.cleaned_config.epochs})
-    saved = checkpoint.load(out_dir, current) if resume else None
+    saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
     finished: dict[str, Any] = saved["finished"] if saved else {}
     with spill_folder(out_dir) as cache:
-        test = decode_to_device(plan.test, config, cache, "test.npy", device,
-                                on_progress=decoding(progress, "test"))[:2]
+        test = decode_to_device(plan.test, config, cache, "test.npy", processes.device,
+                                on_progress=decoding(progress, "test"), processes=processes)[:2]
         for phase in plan.phases:
             if phase in finished:
                 continue
-            images = plan.kept if phase == "cleaned" else _original_data(plan.metadata, config, plan.class_names)
+            images = plan.kept if phase == "cleaned" else processes.first_on_main(
+                lambda: _original_data(plan.metadata, config, plan.class_names))
 
             def on_epoch(epoch: int, setup: Setup, phase: str = phase) -> None:
-                checkpoint.save(out_dir, {**checkpoint.pack_training(phase=phase, epoch=epoch, setup=setup,
-                                                                     fingerprint=current), "finished": finished})
+                if processes.is_main:
+                    checkpoint.save(out_dir, {**checkpoint.pack_training(phase=phase, epoch=epoch, setup=setup,
+                                                                         fingerprint=current), "finished": finished})
 
             phase_config = plan.cleaned_config if phase == "cleaned" else config
             resume_from = saved if saved is not None and saved["phase"] == phase else None
-            finished[phase] = _fit_and_measure(images, phase_config, device, test, plan.class_names, cache, progress,
-                                               resume_from=resume_from, on_epoch=on_epoch)
+            finished[phase] = _fit_and_measure(images, phase_config, processes, test, plan.class_names, cache,
+                                               progress, resume_from=resume_from, on_epoch=on_epoch)
     return finished
 
 
@@ -215,6 +250,10 @@ def _test_data(test: str | Path | None, metadata: dict[str, Any], config: CleanC
     return align_classes(heldout, class_names)
 
 
+def _no_sample(images: LabeledImages) -> None:
+    raise LabelscrubError(f"{images.location}: no readable, labelled sample to train on")
+
+
 def _original_data(metadata: dict[str, Any], config: CleanConfig, class_names: list[str]) -> LabeledImages:
     data = metadata.get("data")
     if not data or not Path(data).exists():
@@ -225,28 +264,28 @@ def _original_data(metadata: dict[str, Any], config: CleanConfig, class_names: l
     return align_classes(original, class_names)
 
 
-def _fit_and_measure(images: LabeledImages, config: CleanConfig, device: torch.device,
+def _fit_and_measure(images: LabeledImages, config: CleanConfig, processes: Processes,
                      test: tuple[torch.Tensor, np.ndarray], class_names: list[str], cache: Path, progress: Progress,
                      *, resume_from: dict | None, on_epoch: Callable[[int, Setup], None]) -> dict[str, Any]:
     """Plain training on every readable sample of `images`, then top-1, per-class accuracy and confusion matrix.
     Returns the metrics with the trained weights and normalisation."""
     started = time.perf_counter()
-    pixels, labels, _ = decode_to_device(images, config, cache, "train.npy", device,
-                                         on_progress=decoding(progress, "train"))
+    pixels, labels, _ = decode_to_device(images, config, cache, "train.npy", processes.device,
+                                         on_progress=decoding(progress, "train"), processes=processes)
     eligible = labels >= 0
     if not eligible.any():
-        raise LabelscrubError(f"{images.location}: no readable, labelled sample to train on")
-    setup = make_setup(pixels, labels, eligible, len(class_names), config, device)
+        processes.first_on_main(lambda: _no_sample(images))
+    setup = make_setup(pixels, labels, eligible, len(class_names), config, processes.device, processes=processes)
     first = 0 if resume_from is None else checkpoint.restore_training(resume_from, setup)
     for epoch in range(first, config.epochs):
         training = train_epoch(setup, eligible, epoch, schedule_epochs=config.epochs, progress=progress)
         train_loss, seconds = training.mean_loss, training.seconds
+        on_epoch(epoch, setup)  # saved before the epoch is announced: once seen finished, it can be resumed from
         progress.epoch_done(EpochSummary(
             epoch=epoch, rho=0.0, trained=int(eligible.sum()), dropped=0, train_loss=train_loss,
             probe_loss=float("nan"), heldout_accuracy=None, train_seconds=seconds, probe_seconds=0.0,
             train_images_per_second=int(eligible.sum()) / max(seconds, 1e-9), probe_images_per_second=0.0,
             phase="retrain"), config.epochs)
-        on_epoch(epoch, setup)
     test_pixels, test_labels = test
     readable = np.flatnonzero(test_labels >= 0)
     predicted = probe(setup, test_pixels, test_labels, readable).predicted[readable]

@@ -3,9 +3,10 @@
 run.json holds the version, the data and device, the counts (samples, trainable, unreadable, dropped, kept,
 relabelled, restored, in the manifest, with a suggestion, classes, held-out samples), the class names, the dropped
 samples per class, the noise section (`noise_summary`), notes from reading the data, the first 100 unreadable
-samples, the rho schedule, the held-out accuracy, the per-epoch summaries, timings, throughput, the output paths
-and the resolved configuration. The report metadata repeats the version, data, configuration, class names, noise
-section and epochs, and adds the planned rho schedule, the normalisation, the method and what `score` means.
+samples, the rho schedule, the held-out accuracy, the per-epoch summaries, timings, throughput, the output paths,
+the resolved configuration and, under torchrun, the processes (`distributed.Processes.summary`; None otherwise).
+The report metadata repeats the version, data, configuration, class names, noise section and epochs, and adds the
+planned rho schedule, the normalisation, the method and what `score` means.
 
 Everything here is a pure function of what the run read and what training found: the estimators (noise.py,
 confusion.py) only estimate, and this module words their results for the outputs.
@@ -106,7 +107,7 @@ def report_metadata(run: Run, outcome: TrainingOutcome, noise: dict[str, Any]) -
 
 
 def run_summary(run: Run, outcome: TrainingOutcome, selection: Selection, noise: dict[str, Any], timings: Timings,
-                outputs: dict[str, Path]) -> dict[str, Any]:
+                outputs: dict[str, Path], *, distributed: dict[str, Any] | None = None) -> dict[str, Any]:
     """The content of run.json."""
     images, epochs = run.images, outcome.epochs
     eligible, dropped = selection.eligible, selection.dropped
@@ -146,6 +147,7 @@ def run_summary(run: Run, outcome: TrainingOutcome, selection: Selection, noise:
         },
         "outputs": {name: str(path) for name, path in outputs.items()},
         "config": run.config.to_dict(),
+        "distributed": distributed,
     }
 
 

@@ -27,6 +27,7 @@ from labelscrub.confusion import (
     fits_in_memory,
     top_count,
 )
+from labelscrub.distributed import Processes
 from labelscrub.measurement import Probe, TopClasses
 from labelscrub.noise import (
     EVIDENCE_EPOCHS,
@@ -111,6 +112,7 @@ class Task:
     on_checkpoint: Callable[[dict], None] | None = None
     resume: dict | None = None
     fingerprint: dict = field(default_factory=dict)
+    processes: Processes | None = None  # under torchrun: this process's rank and the collectives; None = one process
 
     def resume_phase(self) -> str | None:
         return None if self.resume is None else self.resume["phase"]
@@ -122,7 +124,8 @@ class Task:
         return SampleState.from_state(checkpoint.method_state(self.resume))
 
     def fresh_setup(self) -> Setup:
-        return make_setup(self.pixels, self.labels, self.eligible, self.num_classes, self.config, self.device)
+        return make_setup(self.pixels, self.labels, self.eligible, self.num_classes, self.config, self.device,
+                          processes=self.processes)
 
     def confusion_window(self, samples: SampleState) -> range:
         """The epochs the confusion estimate reads: with --rho-max auto only, and only if they come after the noise

@@ -10,6 +10,10 @@ Two ways to measure every sample's loss each epoch (`CleanConfig.loss_pass`):
   cost a forward pass instead of a training step. They are measured after the steps, in full batches, because
   on a GPU a small forward pass beside every step costs about as much as a full one.
 - "probe": the paper's separate pass after the epoch, in eval mode without augmentation, over every sample.
+
+Under torchrun (distributed.py) each rank trains on its share of the shuffled kept samples through the
+DistributedDataParallel wrapper (`Setup.train_forward`), and measures its share of the rows to measure through the
+plain module; the recorder's tensors are then combined so every rank holds every sample's measurement.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 from labelscrub.augment import channel_stats, for_training_side, normalize
 from labelscrub.batches import auto_workers, stream
 from labelscrub.config import CleanConfig
+from labelscrub.distributed import Processes
 from labelscrub.measurement import Probe, TopClasses
 from labelscrub.model import build_model
 from labelscrub.progress import Progress
@@ -94,6 +99,17 @@ class _Recorder:
         # logsumexp of nothing but -inf is -inf: with no class outside, the stand-in is never read
         self.rest_log_prob[rows] = others.scatter(1, chosen, float("-inf")).logsumexp(1) - math.log(max(1, outside))
 
+    def combine(self, processes: Processes) -> None:
+        """Take every rank's measurements of its rows, so each rank holds all of them (nothing in one process)."""
+        if not processes.distributed:
+            return
+        # None: a tensor allocated at the first record, which another rank may have made; private fields are
+        # inputs every rank holds alike, not measurements
+        tensors = {name: value for name, value in vars(self).items()
+                   if not name.startswith("_") and (isinstance(value, torch.Tensor) or value is None)}
+        for name, value in processes.combine_rows(tensors, len(self.losses)).items():
+            setattr(self, name, value)
+
     def result(self) -> Probe:
         losses = self.losses.cpu().numpy()
         probabilities = None if self.probabilities is None else self.probabilities.cpu().numpy()
@@ -119,7 +135,9 @@ class Setup:
     """Everything one training run holds on its device."""
 
     model: torch.nn.Module  # the plain module: its state_dict is what gets saved
-    forward: Callable[[torch.Tensor], torch.Tensor]  # the module, or its torch.compile'd version
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the module, or its torch.compile'd version: measures
+    # training steps: `forward`, or under torchrun the DistributedDataParallel wrapper of the module
+    train_forward: Callable[[torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     pixels: torch.Tensor  # uint8 (N, 3, S, S), on the device when it fits
     labels: torch.Tensor  # int64 (N,) on the device; unlabelled samples hold 0 and are never trained on
@@ -132,6 +150,7 @@ class Setup:
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     autocast: Callable[[], AbstractContextManager]
     normalization: dict[str, list[float]]
+    processes: Processes
 
     @property
     def channels_last(self) -> bool:
@@ -148,8 +167,9 @@ class Setup:
 
 
 def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, num_classes: int,
-               config: CleanConfig, device: torch.device) -> Setup:
-    """A freshly initialised model and optimiser, seeded by config.seed. `config` must be resolved."""
+               config: CleanConfig, device: torch.device, *, processes: Processes | None = None) -> Setup:
+    """A freshly initialised model and optimiser, seeded by config.seed. `config` must be resolved. Under
+    torchrun (`processes`) every rank builds the same one, and DistributedDataParallel wraps it for training."""
     torch.manual_seed(config.seed)
     eligible_index = np.flatnonzero(eligible)
     eligible_pixels = pixels[torch.from_numpy(eligible_index).to(pixels.device)] if len(eligible_index) else pixels
@@ -160,8 +180,15 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)
+    processes = processes or Processes.single(device)
+    forward = torch.compile(model) if config.compile else model
+    if processes.distributed:
+        wrapped = processes.wrap(model)
+        train_forward = torch.compile(wrapped) if config.compile else wrapped
+    else:
+        train_forward = forward
     return Setup(
-        model=model, forward=torch.compile(model) if config.compile else model, optimizer=optimizer, pixels=pixels,
+        model=model, forward=forward, train_forward=train_forward, optimizer=optimizer, pixels=pixels,
         labels=torch.from_numpy(np.where(labels >= 0, labels, 0)).to(device),
         decoys=torch.from_numpy(decoy_labels(labels, num_classes, config.seed)).to(device),
         mean=torch.tensor(mean, device=device)[None, :, None, None],
@@ -169,7 +196,7 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
         generator=torch.Generator().manual_seed(config.seed), device=device, config=config,
         augment=for_training_side(config.image_size),
         autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext,
-        normalization={"mean": mean, "std": std})
+        normalization={"mean": mean, "std": std}, processes=processes)
 
 
 def decoy_labels(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
@@ -194,8 +221,10 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
     The learning rate follows `learning_rate` over `schedule_epochs`.
     """
     progress = progress or Progress()
-    config = setup.config
-    batches = shuffled_batches(np.flatnonzero(kept), config.batch_size, setup.generator)
+    config, processes = setup.config, setup.processes
+    processes.check_same(kept, epoch)
+    batches, first_seen = _training_batches(setup, kept)
+    augmentation = processes.augmentation_generator(setup.generator, config.seed, epoch)
     recorder = (_Recorder(len(kept), setup.device, keep_probabilities=keep_probabilities, top=top)
                 if record is not None else None)
     progress.epoch_started(epoch, schedule_epochs, len(batches))
@@ -209,13 +238,15 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
         for group in setup.optimizer.param_groups:
             group["lr"] = lr
         index = torch.from_numpy(batch_index).to(setup.device)
-        images = _augmented(setup, images)
+        images = _augmented(setup, images, augmentation)
         targets = setup.labels[index]
         with setup.autocast():
-            logits = setup.forward(images)
+            logits = setup.train_forward(images)
         losses = F.cross_entropy(logits.float(), targets, reduction="none")
         if recorder is not None:
-            recorder.record(index, logits, targets, setup.decoys[index])
+            # a sample repeated to even out the ranks' shares trains again but is measured once
+            fresh = slice(None) if first_seen is None else torch.from_numpy(first_seen[step]).to(setup.device)
+            recorder.record(index[fresh], logits[fresh], targets[fresh], setup.decoys[index[fresh]])
         n_cut = drop_count(truncate_rho, len(batch_index)) if truncate_rho > 0 else 0
         if n_cut:
             keep_in_batch = torch.ones_like(losses, dtype=torch.bool)
@@ -229,11 +260,14 @@ def train_epoch(setup: Setup, kept: np.ndarray, epoch: int, *, schedule_epochs: 
         setup.optimizer.step()
         loss_sum += loss.detach()  # no .item() here: a host sync every step would stall the GPU
         progress.batch_done()
+    processes.broadcast_buffers(setup.model)
     if recorder is not None:
-        _measure_without_gradient(setup, np.flatnonzero(record & ~kept), recorder)
-    mean_loss = loss_sum.item() / max(1, len(batches))
+        _measure_without_gradient(setup, processes.share(np.flatnonzero(record & ~kept)), recorder, augmentation)
+        recorder.combine(processes)
+    # over every rank: the mean of their mean losses (equal batch counts), the sum of their truncated samples
+    mean_loss, truncated = processes.sum([loss_sum.item() / max(1, len(batches)) / processes.size, truncated])
     measured = recorder.result() if recorder is not None else None
-    return EpochTraining(mean_loss, time.perf_counter() - started, truncated, measured)
+    return EpochTraining(mean_loss, time.perf_counter() - started, int(truncated), measured)
 
 
 def shuffled_batches(train_index: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
@@ -241,8 +275,20 @@ def shuffled_batches(train_index: np.ndarray, batch_size: int, generator: torch.
     return _chunks(order, batch_size)
 
 
-def _augmented(setup: Setup, images: torch.Tensor) -> torch.Tensor:
-    return setup.augment(images, setup.generator) if setup.config.augment else images
+def _training_batches(setup: Setup, kept: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """This process's batches of the kept samples, and under torchrun per batch which rows appear for the first
+    time this epoch (the others repeat samples so every rank takes as many steps: trained, not measured)."""
+    processes = setup.processes
+    if not processes.distributed:
+        return shuffled_batches(np.flatnonzero(kept), setup.config.batch_size, setup.generator), None
+    order = np.flatnonzero(kept)[torch.randperm(int(kept.sum()), generator=setup.generator).numpy()]
+    rows, first_seen = processes.training_share(order)
+    batches = _chunks(rows, setup.config.batch_size)
+    return batches, np.split(first_seen, np.cumsum([len(batch) for batch in batches])[:-1])
+
+
+def _augmented(setup: Setup, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return setup.augment(images, generator) if setup.config.augment else images
 
 
 def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
@@ -257,7 +303,8 @@ def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
     return chunks
 
 
-def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorder) -> None:
+def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorder,
+                              augmentation: torch.Generator) -> None:
     """Measure left-out samples as the trained ones are measured (train mode, augmented), without gradient and
     without touching the model: batch-norm momentum 0 keeps the running statistics as they are."""
     if not len(rows):
@@ -273,7 +320,7 @@ def _measure_without_gradient(setup: Setup, rows: np.ndarray, recorder: _Recorde
         with torch.no_grad(), setup.autocast():
             for chunk, images in zip(chunks, setup.batches_of(setup.pixels, chunks)):
                 index = torch.from_numpy(chunk).to(setup.device)
-                recorder.record(index, setup.forward(_augmented(setup, images)), setup.labels[index],
+                recorder.record(index, setup.forward(_augmented(setup, images, augmentation)), setup.labels[index],
                                 setup.decoys[index])
     finally:
         for module, momentum in zip(norms, momenta):
@@ -285,18 +332,20 @@ def probe(setup: Setup, images: torch.Tensor, targets: np.ndarray, index: np.nda
           keep_probabilities: bool = False, top: TopClasses | None = None) -> Probe:
     """Cross-entropy, prediction, margin and probability of the given label for the samples in `index`: eval mode,
     no augmentation, no gradient. Entries outside `index` stay NaN / -1. The decoy loss is measured only when
-    `images` are the setup's own training pixels, whose decoys `setup.decoys` holds (NaN otherwise)."""
+    `images` are the setup's own training pixels, whose decoys `setup.decoys` holds (NaN otherwise). Under torchrun
+    each rank measures its share of `index` and every rank returns all of them."""
     count = len(targets)
     recorder = _Recorder(count, setup.device, keep_probabilities=keep_probabilities, top=top)
     targets_t = torch.from_numpy(np.where(targets >= 0, targets, 0)).to(setup.device)
     decoys = setup.decoys if images is setup.pixels else None
     setup.model.eval()
-    chunks = _chunks(index, setup.config.eval_batch_size)
+    chunks = _chunks(setup.processes.share(index), setup.config.eval_batch_size)
     with torch.no_grad(), setup.autocast():
         for chunk, batch in zip(chunks, setup.batches_of(images, chunks)):
             logits = setup.forward(batch)
             rows = torch.from_numpy(chunk).to(setup.device)
             recorder.record(rows, logits, targets_t[rows], None if decoys is None else decoys[rows])
+    recorder.combine(setup.processes)
     return recorder.result()
 
 

@@ -206,3 +206,19 @@ def test_the_gpu_scripts_parse_and_pass_each_benchmark_only_options_it_takes(she
         assert (BENCHMARKS / name).exists(), command
         unknown = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", command)) - options_of(name)
         assert not unknown, f"{shell_script}: {name} takes no {sorted(unknown)}"
+
+
+@pytest.mark.e2e
+def test_the_distributed_benchmark_measures_the_gather_and_the_decoding():
+    # its third part, 1 against 2 processes, runs `labelscrub clean` under torchrun as test_distributed_e2e does
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "distributed_benchmark.py"), "--parts", "gather", "decode",
+                          "--gather-samples", "1001", "--repeats", "1", "--decode-images", "4",
+                          "--decode-source-side", "64", "--image-size", "16"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    gather, decode = [json.loads(line) for line in run.stdout.splitlines()]
+    assert gather["part"] == "gather" and gather["samples"] == 1001 and gather["seconds"] > 0
+    assert gather["bytes_per_process"] == 1001 * (4 * 4 + 8)  # four float32 and one int64 per sample
+    assert decode["part"] == "decode" and decode["images_per_second"] > 0
+    assert decode["formula_bytes"] == 4 * 3 * 16 * 16 and decode["file_bytes"] >= decode["formula_bytes"]
