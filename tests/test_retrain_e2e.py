@@ -1,4 +1,5 @@
-"""End to end: `labelscrub retrain` on the sample's clean run, and every `clean --method` on a slice of the sample."""
+"""End to end: `labelscrub retrain` on the sample's clean run and on a tiny one, and every `clean --method` on a
+slice of the sample."""
 
 import json
 import math
@@ -17,22 +18,20 @@ from labelscrub.report import read_report_metadata
 pytestmark = pytest.mark.e2e
 
 
-def test_retrain_compare_shows_the_cleaned_labels_train_a_better_model(folder_run, tmp_path):
+def test_retrain_trains_on_the_whole_runs_manifest_and_tests_on_its_held_out_split(folder_run, tmp_path):
+    """The full sample's manifest, relabelled samples included, against its 359 held-out images. (--compare is
+    tested on a tiny run in test_apply.py; whether the cleaned labels train a better model is measured by the
+    benchmarks on CIFAR-10, where the difference is larger than one run's noise: BENCHMARKS.md.)"""
     run, _ = folder_run
-    result = CliRunner().invoke(cli, ["retrain", str(run), "--compare", "--out", str(tmp_path), "--quiet"])
+    result = CliRunner().invoke(cli, ["retrain", str(run), "--epochs", "1", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    cleaned, baseline = metrics["cleaned"], metrics["noisy_baseline"]
-    print(f"retrain accuracy cleaned {cleaned['accuracy']:.3f} vs noisy {baseline['accuracy']:.3f}")
+    cleaned = metrics["cleaned"]
     in_manifest = json.loads((run / "run.json").read_text())["counts"]["in_manifest"]
-    assert cleaned["train_samples"] == in_manifest and baseline["train_samples"] == 1438
-    assert cleaned["test_samples"] == 359 and cleaned["epochs"] == 15  # the clean run's recipe and held-out split
+    assert cleaned["train_samples"] == in_manifest and cleaned["test_samples"] == 359 and cleaned["epochs"] == 1
     assert sum(map(sum, cleaned["confusion_matrix"])) == 359
-    # Both are single seeded runs on a tiny set: the cleaned model must be good and not worse than the noisy one
-    # beyond run-to-run noise (measured: 96.1% vs 94.7% on one thread).
-    assert cleaned["accuracy"] > 0.9 and cleaned["accuracy"] >= baseline["accuracy"] - 0.01
-    assert metrics["accuracy_difference"] == pytest.approx(cleaned["accuracy"] - baseline["accuracy"])
-    assert f"{cleaned['accuracy']:.2%}" in result.output and "difference" in result.output
+    assert metrics["config"]["lr"] == 0.02 and "noisy_baseline" not in metrics  # the run's recipe
+    assert f"{cleaned['accuracy']:.2%}" in result.output
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["config"]["method"] == "erm" and len(checkpoint["class_names"]) == 10
 
