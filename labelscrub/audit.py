@@ -167,8 +167,8 @@ def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], cla
     limit = per_class_limit(len(class_names), per_class)
     return {
         "run_name": run_dir.resolve().name,
-        "run_dir": str(run_dir),
-        "data": str(run.get("data")),
+        "run_dir": _as_shown(run_dir),
+        "data": _as_shown(run.get("data")),
         "notices": notices,
         "counts": run["counts"],
         "noise": noise,
@@ -184,6 +184,18 @@ def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], cla
                       "loss_top": _sparkline_top(report, shown),
                       "cards": _cards(report, shown, pictures, config)},
     }
+
+
+def _as_shown(path: str | Path | None) -> str:
+    """A path as the reader of the page would type it: relative to the current folder when it lies inside it (the
+    page is usually built from where the run was started), else absolute."""
+    if path is None:
+        return "?"
+    absolute = Path(path).resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
 
 
 def _class_rows(run: dict[str, Any], class_names: list[str]) -> list[dict[str, Any]]:

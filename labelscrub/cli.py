@@ -109,9 +109,9 @@ def cli() -> None:
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("--out", "out", type=click.Path(path_type=str), default="labelscrub-out", show_default=True,
               help="Output folder (report.parquet, manifest, model.pt, run.json).")
-@click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint in --out "
-              "(same DATA and options).")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace the outputs in a non-empty --out folder.")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue an interrupted run from the checkpoint in --out (same DATA and options).")
 @training_options(from_run=False)
 @click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULTS.method, show_default=True,
               help="stepe, or a baseline to compare with: erm (no dropping), truncation, spl, oneshot.")
@@ -139,14 +139,15 @@ def cli() -> None:
               help="Column with stable sample ids [default: file.parquet:row].")
 @click.option("--holdout", default=DEFAULTS.holdout, type=click.Path(path_type=str),
               help="Held-out data to report accuracy on [default: the val/test split of DATA, if any].")
-@click.option("--allow-outside-root", is_flag=True,
+@click.option("--allow-outside-root", is_flag=True, default=DEFAULTS.allow_outside_root,
               help="Let a CSV/JSONL label file name relative paths outside its own folder (../).")
 @click.option("--max-bad-fraction", type=float, default=DEFAULTS.max_bad_fraction, show_default=True,
               help="Stop before training when more than this share of the samples cannot be read.")
 @click.option("--image-memory-gb", type=float, default=DEFAULTS.image_memory_gb, show_default=True,
               help="Decoded images beyond this size are kept in a memory-mapped file in --out instead of RAM.")
-@click.option("--relabel", is_flag=True, help="Keep dropped samples that have a confident suggested label in the "
-              "manifest, under that label (the others are still dropped).")
+@click.option("--relabel", is_flag=True, default=DEFAULTS.relabel,
+              help="Keep dropped samples that have a confident suggested label in the manifest, under that label "
+              "(the others are still dropped).")
 @click.option("--suggest-confidence", type=float, default=DEFAULTS.suggest_confidence, show_default=True,
               help=f"Probability the model must give a class, over the last {SUGGEST_EPOCHS} epochs, to suggest it "
               "as the label.")
@@ -154,7 +155,7 @@ def cli() -> None:
               help="Manifest file type [default: parquet for Parquet input, csv otherwise].")
 @click.option("--no-audit", "audit", flag_value=False, default=True,
               help="Do not write the review page audit.html (`labelscrub audit` writes it later).")
-@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors.")
 def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **options) -> None:
     """Train on DATA with the Step-E schedule and write a report and a cleaned manifest.
 
@@ -178,14 +179,16 @@ def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **opt
               help="Data to measure on, labels taken as true [default: the clean run's held-out split].")
 @click.option("--out", "out", type=click.Path(path_type=str), default=None,
               help="Output folder for metrics.json and model.pt [default: SOURCE's folder/retrain].")
-@click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted retrain from the checkpoint in --out.")
-@click.option("--compare", is_flag=True, help="Also train on every original sample (the noisy baseline) and "
-              "print both accuracies.")
-@click.option("--equal-steps", is_flag=True, help="Train the kept samples for as many SGD steps as all samples "
-              "get in the recipe's epochs (more epochs when many were dropped).")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace the outputs in a non-empty --out folder.")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue an interrupted retrain from the checkpoint in --out.")
+@click.option("--compare", is_flag=True, default=False,
+              help="Also train on every original sample (the noisy baseline) and print both accuracies.")
+@click.option("--equal-steps", is_flag=True, default=False,
+              help="Train the kept samples for as many SGD steps as all samples get in the recipe's epochs "
+              "(more epochs when many were dropped).")
 @training_options(from_run=True)
-@click.option("--quiet", is_flag=True, help="Print nothing but errors and the accuracy.")
+@click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors and the accuracy.")
 def retrain(source: str, test: str | None, out: str | None, overwrite: bool, resume: bool, compare: bool,
             equal_steps: bool, quiet: bool, **options) -> None:
     """Train a fresh ResNet-18 on the samples a clean run kept and measure it on held-out data.
@@ -210,7 +213,7 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, res
 @click.argument("decisions", type=click.Path(path_type=str))
 @click.option("--out", "out", type=click.Path(path_type=str), default=None,
               help="Output folder for the manifest and decisions.json [default: RUN_DIR/applied].")
-@click.option("--overwrite", is_flag=True, help="Replace the outputs in a non-empty --out folder.")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace the outputs in a non-empty --out folder.")
 def apply_review(run_dir: str, decisions: str, out: str | None, overwrite: bool) -> None:
     """Apply a person's review of a clean run and write a new manifest.
 

@@ -5,6 +5,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -30,6 +31,14 @@ def test_clean_options_default_to_the_config_and_retrain_options_to_the_clean_ru
     assert len(clean) > 20  # the options are found, not an empty match
     retrain = {param.name: param.default for param in cli.commands["retrain"].params if param.name in fields}
     assert retrain and all(default is None for default in retrain.values())
+
+
+def test_every_option_has_a_plain_default_whatever_the_click_version():
+    # click 8.2+ reports a flag declared without a default as a sentinel object, older versions as False: every
+    # option states its default, so --help and the library calls read the same on any click pyproject allows
+    for name, command in cli.commands.items():
+        for param in (param for param in command.params if isinstance(param, click.Option)):
+            assert param.default is None or isinstance(param.default, bool | int | float | str), (name, param.name)
 
 
 def test_python_dash_m_runs_the_cli(monkeypatch, capsys):

@@ -204,7 +204,7 @@ def _train_and_probe(processes):
 
 
 def test_two_processes_train_on_shares_measure_each_sample_once_and_agree(two_processes):
-    (first, probed, weights, kept_history, final_kept, stats), other = [trained for _, trained in two_processes]
+    (first, probed, weights, kept_history, final_kept, stats), other = (trained for _, trained in two_processes)
     eligible = np.arange(N) != 5
     assert not np.isnan(first.losses[eligible]).any() and np.isnan(first.losses[5])
     assert (first.predicted[eligible] >= 0).all() and first.predicted[5] == -1

@@ -106,7 +106,7 @@ def _read_jsonl(path: Path) -> list[tuple[str, str, int]]:
                     path_key = _pick(list(record), PATH_KEYS, path, "path")
                     label_key = _pick(list(record), LABEL_KEYS, path, "label")
                 image, label = record.get(path_key), record.get(label_key)
-                if not isinstance(image, str) or not image or label is None or isinstance(label, (dict, list)):
+                if not isinstance(image, str) or not image or label is None or isinstance(label, dict | list):
                     raise LabelscrubError(f"{path}:{line}: malformed record (needs a {path_key!r} string and a "
                                           f"{label_key!r} value); fix or remove the line")
                 rows.append((image, str(label), line))

@@ -243,7 +243,7 @@ def encoded_value(value: object, file: Path) -> tuple[bytes | None, str | None]:
         value = value.get("path")
         if not value:
             return None, "image is empty (neither bytes nor path)"
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, bytes | bytearray):
         return (bytes(value), None) if value else (None, "image bytes are empty")
     if isinstance(value, str):
         path = Path(value)
