@@ -11,6 +11,13 @@ Run by hand, never in CI; every ratio it prints is measured within the one run (
    is the same for every variant and measured once.
 3. With `--memory`, one `labelscrub clean` in a child process whose peak resident memory is read from the kernel.
 
+4. With `--cpu-loop`, the whole `clean` (Step-E) in fp32 against bf16 at each of `--sides`, in one run: seconds
+   per epoch, training images/s, the measurement of left-out samples, and the share of an epoch each section takes
+   (the training step; augmentation, batching, recording and the left-out measurement, timed inside the run by
+   loop_profile.py), with each bf16 run's speed-up over fp32 at the same side:
+
+    python benchmarks/speed_benchmark.py --cpu-loop --train-per-class 1000 --epochs 4 --sides 32 64
+
 A variant with the benchmark's own option `host_images=true` keeps its decoded images in host memory on a CUDA
 run, as a dataset too large for the GPU's share would be, so the streaming path (batches.py) is timed on small data:
 
@@ -43,6 +50,7 @@ from labelscrub.model import pick_device
 from labelscrub.train import make_setup
 
 sys.path.insert(0, str(Path(__file__).parent))
+from loop_profile import SECTIONS, SectionClock, sections_of_training  # noqa: E402
 from noise_benchmark import first_per_class, parse_method_spec  # noqa: E402
 
 BARE_STEPS = 30  # timed steps of the bare network, after as many untimed ones
@@ -50,6 +58,9 @@ BARE_STEPS = 30  # timed steps of the bare network, after as many untimed ones
 
 def main() -> None:
     args = _arguments()
+    if args.cpu_loop:
+        cpu_loop(args)
+        return
     device = pick_device(args.device)
     config = CleanConfig(stem=args.stem, image_size=args.image_size, batch_size=args.batch_size,
                          compile=args.compile).resolve(typical_side=args.image_size or 32)
@@ -99,7 +110,62 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--memory", action="store_true", help="also measure the peak memory of a clean")
     parser.add_argument("--bare-steps", type=int, default=BARE_STEPS, help="timed steps of the bare network")
+    parser.add_argument("--cpu-loop", action="store_true",
+                        help="time the whole clean in fp32 and bf16 on the CPU, with the sections of an epoch")
+    parser.add_argument("--sides", type=int, nargs="+", default=[32, 64], help="--cpu-loop: training sides")
     return parser.parse_args()
+
+
+def cpu_loop(args: argparse.Namespace) -> None:
+    """fp32 against bf16 for the whole Step-E clean on the CPU at each side, sections of an epoch included."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="labelscrub-speed-") as scratch:
+        data = subset(Path(args.data), args.train_per_class, Path(scratch) / "data")
+        images = pq.read_metadata(data / "train.parquet").num_rows
+        for side in args.sides:
+            for precision in ("fp32", "bf16"):
+                bare = CleanConfig(stem=args.stem, image_size=side, batch_size=args.batch_size,
+                                   precision=precision).resolve(typical_side=side)
+                bare_train, _ = bare_network_throughput(bare, torch.device("cpu"), args.bare_steps)
+                clock = SectionClock()
+                with sections_of_training(clock):
+                    result = labelscrub.clean(
+                        data, Path(scratch) / "runs" / f"{side}-{precision}", overwrite=True, method="stepe",
+                        epochs=args.epochs, stem=args.stem, image_size=side, batch_size=args.batch_size,
+                        device="cpu", rho_max=args.rho_max, precision=precision, audit=False)
+                row = {"side": side, "precision": result.summary["config"]["precision"], "bare_train": bare_train,
+                       **loop_timings(result.summary, clock.seconds, args.epochs)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print(f"\n{images:,} training images, {args.epochs} epochs of Step-E "
+          f"(rho_max {args.rho_max}), batch {args.batch_size}, {torch.get_num_threads()} threads\n")
+    print(loop_table(rows))
+
+
+def loop_timings(summary: dict, sections: dict[str, float], epochs: int) -> dict:
+    """Per epoch: seconds, training images/s, and each section's share of the training time (the step is the
+    rest); the measurement pass is the left-out samples' forward passes."""
+    train_seconds = summary["timings"]["train_seconds"]
+    shares = {name: sections.get(name, 0.0) / train_seconds for name in SECTIONS}
+    return {"seconds_per_epoch": train_seconds / epochs,
+            "train_images_per_second": summary["throughput"]["train_images_per_second"],
+            "measurement_seconds_per_epoch": sections.get("left-out measurement", 0.0) / epochs,
+            "shares": {"training step": 1.0 - sum(shares.values()), **shares}}
+
+
+def loop_table(rows: list[dict]) -> str:
+    fp32 = {row["side"]: row["seconds_per_epoch"] for row in rows if row["precision"] == "fp32"}
+    lines = ["| side | precision | bare step img/s | s / epoch | x fp32 speed | train img/s | "
+             "left-out measurement s / epoch | " + " | ".join(f"{name} %" for name in ("training step", *SECTIONS))
+             + " |", "| --- " * (7 + 1 + len(SECTIONS)) + "|"]
+    for row in rows:
+        speedup = fp32.get(row["side"], row["seconds_per_epoch"]) / row["seconds_per_epoch"]
+        shares = " | ".join(f"{100 * share:.1f}" for share in row["shares"].values())
+        lines.append(f"| {row['side']} | {row['precision']} | {row['bare_train']:,.0f} | "
+                     f"{row['seconds_per_epoch']:.1f} | {speedup:.2f} | "
+                     f"{row['train_images_per_second']:,.0f} | {row['measurement_seconds_per_epoch']:.1f} | "
+                     f"{shares} |")
+    return "\n".join(lines)
 
 
 def split_host_images(spec: str) -> tuple[str, bool]:

@@ -19,6 +19,7 @@ from labelscrub.config import (
     LOSS_PASSES,
     MANIFEST_FORMATS,
     METHOD_NAMES,
+    PRECISIONS,
     RAMP_SHARE,
     RANKINGS,
     REFERENCE_BATCH,
@@ -74,6 +75,9 @@ def training_options(*, from_run: bool):
                      help=show("Processes streaming batches from host memory or the memory-mapped file.",
                                f"up to {MAX_AUTO_WORKERS} when a CUDA GPU trains on large images (over "
                                f"{SMALL_IMAGE_SIDE} px) held by the host, else 0")),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=default(DEFAULTS.precision),
+                     help=show("bf16 autocast with channels-last, or fp32; auto: bf16 on CUDA and on CPUs with "
+                               "native bf16, fp32 elsewhere. Per-sample measurements are fp32.", DEFAULTS.precision)),
         click.option("--compile/--no-compile", "compile", default=default(DEFAULTS.compile),
                      help=show("torch.compile the network (worth it on CUDA for long runs).",
                                "yes" if DEFAULTS.compile else "no")),

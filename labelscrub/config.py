@@ -16,6 +16,7 @@ from labelscrub.errors import LabelscrubError
 STEMS = ("auto", "cifar", "imagenet")
 MANIFEST_FORMATS = ("csv", "jsonl", "parquet")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp32")  # see precision.py
 METHOD_NAMES = ("stepe", "erm", "truncation", "spl", "oneshot")  # see methods.py
 LOSS_PASSES = ("train", "probe")  # see train.py
 SELECTIONS = ("global", "per-class")  # see schedule.select_kept
@@ -71,6 +72,9 @@ class CleanConfig:
     # --- run ---
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)
+    # "bf16": autocast with channels-last; "fp32"; "auto" = bf16 on CUDA and on CPUs with native bf16, else fp32.
+    # Per-sample measurements are fp32 in both (precision.py).
+    precision: str = "auto"
     seed: int = 0  # drives shuffling, augmentation and initialisation
     # processes streaming batches of host-held images to a CUDA GPU (batches.py); None = up to MAX_AUTO_WORKERS when
     # large images (over SMALL_IMAGE_SIDE) stay on the host of a CUDA run, else none. Changes speed only, never results.
@@ -95,6 +99,8 @@ class CleanConfig:
         _check(self.stem in STEMS, f"--stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
         _check(self.device in DEVICES or self.device.startswith("cuda:"),
                f"--device must be one of {', '.join(DEVICES)} (or cuda:N), not {self.device!r}")
+        _check(self.precision in PRECISIONS,
+               f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         _check(self.manifest_format in (None, *MANIFEST_FORMATS),
                f"--manifest-format must be one of {', '.join(MANIFEST_FORMATS)}, not {self.manifest_format!r}")
         _check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
@@ -102,7 +108,7 @@ class CleanConfig:
         _check(self.loader_workers is None or self.loader_workers >= 0,
                f"--loader-workers must be 0 or more, not {self.loader_workers}")
         _check(self.eval_batch_size >= 1, f"eval_batch_size must be at least 1, not {self.eval_batch_size}")
-        _check(self.rho_max == "auto" or (isinstance(self.rho_max, (int, float)) and 0.0 <= self.rho_max < 1.0),
+        _check(self.rho_max == "auto" or (isinstance(self.rho_max, int | float) and 0.0 <= self.rho_max < 1.0),
                f"--rho-max must be auto or a number in [0, 1), not {self.rho_max!r}")
         _check(self.warmup is None or self.warmup >= 0, f"--warmup must be >= 0, not {self.warmup}")
         _check(self.ramp is None or self.ramp >= 0, f"--ramp must be >= 0, not {self.ramp}")
@@ -118,7 +124,8 @@ class CleanConfig:
         """Return a copy with every "auto"/None training value replaced by the value actually used.
 
         `typical_side` is the median image side of the training data, in pixels; `processes` is how many
-        processes each take a batch per step (torchrun's WORLD_SIZE), which scales the default learning rate.
+        processes each take a batch per step (torchrun's WORLD_SIZE), which scales the default learning rate;
+        The precision depends on the device, not the data: precision.resolve_precision resolves it.
         """
         stem = self.stem
         if stem == "auto":

@@ -35,6 +35,7 @@ from labelscrub.measurement import TrainingOutcome
 from labelscrub.methods import train_with_method
 from labelscrub.model import cpu_state_dict, save_model
 from labelscrub.outfolder import prepare_out_dir
+from labelscrub.precision import with_precision
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import build_report, write_report
 from labelscrub.sources import LabeledImages, open_data, read_heldout
@@ -86,7 +87,8 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
             progress.note(f"torchrun restarted the processes (restart {processes.restarts}); resuming from the "
                           f"checkpoint in {out_dir}")
         images, heldout_images, manifest_format = processes.first_on_main(lambda: _open(data_path, config))
-        given, config = config, config.resolve(typical_side(images), processes=processes.size)
+        given = config
+        config = with_precision(config.resolve(typical_side(images), processes=processes.size), processes.device)
         run, eligible, outcome, load_seconds = _decode_and_train(
             data_path, out_dir, given, config, images, heldout_images, resume=resume, progress=progress,
             processes=processes, started=started)

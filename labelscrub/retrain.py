@@ -38,6 +38,7 @@ from labelscrub.manifest import MANIFEST_NAMES
 from labelscrub.measurement import EpochSummary
 from labelscrub.model import cpu_state_dict, save_model
 from labelscrub.outfolder import prepare_out_dir
+from labelscrub.precision import with_precision
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, align_classes, open_data, read_heldout
@@ -45,7 +46,7 @@ from labelscrub.train import Setup, make_setup, probe, train_epoch
 
 # Options of the clean run that retrain may override (shared with `clean` in the CLI).
 TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "stem", "image_size", "augment", "device", "seed", "compile",
-                    "loader_workers")
+                    "loader_workers", "precision")
 
 
 @dataclass
@@ -98,6 +99,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
             lambda: _source(source, out, training_options))
         resume = processes.from_main(lambda: prepare_out_dir(out_dir, manifest, overwrite, resume=resume,
                                                              restarted=processes.restarts > 0))
+        config = with_precision(config, processes.device)
         plan = processes.first_on_main(lambda: _plan(manifest, metadata, config, test=test, equal_steps=equal_steps,
                                                      compare=compare, processes=processes.size))
         progress = (progress or Progress()) if processes.is_main else Progress()

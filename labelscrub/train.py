@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,7 @@ from labelscrub.config import CleanConfig
 from labelscrub.distributed import Processes
 from labelscrub.measurement import Probe, TopClasses
 from labelscrub.model import build_model
+from labelscrub.precision import autocast_for, resolve_precision, uses_channels_last
 from labelscrub.progress import Progress
 from labelscrub.schedule import drop_count, learning_rate
 
@@ -151,10 +152,7 @@ class Setup:
     autocast: Callable[[], AbstractContextManager]
     normalization: dict[str, list[float]]
     processes: Processes
-
-    @property
-    def channels_last(self) -> bool:
-        return self.device.type == "cuda"
+    channels_last: bool  # batches in the channels-last layout, as the model (precision.py)
 
     def batches_of(self, images: torch.Tensor, batches: list[np.ndarray]) -> Iterator[torch.Tensor]:
         """The normalised rows `batches[i]` of `images` on the device, one tensor per batch (batches.py)."""
@@ -175,8 +173,9 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
     eligible_pixels = pixels[torch.from_numpy(eligible_index).to(pixels.device)] if len(eligible_index) else pixels
     mean, std = channel_stats(eligible_pixels)
     model = build_model(num_classes, config.stem).to(device)
-    on_cuda = device.type == "cuda"
-    if on_cuda:
+    precision = resolve_precision(config.precision, device)
+    channels_last = uses_channels_last(precision, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)
@@ -195,7 +194,7 @@ def make_setup(pixels: torch.Tensor, labels: np.ndarray, eligible: np.ndarray, n
         std=torch.tensor(std, device=device)[None, :, None, None],
         generator=torch.Generator().manual_seed(config.seed), device=device, config=config,
         augment=for_training_side(config.image_size),
-        autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext,
+        autocast=autocast_for(precision, device), channels_last=channels_last,
         normalization={"mean": mean, "std": std}, processes=processes)
 
 
