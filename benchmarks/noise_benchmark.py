@@ -229,7 +229,8 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path, out: Path
         rows.append(_row(setting, spec, detection_scores(dropped, flipped), area,
                          retrain_accuracy(result, spec), seconds, erm_seconds,
                          trainings=2 if method == "oneshot" else 1,
-                         heldout=result.heldout_accuracy))
+                         heldout=result.heldout_accuracy,
+                         estimate=(result.summary.get("noise") or {}).get("estimated_noise_rate")))
         print(json.dumps(rows[-1]), flush=True)
     if args.oracle:
         started = time.perf_counter()
@@ -305,8 +306,11 @@ def retrain_kept(data: Path, kept: np.ndarray, recipe: dict, out: Path, labels: 
                               overwrite=True, **recipe).accuracy
 
 
-def _row(setting, method, detection, area, accuracy, seconds, erm_seconds, *, trainings, heldout) -> dict:
-    return {"noise": setting, "method": method, **detection, "auroc": area, "retrain_accuracy": accuracy,
+def _row(setting, method, detection, area, accuracy, seconds, erm_seconds, *, trainings, heldout,
+         estimate=None) -> dict:
+    """One table row; `estimate` is the run's own estimate of the noise rate (auto), else None."""
+    return {"noise": setting, "method": method, "estimated_noise_rate": estimate, **detection, "auroc": area,
+            "retrain_accuracy": accuracy,
             "clean_heldout_accuracy": heldout, "seconds": seconds,
             "time_vs_erm": seconds / erm_seconds if erm_seconds else None, "trainings": trainings}
 
