@@ -33,7 +33,11 @@ from labelscrub.planted import CIFAR10_ASYMMETRIC, auroc, detection_scores, inje
 NOISE_SETTINGS = {"sym0": ("symmetric", 0.0), "sym10": ("symmetric", 0.1), "sym20": ("symmetric", 0.2),
                   "sym40": ("symmetric", 0.4), "asym40": ("asymmetric", 0.4),
                   # instance-dependent: hard images get the wrong class they look most like (reference_probs.py)
-                  "idn20": ("instance", 0.2), "idn40": ("instance", 0.4)}
+                  "idn20": ("instance", 0.2), "idn40": ("instance", 0.4),
+                  # human: CIFAR-10N's annotators (--human-labels), protocol "CIFAR-10N dev" (see BENCHMARKS.md)
+                  "c10n-worst": ("human", "worst"), "c10n-aggre": ("human", "aggre"),
+                  "c10n-random1": ("human", "random1"), "c10n-random2": ("human", "random2"),
+                  "c10n-random3": ("human", "random3")}
 CV_FOLDS = 5
 
 
@@ -81,6 +85,10 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smallest-class", type=int, default=None,
                         help="imbalanced training set: class sizes fall geometrically from --train-per-class to this")
     parser.add_argument("--test-per-class", type=int, default=200, help="0 = all")
+    parser.add_argument("--human-labels", default="../shared/datasets/cifar10n-dev/labels.parquet",
+                        help="c10n-* settings: CIFAR-10N's labels (columns row, worst, aggre, random1..3)")
+    parser.add_argument("--human-rows", type=int, default=10_000,
+                        help="c10n-* settings: how many of the rows the labels cover, the first in order")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--stem", default="imagenet")
     parser.add_argument("--image-size", type=int, default=32)
@@ -146,13 +154,15 @@ def plant(setting: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, 
     labels, the noisy labels) of the training rows, in file order."""
     kind, rate = NOISE_SETTINGS[setting]
     source = Path(args.data)
-    train_rows, true_labels = training_rows(args)
+    train_rows, true_labels = human_rows(args) if kind == "human" else training_rows(args)
     test_labels_all = pq.read_table(source / "test.parquet", columns=["label"]).column("label").to_numpy()
     test_rows = first_per_class(test_labels_all, args.test_per_class)
     metadata = json.loads(pq.read_schema(source / "train.parquet").metadata[b"huggingface"])
     names = metadata["info"]["features"]["label"]["names"]
     data = scratch / "data"
-    if kind == "instance":
+    if kind == "human":
+        noisy = human_labels(args, train_rows, column=rate)
+    elif kind == "instance":
         reference = reference_for(args, scratch, train_rows, true_labels)
         noisy = instance_dependent_noise(true_labels, reference, rate=rate, seed=args.seed)
     else:
@@ -170,6 +180,22 @@ def training_rows(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     labels = pq.read_table(Path(args.data) / "train.parquet", columns=["label"]).column("label").to_numpy()
     rows = first_per_class(labels, args.train_per_class, args.smallest_class)
     return rows, labels[rows]
+
+
+def human_rows(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """(row numbers, true labels) of the CIFAR-10N protocol: the first --human-rows rows that --human-labels covers,
+    in order (rows 25,000 to 34,999 of CIFAR-10's training split for the development half)."""
+    covered = pq.read_table(args.human_labels, columns=["row"]).column("row").to_numpy()
+    rows = np.sort(covered)[: args.human_rows]
+    labels = pq.read_table(Path(args.data) / "train.parquet", columns=["label"]).column("label").to_numpy()
+    return rows, labels[rows]
+
+
+def human_labels(args: argparse.Namespace, rows: np.ndarray, *, column: str) -> np.ndarray:
+    """The annotators' labels (`column` of --human-labels: worst, aggre, random1..3) of the training `rows`."""
+    table = pq.read_table(args.human_labels, columns=["row", column])
+    by_row = dict(zip(table.column("row").to_numpy().tolist(), table.column(column).to_numpy().tolist()))
+    return np.array([by_row[row] for row in rows.tolist()], dtype=np.int64)
 
 
 def reference_for(args: argparse.Namespace, scratch: Path, train_rows: np.ndarray, true_labels: np.ndarray,

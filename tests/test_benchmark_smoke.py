@@ -167,6 +167,24 @@ def test_the_speed_benchmark_times_the_bare_network_each_variant_and_the_memory(
     assert re.search(r"peak resident memory of `labelscrub clean` \(1 epoch, child process\): [\d.]+ GiB", run.stdout)
 
 
+@pytest.mark.e2e
+def test_the_cpu_loop_compares_fp32_and_bf16_with_the_sections_of_an_epoch(bench_data):
+    data, cache = bench_data
+    sizes = ["--train-per-class", "6", "--batch-size", "8", "--bare-steps", "1", "--rho-max", "0.3"]
+    run = script("speed_benchmark.py", "--cpu-loop", "--sides", "8", data=data, cache=cache, epochs=3, sizes=sizes)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert [(row["side"], row["precision"]) for row in rows] == [(8, "fp32"), (8, "bf16")]
+    for row in rows:
+        assert row["seconds_per_epoch"] > 0 and row["train_images_per_second"] > 0
+        assert row["measurement_seconds_per_epoch"] > 0  # 30% left out from the second epoch on
+        assert set(row["shares"]) == {"training step", "augmentation", "batching", "left-out measurement",
+                                      "recording"}
+        assert all(share >= 0 for share in row["shares"].values())
+        assert sum(row["shares"].values()) == pytest.approx(1.0)
+    assert "| 8 | fp32 |" in run.stdout and "| 8 | bf16 |" in run.stdout
+
+
 def shell_commands(text: str) -> list[str]:
     """The benchmark invocations of a shell script: each `benchmarks/NAME.py ...` up to the end of its command, and
     each call of a shell function that passes its arguments ("$@") to one, with the arrays they expand
