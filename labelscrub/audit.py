@@ -35,6 +35,11 @@ REPORT_COLUMNS = ["sample_id", "label", "predicted", "p_label", "loss", "loss_tr
                   "first_dropped_epoch", "score", "confused_with", "suggested_label", "suggestion_confidence", "error"]
 SHOWN_OPTIONS = ["epochs", "warmup", "ramp", "rho_max", "select", "rank_by", "smoothing", "loss_pass", "stem",
                  "image_size", "batch_size", "lr", "seed", "relabel"]
+# What the page reads from run.json, so a file of another shape is refused in one line instead of a traceback
+RUN_COUNTS = ("samples", "classes", "dropped", "in_manifest", "unreadable")
+RUN_SECTIONS = {"config": dict, "noise": dict, "epochs": list, "unreadable_samples": list, "dropped_by_class": dict}
+RUN_RECORDS = {"epochs": set(), "unreadable_samples": {"sample_id", "error"},
+               "noise_matrix": {"given", "predicted", "count"}}
 
 
 @dataclass(frozen=True)
@@ -99,9 +104,41 @@ def _read_run_json(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise LabelscrubError(f"{run_dir}: no run.json here; pass the --out folder of a finished `labelscrub clean`")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        run = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LabelscrubError(f"{path}: not readable JSON ({error}); rerun `labelscrub clean`") from None
+    problem = _shape_problem(run)
+    if problem is not None:
+        raise LabelscrubError(f"{path}: not the run.json of a labelscrub run ({problem}); pass the --out folder of "
+                              "`labelscrub clean`, or rerun it to write run.json again")
+    return run
+
+
+def _shape_problem(run: Any) -> str | None:
+    """What in a parsed run.json the page could not read, or None: the parts it uses must have their types."""
+    if not isinstance(run, dict):
+        return f"a JSON {type(run).__name__} instead of an object"
+    names = run.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        return "class_names is missing or not a list of names"
+    counts = run.get("counts")
+    if not isinstance(counts, dict) or not all(_is_count(counts.get(name)) for name in RUN_COUNTS):
+        return f"counts is missing or lacks one of {', '.join(RUN_COUNTS)}"
+    for name, kind in RUN_SECTIONS.items():
+        if run.get(name) is not None and not isinstance(run[name], kind):
+            return f"{name} is not a JSON {'object' if kind is dict else 'list'}"
+    noise = run.get("noise") or {}
+    if not isinstance(noise.get("classes") or {}, dict) or not isinstance(noise.get("noise_matrix") or [], list):
+        return "noise.classes or noise.noise_matrix has the wrong type"
+    for name, fields in RUN_RECORDS.items():
+        records = noise.get(name) if name == "noise_matrix" else run.get(name)
+        if not all(isinstance(record, dict) and fields <= set(record) for record in records or []):
+            return f"an entry of {name} is not an object with {', '.join(sorted(fields)) or 'fields'}"
+    return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _read_report(run_dir: Path) -> dict[str, np.ndarray]:

@@ -122,6 +122,27 @@ def test_cli_writes_the_page_and_refuses_a_folder_that_is_not_a_run(hostile_run,
     assert missing.output.strip().splitlines()[-1].startswith("Error: ") and "no run.json" in missing.output
 
 
+@pytest.mark.parametrize("content, problem", [
+    ("[1, 2]", "a JSON list instead of an object"),
+    ("not json {", "not readable JSON"),
+    ('{"counts": {}}', "class_names is missing"),
+    ('{"class_names": ["a"]}', "counts is missing"),
+    ('{"class_names": ["a"], "counts": {"samples": 3}}', "counts is missing or lacks one of"),
+    ('{"class_names": ["a"], "counts": {"samples": 1, "classes": 1, "dropped": 0, "in_manifest": 1, '
+     '"unreadable": 0}, "epochs": [1]}', "an entry of epochs"),
+    ('{"class_names": ["a"], "counts": {"samples": 1, "classes": 1, "dropped": 0, "in_manifest": 1, '
+     '"unreadable": 0}, "noise": [0.1]}', "noise is not a JSON object"),
+])
+def test_a_run_json_of_the_wrong_shape_is_a_one_line_error_naming_it(hostile_run, tmp_path, content, problem):
+    (hostile_run / "run.json").write_text(content)
+    result = CliRunner().invoke(cli, ["audit", str(hostile_run), "-o", str(tmp_path / "page.html")])
+    assert result.exit_code != 0 and "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)  # click's one-line error, not an escaped exception
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {hostile_run / 'run.json'}: ") and problem in lines[0]
+    assert "rerun" in lines[0] and not (tmp_path / "page.html").exists()
+
+
 @pytest.mark.e2e
 def test_clean_writes_the_page_unless_told_not_to(tmp_path):
     data = tiny_digits(tmp_path / "digits", train_per_class=6, heldout_per_class=2)
