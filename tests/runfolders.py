@@ -16,16 +16,17 @@ from labelscrub.sources import open_data
 
 def fake_run(run_dir: Path, data: Path, *, dropped: list[str], suggested: dict[str, int] | None = None,
              unreadable: tuple[str, ...] = (), relabel: bool = False, scores: dict[str, float] | None = None,
-             with_run_json: bool = False) -> Path:
+             with_run_json: bool = False, id_column: str | None = None) -> Path:
     """A clean run's folder: the report of `data` with the `dropped` sample ids left out and, per sample id, a
     suggested class index and a score (default 0). With `with_run_json`, also the run.json such a run writes
-    (the counts, per-class rows and noise matrix that follow from the report, three epochs of curves)."""
-    images = open_data(data).train
+    (the counts, per-class rows and noise matrix that follow from the report, three epochs of curves). `id_column`:
+    the Parquet column of sample ids, as `clean --id-column` takes it."""
+    images = open_data(data, id_column=id_column).train
     count = len(images)
     zeros = np.zeros(count, np.float32)
     suggestions = suggested or {}
     score = np.array([(scores or {}).get(i, 0.0) for i in images.sample_ids], np.float32)
-    metadata = {"data": str(data.resolve()), "config": CleanConfig(relabel=relabel).to_dict(),
+    metadata = {"data": str(data.resolve()), "config": CleanConfig(relabel=relabel, id_column=id_column).to_dict(),
                 "class_names": images.class_names}
     is_dropped = np.isin(images.sample_ids, dropped)
     errors = ["cannot decode the image" if i in unreadable else None for i in images.sample_ids]
