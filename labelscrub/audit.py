@@ -38,6 +38,7 @@ SHOWN_OPTIONS = ["epochs", "warmup", "ramp", "rho_max", "select", "rank_by", "sm
 # What the page reads from run.json, so a file of another shape is refused in one line instead of a traceback
 RUN_COUNTS = ("samples", "classes", "dropped", "in_manifest", "unreadable")
 RUN_SECTIONS = {"config": dict, "noise": dict, "epochs": list, "unreadable_samples": list, "dropped_by_class": dict}
+RUN_IDENTITY = ("outputs", "counts", "class_names", "config", "timings", "epochs")  # differ between runs
 RUN_RECORDS = {"epochs": set(), "unreadable_samples": {"sample_id", "error"},
                "noise_matrix": {"given", "predicted", "count"}}
 
@@ -217,7 +218,7 @@ def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], cla
         "matrix": _matrix(noise.get("noise_matrix") or [], class_names),
         "unreadable": run.get("unreadable_samples", []),
         "gallery_rule": f"{limit} samples of each class with the highest scores, {len(shown):,} in all",
-        "page_data": {"key": _storage_key(run_dir, run), "classes": class_names,
+        "page_data": {"key": _storage_key(run), "classes": class_names,
                       "loss_top": _sparkline_top(report, shown),
                       "cards": _cards(report, shown, pictures, config)},
     }
@@ -304,9 +305,10 @@ def _sparkline_top(report: dict[str, np.ndarray], shown: np.ndarray) -> float:
     return float(max(np.percentile(values, SPARKLINE_QUANTILE), 1e-6)) if values else 1.0
 
 
-def _storage_key(run_dir: Path, run: dict[str, Any]) -> str:
-    """Where the page keeps decisions in the browser: one key per run (its folder and its outputs)."""
-    identity = json.dumps([str(run_dir.resolve()), run.get("outputs"), run.get("counts")], sort_keys=True)
+def _storage_key(run: dict[str, Any]) -> str:
+    """Where the page keeps decisions in the browser: one key per run, from what run.json says about it (outputs,
+    counts, timings, curves), not where its folder is now, so a page rebuilt after the folder moved finds them."""
+    identity = json.dumps([run.get(name) for name in RUN_IDENTITY], sort_keys=True)
     return "labelscrub-audit:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from labelscrub.charts import Series, heatmap, line_chart
 
 MAX_UNREADABLE_SHOWN = 100  # run.json keeps the first 100 as well
+# The page script, in this order inside one <script> element: later files use what earlier ones define
+SCRIPT_FILES = ("decisions.js", "audit.js")
 
 
 def render_page(view: dict[str, Any]) -> str:
@@ -39,7 +41,8 @@ def render_page(view: dict[str, Any]) -> str:
 {_unreadable(view)}
 </main>
 <script type="application/json" id="audit-data">{_script_json(view['page_data'])}</script>
-<script>{assets.joinpath("audit.js").read_text(encoding="utf-8")}</script>
+<script>"use strict";
+{"".join(assets.joinpath(name).read_text(encoding="utf-8") for name in SCRIPT_FILES)}</script>
 </body></html>
 """
 
@@ -121,7 +124,9 @@ def _gallery(view: dict[str, Any]) -> str:
     return f"""<section id="review"><h2>Suspects to review</h2>
 <p class="muted">The {escape(view['gallery_rule'])}. Set each card to keep, drop or relabel and tick reviewed;
 decisions stay in this browser. <b>Download decisions</b>, then
-<code>labelscrub apply {escape(view['run_dir'])} decisions.csv</code> writes a manifest with them.</p>
+<code>labelscrub apply {escape(view['run_dir'])} decisions.csv</code> writes a manifest with them; <b>Import
+decisions</b> reads such a file back, to go on in another browser. Ids and classes that start with =, +, - or @ are
+written with a leading apostrophe, so spreadsheets keep them as text.</p>
 <div class="toolbar">
 <label>class <select id="filter-class"><option value="">all classes</option></select></label>
 <label>show <select id="filter-status"><option value="all">all</option><option value="dropped">dropped</option>
@@ -132,7 +137,9 @@ decisions stay in this browser. <b>Download decisions</b>, then
 <option value="loss">highest final loss</option><option value="p_given">lowest p(label)</option>
 <option value="id">sample id</option></select></label>
 <button id="download" class="primary" type="button">Download decisions</button>
+<label class="import">Import decisions <input id="import" type="file" accept=".csv,text/csv"></label>
 <button id="reset" type="button">Reset</button>
+<span id="import-status"></span>
 <span id="shown"></span><span id="tally"></span>
 </div>
 <div id="gallery"></div>

@@ -88,6 +88,16 @@ def test_without_its_data_the_page_is_written_without_pictures_and_says_so(hosti
     assert all(card["picture"] is None for card in page_data(page)["cards"])
 
 
+def test_decisions_kept_in_the_browser_follow_the_run_not_where_its_folder_is(hostile_run, tmp_path):
+    key = page_data(labelscrub.write_audit(hostile_run).path.read_text())["key"]
+    moved = shutil.move(hostile_run, tmp_path / "moved")
+    assert page_data(labelscrub.write_audit(moved).path.read_text())["key"] == key  # the page finds them again
+    run = json.loads((moved / "run.json").read_text())
+    run["timings"] = {"total_seconds": 12.5}  # another run of the same data
+    (moved / "run.json").write_text(json.dumps(run))
+    assert page_data(labelscrub.write_audit(moved).path.read_text())["key"] != key
+
+
 def test_parquet_thumbnails_come_from_the_rows_shown(tmp_path):
     data = write_parquet(tmp_path / "data" / "train.parquet", {
         "image": [encode(colour_for(index), side=120) for index in range(9)],

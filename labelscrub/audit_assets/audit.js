@@ -1,33 +1,16 @@
-// The audit page's gallery and review decisions: inlined into audit.html by labelscrub/audit_page.py.
+// The audit page's gallery: cards built from the JSON block, filters, and the review controls. Part of the page
+// script that labelscrub/audit_page.py assembles (after decisions.js, whose reviewDecisions() keeps the decisions).
 // Every value from the data goes into the page through textContent or setAttribute, never as HTML.
-"use strict";
 (function () {
   const data = JSON.parse(document.getElementById("audit-data").textContent);
   const classes = data.classes;
   const SVG = "http://www.w3.org/2000/svg";
 
-  // Decisions a person made, by sample id: {decision, label, reviewed}. Kept in localStorage per run, so they
-  // survive a reload; cards without an entry show what labelscrub decided.
-  let saved = {};
-  try {
-    saved = JSON.parse(localStorage.getItem(data.key) || "{}") || {};
-  } catch (error) {
-    saved = {};
-  }
-  function store() {
-    try {
-      localStorage.setItem(data.key, JSON.stringify(saved));
-    } catch (error) {
-      // private browsing or a full quota: the decisions still live in the page until it is closed
-    }
-  }
-  function decisionOf(card) {
-    return saved[card.id] || { decision: card.run_decision, label: card.run_label, reviewed: false };
-  }
-  function changed(card, decision) {
-    return decision.decision !== card.run_decision ||
-      (decision.decision === "relabel" && decision.label !== card.run_label);
-  }
+  // Decisions a person made, by sample id, kept in localStorage per run so they survive a reload; cards without
+  // one show what labelscrub decided.
+  const decisions = reviewDecisions(data);
+  const decisionOf = decisions.of;
+  const changed = decisions.changed;
 
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -143,13 +126,7 @@
         label: choice.value === "relabel" ? Number(target.value) : card.given,
         reviewed: reviewedBox.checked,
       };
-      if (choice.value === "relabel" && decision.label === card.given) decision.decision = "keep";
-      if (!changed(card, decision) && !decision.reviewed) {
-        delete saved[card.id];
-      } else {
-        saved[card.id] = decision;
-      }
-      store();
+      decisions.set(card, decision);
       show();
       tally();
     }
@@ -233,22 +210,9 @@
     document.getElementById("tally").textContent = altered + " changed, " + reviewed + " reviewed";
   }
 
-  function csvField(text) {
-    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
-  }
-  function decisionsCsv() {
-    const lines = ["sample_id,decision,label"];
-    data.cards.forEach((card) => {
-      const decision = decisionOf(card);
-      if (!changed(card, decision) && !decision.reviewed) return;
-      const label = decision.decision === "relabel" ? decision.label : card.given;
-      lines.push([card.id, decision.decision, classes[label]].map(csvField).join(","));
-    });
-    return lines.join("\n") + "\n";
-  }
   document.getElementById("download").addEventListener("click", () => {
     const link = element("a");
-    link.href = URL.createObjectURL(new Blob([decisionsCsv()], { type: "text/csv" }));
+    link.href = URL.createObjectURL(new Blob([decisions.csv()], { type: "text/csv" }));
     link.download = "decisions.csv";
     document.body.appendChild(link);
     link.click();
@@ -256,9 +220,26 @@
   });
   document.getElementById("reset").addEventListener("click", () => {
     if (!window.confirm("Forget every decision made on this page?")) return;
-    saved = {};
-    store();
+    decisions.clear();
     nodes.clear();  // rebuilt from labelscrub's decisions as they are shown again
+    render();
+    tally();
+  });
+  const importStatus = document.getElementById("import-status");
+  document.getElementById("import").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    try {
+      const { rows, elsewhere } = decisions.importCsv(await file.text());
+      importStatus.textContent = "imported " + rows + " decisions from " + file.name + (elsewhere ?
+        " (" + elsewhere + " for samples without a card here: kept, and downloaded again)" : "");
+      importStatus.classList.remove("failed");
+    } catch (error) {
+      importStatus.textContent = file.name + " not imported: " + error.message;
+      importStatus.classList.add("failed");
+    }
+    event.target.value = "";  // choosing the same file again imports it again
+    nodes.clear();  // rebuilt with the imported decisions as they are shown again
     render();
     tally();
   });
