@@ -2,8 +2,8 @@
 on them and download their decisions for `labelscrub apply`.
 
 Tables and curves come from run.json; the gallery holds the most suspicious samples of each class (highest score
-first), at most about MAX_SHOWN in all, with thumbnails read from the run's DATA. When DATA has moved or is gone
-the page is still written, without pictures, and says so.
+first), at most MAX_SHOWN in all unless --per-class asks for more, with thumbnails read from the run's DATA. When
+DATA has moved or is gone the page is still written, without pictures, and says so.
 """
 
 from __future__ import annotations
@@ -63,13 +63,14 @@ def write_audit(run_dir: str | Path, out: str | Path | None = None, *, per_class
     run = _read_run_json(run_dir)
     report = _read_report(run_dir)
     class_names = list(run["class_names"])
-    shown = gallery_rows(report, len(class_names), per_class)
+    shown, capped = gallery_rows(report, len(class_names), per_class)
     notices: list[str] = []
     # the report's metadata holds DATA as an absolute path; run.json holds it as typed, maybe relative
     run["data"] = read_report_metadata(run_dir / "report.parquet").get("data") or run.get("data")
     images = _open_images(run["data"], run.get("config", {}), notices)
     pictures = _pictures(images, report, shown, notices)
-    view = _view(run_dir, run, report, class_names, shown, pictures, per_class, notices)
+    rule = _gallery_rule(report, shown, capped, len(class_names), per_class_limit(len(class_names), per_class))
+    view = _view(run_dir, run, report, class_names, shown, pictures, rule, notices)
     target = Path(out) if out is not None else run_dir / AUDIT_NAME
     page = render_page(view)
     write_text(target, page)
@@ -87,17 +88,31 @@ def per_class_limit(num_classes: int, per_class: int | None) -> int:
     return max(1, min(DEFAULT_PER_CLASS, MAX_SHOWN // max(1, num_classes)))
 
 
-def gallery_rows(report: dict[str, np.ndarray], num_classes: int, per_class: int | None) -> np.ndarray:
-    """Report rows shown in the gallery: per given class, the readable samples with the highest scores."""
+def gallery_rows(report: dict[str, np.ndarray], num_classes: int, per_class: int | None) -> tuple[np.ndarray, bool]:
+    """Report rows shown in the gallery, class by class: per given class the readable samples with the highest
+    scores (ties in report order). Without `per_class`, at most MAX_SHOWN in all: with more classes than that, the
+    highest scores of all classes, and the rest of the classes have no card. Also says whether that cap cut it."""
     limit = per_class_limit(num_classes, per_class)
-    readable = report["error_free"] & (report["label"] >= 0)
     score = np.where(np.isnan(report["score"]), -np.inf, report["score"])
-    chosen = []
-    for label in range(num_classes):
-        members = np.flatnonzero(readable & (report["label"] == label))
-        order = members[np.argsort(-score[members], kind="stable")]
-        chosen.append(order[:limit])
-    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    candidates = np.flatnonzero(report["error_free"] & (report["label"] >= 0))
+    by_class = candidates[np.lexsort((-score[candidates], report["label"][candidates]))]
+    labels = report["label"][by_class]
+    rank_in_class = np.arange(len(by_class)) - np.searchsorted(labels, labels, side="left")
+    chosen = by_class[rank_in_class < limit]
+    if per_class is not None or len(chosen) <= MAX_SHOWN:
+        return chosen, False
+    highest = np.argsort(-score[chosen], kind="stable")[:MAX_SHOWN]
+    return chosen[np.sort(highest)], True  # sorted positions keep the class-by-class order
+
+
+def _gallery_rule(report: dict[str, np.ndarray], shown: np.ndarray, capped: bool, num_classes: int,
+                  limit: int) -> str:
+    if not capped:
+        return f"{limit} samples of each class with the highest scores, {len(shown):,} in all"
+    without = num_classes - len(np.unique(report["label"][shown]))
+    return (f"{len(shown):,} samples with the highest scores of all classes, at most {limit} of each: the gallery "
+            f"holds at most {MAX_SHOWN:,}, so {without:,} of the {num_classes:,} classes have no card here "
+            "(report.parquet has every sample)")
 
 
 def _read_run_json(run_dir: Path) -> dict[str, Any]:
@@ -199,10 +214,9 @@ def _pictures(images: LabeledImages | None, report: dict[str, np.ndarray], shown
 
 
 def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], class_names: list[str],
-          shown: np.ndarray, pictures: dict[int, str], per_class: int | None, notices: list[str]) -> dict[str, Any]:
+          shown: np.ndarray, pictures: dict[int, str], gallery_rule: str, notices: list[str]) -> dict[str, Any]:
     config = run.get("config", {})
     noise = run.get("noise") or {}
-    limit = per_class_limit(len(class_names), per_class)
     return {
         "run_name": run_dir.resolve().name,
         "run_dir": _as_shown(run_dir),
@@ -217,7 +231,7 @@ def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], cla
         "classes": _class_rows(run, class_names),
         "matrix": _matrix(noise.get("noise_matrix") or [], class_names),
         "unreadable": run.get("unreadable_samples", []),
-        "gallery_rule": f"{limit} samples of each class with the highest scores, {len(shown):,} in all",
+        "gallery_rule": gallery_rule,
         "page_data": {"key": _storage_key(run), "classes": class_names,
                       "loss_top": _sparkline_top(report, shown),
                       "cards": _cards(report, shown, pictures, config)},
@@ -271,15 +285,16 @@ def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int,
            config: dict[str, Any]) -> list[dict[str, Any]]:
     readable = report["error_free"] & (report["label"] >= 0)
     scores = np.where(readable & ~np.isnan(report["score"]), report["score"], -np.inf)
-    # rank: the share of readable samples scoring at least as high (0 = the most suspicious)
-    ranked = np.sort(scores[readable])[::-1]
+    # rank: the share of readable samples scoring at least as high (0 = the most suspicious), for all shown at once
+    ascending = np.sort(scores[readable])
+    at_least = len(ascending) - np.searchsorted(ascending, scores[shown], side="left")
+    ranks = at_least / max(1, len(ascending))
     # what the run's manifest did with each sample, as `clean` wrote it (`clean --relabel` keeps dropped samples
     # that have a suggestion, under it)
     in_manifest, manifest_labels = run_manifest(report["label"], report["dropped"], report["suggested"],
                                                 usable=readable, relabel=bool(config.get("relabel")))
     cards = []
-    for row in shown.tolist():
-        rank = int(np.searchsorted(-ranked, -scores[row], side="right")) / max(1, len(ranked))
+    for row, rank in zip(shown.tolist(), ranks.tolist()):
         suggested = int(report["suggested"][row])
         given = int(report["label"][row])
         dropped = bool(report["dropped"][row])

@@ -16,7 +16,7 @@ from labelscrub.charts import Series, heatmap, line_chart
 
 MAX_UNREADABLE_SHOWN = 100  # run.json keeps the first 100 as well
 # The page script, in this order inside one <script> element: later files use what earlier ones define
-SCRIPT_FILES = ("decisions.js", "audit.js")
+SCRIPT_FILES = ("decisions.js", "picker.js", "audit.js")
 
 
 def render_page(view: dict[str, Any]) -> str:

@@ -8,14 +8,15 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from imagedata import colour_for, encode, write_image, write_parquet
 from PIL import Image
-from runfolders import fake_run, tiny_digits
+from runfolders import fake_run, synthetic_run, tiny_digits
 
 import labelscrub
-from labelscrub.audit import MAX_SHOWN, per_class_limit
+from labelscrub.audit import MAX_SHOWN, gallery_rows, per_class_limit
 from labelscrub.cli import cli
 
 HOSTILE_CLASS = "<img src=x onerror=alert(1)>"
@@ -121,6 +122,25 @@ def test_the_gallery_stays_near_two_thousand_cards_whatever_the_number_of_classe
     assert per_class_limit(1000, 7) == 7  # --per-class raises it
     with pytest.raises(labelscrub.LabelscrubError, match="--per-class must be at least 1"):
         per_class_limit(10, 0)
+
+
+def test_with_more_classes_than_cards_the_gallery_holds_the_most_suspicious_of_all_and_the_page_says_so(tmp_path):
+    classes = 2 * MAX_SHOWN + 500
+    rng = np.random.default_rng(0)
+    report = {"label": np.repeat(np.arange(classes), 2), "score": rng.random(2 * classes),
+              "error_free": np.ones(2 * classes, bool)}
+    shown, capped = gallery_rows(report, classes, None)
+    assert capped and len(shown) == MAX_SHOWN
+    score = report["score"]
+    best_of_class = np.where(score[0::2] >= score[1::2], np.arange(0, 2 * classes, 2), np.arange(1, 2 * classes, 2))
+    assert set(shown) == set(best_of_class[np.argsort(-score[best_of_class])[:MAX_SHOWN]])  # highest of all classes
+    assert gallery_rows(report, classes, 1)[0].size == classes  # --per-class asks for more, and gets it
+
+    names = [f"class {index}" for index in range(classes)]
+    run = synthetic_run(tmp_path / "run", class_names=names, samples=2 * classes)
+    page = labelscrub.write_audit(run).path.read_text()
+    assert len(page_data(page)["cards"]) == MAX_SHOWN
+    assert f"the gallery holds at most {MAX_SHOWN:,}, so" in page and f"of the {classes:,} classes have no card" in page
 
 
 def test_cli_writes_the_page_and_refuses_a_folder_that_is_not_a_run(hostile_run, tmp_path):

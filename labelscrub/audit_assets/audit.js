@@ -10,6 +10,7 @@
   // one show what labelscrub decided.
   const decisions = reviewDecisions(data);
   const decisionOf = decisions.of;
+  const picker = classPicker(classes);
   const changed = decisions.changed;
 
   function element(tag, className, text) {
@@ -51,17 +52,6 @@
     return svg;
   }
 
-  function classSelect(selected) {
-    const select = element("select");
-    classes.forEach((name, index) => {
-      const option = element("option", "", name);
-      option.value = String(index);
-      option.selected = index === selected;
-      select.appendChild(option);
-    });
-    return select;
-  }
-
   function buildCard(card) {
     const node = element("article", "card");
     node.dataset.id = card.id;
@@ -96,7 +86,9 @@
       option.value = word;
       choice.appendChild(option);
     });
-    const target = classSelect(0);
+    const target = element("button", "target");  // opens the page's one class picker
+    target.type = "button";
+    target.title = "relabel to another class";
     const reviewedBox = element("input");
     reviewedBox.type = "checkbox";
     const reviewedLabel = element("label");
@@ -109,10 +101,13 @@
     const note = element("div", "changed", "");
     node.appendChild(note);
 
+    let relabelTo = card.given;
     function show() {
       const decision = decisionOf(card);
       choice.value = decision.decision;
-      target.value = String(decision.label);
+      relabelTo = decision.decision === "relabel" ? decision.label : relabelTo;
+      target.textContent = classes[relabelTo] + " \u25be";
+      target.dataset.label = String(relabelTo);
       target.hidden = decision.decision !== "relabel";
       reviewedBox.checked = decision.reviewed;
       node.classList.toggle("drop", decision.decision === "drop");
@@ -123,7 +118,7 @@
     function update() {
       const decision = {
         decision: choice.value,
-        label: choice.value === "relabel" ? Number(target.value) : card.given,
+        label: choice.value === "relabel" ? relabelTo : card.given,
         reviewed: reviewedBox.checked,
       };
       decisions.set(card, decision);
@@ -131,13 +126,16 @@
       tally();
     }
     choice.addEventListener("change", () => {
-      if (choice.value === "relabel" && Number(target.value) === card.given) {
-        target.value = String(card.suggested >= 0 && card.suggested !== card.given ? card.suggested :
-          (card.predicted >= 0 && card.predicted !== card.given ? card.predicted : (card.given + 1) % classes.length));
+      if (choice.value === "relabel" && relabelTo === card.given) {
+        relabelTo = card.suggested >= 0 && card.suggested !== card.given ? card.suggested :
+          (card.predicted >= 0 && card.predicted !== card.given ? card.predicted : (card.given + 1) % classes.length);
       }
       update();
     });
-    target.addEventListener("change", update);
+    target.addEventListener("click", () => picker.open(target, (label) => {
+      relabelTo = label;
+      update();
+    }));
     reviewedBox.addEventListener("change", update);
     show();
     return node;
