@@ -29,6 +29,8 @@ from labelscrub.thumbnails import thumbnails
 AUDIT_NAME = "audit.html"
 MAX_SHOWN = 2000  # cards in the gallery, all classes together, unless --per-class asks for more
 DEFAULT_PER_CLASS = 60  # cards per class when there are few classes
+EXAMPLES_PER_CLASS = 3  # confident samples of a class shown beside its suspects
+MAX_EXAMPLES = 2000  # examples in all: at most as many pictures again as the gallery's (fewer per class)
 MAX_MATRIX_CLASSES = 20  # the noise matrix shows the classes with the most dropped samples
 SPARKLINE_QUANTILE = 99  # sparklines share one scale: this percentile of the shown losses
 REPORT_COLUMNS = ["sample_id", "label", "predicted", "p_label", "loss", "loss_trajectory", "dropped",
@@ -68,13 +70,17 @@ def write_audit(run_dir: str | Path, out: str | Path | None = None, *, per_class
     # the report's metadata holds DATA as an absolute path; run.json holds it as typed, maybe relative
     run["data"] = read_report_metadata(run_dir / "report.parquet").get("data") or run.get("data")
     images = _open_images(run["data"], run.get("config", {}), notices)
-    pictures = _pictures(images, report, shown, notices)
+    examples = example_rows(report, shown)
+    pictured = np.union1d(shown, [row for rows in examples.values() for row in rows]).astype(np.int64)
+    pictures = _pictures(images, report, pictured, notices)
     rule = _gallery_rule(report, shown, capped, len(class_names), per_class_limit(len(class_names), per_class))
     view = _view(run_dir, run, report, class_names, shown, pictures, rule, notices)
+    view["page_data"]["examples"] = _examples(report, examples, pictures, len(class_names))
     target = Path(out) if out is not None else run_dir / AUDIT_NAME
     page = render_page(view)
     write_text(target, page)
-    return AuditResult(path=target, cards=len(shown), pictures=len(pictures), size_bytes=len(page.encode()),
+    with_picture = sum(row in pictures for row in shown.tolist())  # of the cards; examples have pictures too
+    return AuditResult(path=target, cards=len(shown), pictures=with_picture, size_bytes=len(page.encode()),
                        notices=notices)
 
 
@@ -95,14 +101,37 @@ def gallery_rows(report: dict[str, np.ndarray], num_classes: int, per_class: int
     limit = per_class_limit(num_classes, per_class)
     score = np.where(np.isnan(report["score"]), -np.inf, report["score"])
     candidates = np.flatnonzero(report["error_free"] & (report["label"] >= 0))
-    by_class = candidates[np.lexsort((-score[candidates], report["label"][candidates]))]
-    labels = report["label"][by_class]
-    rank_in_class = np.arange(len(by_class)) - np.searchsorted(labels, labels, side="left")
-    chosen = by_class[rank_in_class < limit]
+    chosen = _highest_per_class(candidates, score, report["label"], limit)
     if per_class is not None or len(chosen) <= MAX_SHOWN:
         return chosen, False
     highest = np.argsort(-score[chosen], kind="stable")[:MAX_SHOWN]
     return chosen[np.sort(highest)], True  # sorted positions keep the class-by-class order
+
+
+def example_rows(report: dict[str, np.ndarray], shown: np.ndarray) -> dict[int, list[int]]:
+    """Per class a shown sample is labelled as or suggested for, its most confident samples (readable, not dropped,
+    highest p(label) first): what the class looks like, beside the suspects to compare with. EXAMPLES_PER_CLASS of
+    each, fewer when that would pass MAX_EXAMPLES in all."""
+    needed = np.union1d(report["label"][shown], report["suggested"][shown])
+    needed = needed[needed >= 0]
+    if not len(needed):
+        return {}
+    limit = min(EXAMPLES_PER_CLASS, max(1, MAX_EXAMPLES // len(needed)))
+    p_label = report["p_label"]
+    candidates = np.flatnonzero(report["error_free"] & ~report["dropped"] & np.isfinite(p_label)
+                                & np.isin(report["label"], needed))
+    examples: dict[int, list[int]] = {}
+    for row in _highest_per_class(candidates, p_label, report["label"], limit).tolist():
+        examples.setdefault(int(report["label"][row]), []).append(row)
+    return examples
+
+
+def _highest_per_class(rows: np.ndarray, values: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
+    """Of `rows`, at most `limit` per class with the highest `values` (ties in row order), class by class."""
+    by_class = rows[np.lexsort((-values[rows], labels[rows]))]
+    sorted_labels = labels[by_class]
+    rank_in_class = np.arange(len(by_class)) - np.searchsorted(sorted_labels, sorted_labels, side="left")
+    return by_class[rank_in_class < limit]
 
 
 def _gallery_rule(report: dict[str, np.ndarray], shown: np.ndarray, capped: bool, num_classes: int,
@@ -312,6 +341,16 @@ def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int,
             "picture": pictures.get(row), "run_decision": decision, "run_label": decided_label,
         })
     return cards
+
+
+def _examples(report: dict[str, np.ndarray], examples: dict[int, list[int]], pictures: dict[int, str],
+              num_classes: int) -> list[list[dict[str, Any]]]:
+    """The page's examples: per class index, a list (empty for classes no card needs) of id, picture, p(label)."""
+    listed: list[list[dict[str, Any]]] = [[] for _ in range(num_classes)]
+    for label, rows in examples.items():
+        listed[label] = [{"id": str(report["sample_id"][row]), "picture": pictures.get(row),
+                          "p": _rounded(report["p_label"][row], fallback=0.0)} for row in rows]
+    return listed
 
 
 def _sparkline_top(report: dict[str, np.ndarray], shown: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from labelscrub.charts import Series, heatmap, line_chart
 
 MAX_UNREADABLE_SHOWN = 100  # run.json keeps the first 100 as well
 # The page script, in this order inside one <script> element: later files use what earlier ones define
-SCRIPT_FILES = ("decisions.js", "picker.js", "audit.js")
+SCRIPT_FILES = ("decisions.js", "picker.js", "cards.js", "review_keys.js", "audit.js")
 
 
 def render_page(view: dict[str, Any]) -> str:
@@ -139,11 +139,25 @@ written with a leading apostrophe, so spreadsheets keep them as text.</p>
 <button id="download" class="primary" type="button">Download decisions</button>
 <label class="import">Import decisions <input id="import" type="file" accept=".csv,text/csv"></label>
 <button id="reset" type="button">Reset</button>
-<span id="import-status"></span>
+<button id="accept-shown" type="button" title="relabel every card shown that has a suggestion to it">Accept
+suggestions shown</button>
+<button id="keep-shown" type="button" title="keep every card shown under its label">Keep all shown</button>
+<span id="status"></span>
 <span id="shown"></span><span id="tally"></span>
 </div>
+<p class="keys muted">Keys: <kbd>j</kbd> <kbd>n</kbd> <kbd>&darr;</kbd> next card, <kbd>p</kbd> <kbd>&uarr;</kbd>
+previous, <kbd>k</kbd> keep, <kbd>d</kbd> drop, <kbd>r</kbd> relabel to the suggestion, <kbd>1</kbd>-<kbd>9</kbd>
+relabel to the first nine classes ({escape(_first_classes(view))}), <kbd>x</kbd> reviewed. Click a picture to
+enlarge it; <kbd>Esc</kbd> closes. Beside each card: the most confident samples of its label and of the
+suggestion.</p>
 <div id="gallery"></div>
 <p><button id="more" type="button">Show more</button></p></section>"""
+
+
+def _first_classes(view: dict[str, Any]) -> str:
+    names = view["page_data"]["classes"]
+    return ", ".join(f"{number} {name}" for number, name in enumerate(names[:9], start=1)) + \
+        (", ..." if len(names) > 9 else "")
 
 
 def _unreadable(view: dict[str, Any]) -> str:

@@ -16,11 +16,13 @@ from labelscrub.sources import open_data
 
 def fake_run(run_dir: Path, data: Path, *, dropped: list[str], suggested: dict[str, int] | None = None,
              unreadable: tuple[str, ...] = (), relabel: bool = False, scores: dict[str, float] | None = None,
-             with_run_json: bool = False, id_column: str | None = None) -> Path:
+             with_run_json: bool = False, id_column: str | None = None,
+             p_label: dict[str, float] | None = None) -> Path:
     """A clean run's folder: the report of `data` with the `dropped` sample ids left out and, per sample id, a
     suggested class index and a score (default 0). With `with_run_json`, also the run.json such a run writes
     (the counts, per-class rows and noise matrix that follow from the report, three epochs of curves). `id_column`:
-    the Parquet column of sample ids, as `clean --id-column` takes it."""
+    the Parquet column of sample ids, as `clean --id-column` takes it; `p_label`: per sample id, the probability of
+    its label (default 0)."""
     images = open_data(data, id_column=id_column).train
     count = len(images)
     zeros = np.zeros(count, np.float32)
@@ -31,7 +33,8 @@ def fake_run(run_dir: Path, data: Path, *, dropped: list[str], suggested: dict[s
     is_dropped = np.isin(images.sample_ids, dropped)
     errors = ["cannot decode the image" if i in unreadable else None for i in images.sample_ids]
     measured = SimpleNamespace(
-        predicted=images.labels, p_label=zeros, final_loss=zeros, score=score,
+        predicted=images.labels, final_loss=zeros, score=score,
+        p_label=np.array([(p_label or {}).get(i, 0.0) for i in images.sample_ids], np.float32),
         loss_history=np.tile(np.arange(3, dtype=np.float32)[:, None], (1, count)),
         kept_history=np.ones((3, count), bool), suggested=np.array([suggestions.get(i, -1) for i in images.sample_ids]),
         suggestion_confidence=zeros)

@@ -111,6 +111,7 @@ function reviewDecisions(data) {
   }
   return {
     of, changed, csv,
+    decided: (card) => saved.has(card.id),  // whether the person decided on it (else it shows the run's decision)
     set(card, decision) {
       set(card, decision);
       store();
