@@ -26,10 +26,11 @@ function classPicker(classes) {
   let matches = [];
   let active = 0;
 
-  function close() {
+  // `refocus`: give the focus back to the card's button; not when it left for something the person clicked
+  function close(refocus = true) {
     box.hidden = true;
     chosen = null;
-    if (opener) opener.focus();
+    if (opener && refocus) opener.focus();
     opener = null;
   }
   function pick(index) {
@@ -75,7 +76,7 @@ function classPicker(classes) {
     event.stopPropagation();  // the page's own shortcuts do not see keys meant for the picker
   });
   search.addEventListener("blur", () => {
-    if (!box.hidden) close();
+    if (!box.hidden) close(false);
   });
 
   return {
