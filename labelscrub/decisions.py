@@ -89,8 +89,8 @@ def _checked(path: Path, line: int, fields: list[str], run: _Run) -> Decision:
     if len(fields) != len(HEADER):
         raise _error(path, line, f"expected {len(HEADER)} fields ({','.join(HEADER)}), found {len(fields)}; "
                                  "quote a field that contains a comma")
-    sample_id, word, label = without_formula_guard(fields[0]), fields[1].strip(), fields[2].strip()
-    label = without_formula_guard(label)
+    sample_id, word = without_formula_guard(fields[0]), fields[1].strip()  # the id exactly as written
+    label = without_formula_guard(fields[2].strip())
     decision = word.lower()
     if decision not in DECISION_WORDS:
         raise _error(path, line, f"unknown decision {word!r}; use {', '.join(DECISION_WORDS)}")
