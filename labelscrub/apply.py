@@ -69,8 +69,8 @@ def apply_decisions(run_dir: str | Path, decisions: str | Path, *, out: str | Pa
     run_dir, decisions_path = Path(run_dir), Path(decisions)
     run = _read_run(run_dir)
     config, class_names = CleanConfig.from_dict(run.metadata["config"]), run.metadata["class_names"]
-    chosen = read_decisions(decisions_path, sample_ids=run.sample_ids, class_names=class_names,
-                            problems=run.problems)
+    chosen = read_decisions(decisions_path, sample_ids=run.sample_ids, labels=run.labels.tolist(),
+                            class_names=class_names, problems=run.problems)
     in_manifest, labels = run_manifest(run.labels, run.dropped, run.suggested,
                                        usable=np.array([problem is None for problem in run.problems]),
                                        relabel=config.relabel)

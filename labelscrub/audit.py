@@ -2,8 +2,8 @@
 on them and download their decisions for `labelscrub apply`.
 
 Tables and curves come from run.json; the gallery holds the most suspicious samples of each class (highest score
-first), at most about MAX_SHOWN in all, with thumbnails read from the run's DATA. When DATA has moved or is gone
-the page is still written, without pictures, and says so.
+first), at most MAX_SHOWN in all unless --per-class asks for more, with thumbnails read from the run's DATA. When
+DATA has moved or is gone the page is still written, without pictures, and says so.
 """
 
 from __future__ import annotations
@@ -29,12 +29,20 @@ from labelscrub.thumbnails import thumbnails
 AUDIT_NAME = "audit.html"
 MAX_SHOWN = 2000  # cards in the gallery, all classes together, unless --per-class asks for more
 DEFAULT_PER_CLASS = 60  # cards per class when there are few classes
+EXAMPLES_PER_CLASS = 3  # confident samples of a class shown beside its suspects
+MAX_EXAMPLES = 2000  # examples in all: at most as many pictures again as the gallery's (fewer per class)
 MAX_MATRIX_CLASSES = 20  # the noise matrix shows the classes with the most dropped samples
 SPARKLINE_QUANTILE = 99  # sparklines share one scale: this percentile of the shown losses
 REPORT_COLUMNS = ["sample_id", "label", "predicted", "p_label", "loss", "loss_trajectory", "dropped",
                   "first_dropped_epoch", "score", "confused_with", "suggested_label", "suggestion_confidence", "error"]
 SHOWN_OPTIONS = ["epochs", "warmup", "ramp", "rho_max", "select", "rank_by", "smoothing", "loss_pass", "stem",
                  "image_size", "batch_size", "lr", "seed", "relabel"]
+# What the page reads from run.json, so a file of another shape is refused in one line instead of a traceback
+RUN_COUNTS = ("samples", "classes", "dropped", "in_manifest", "unreadable")
+RUN_SECTIONS = {"config": dict, "noise": dict, "epochs": list, "unreadable_samples": list, "dropped_by_class": dict}
+RUN_IDENTITY = ("outputs", "counts", "class_names", "config", "timings", "epochs")  # differ between runs
+RUN_RECORDS = {"epochs": set(), "unreadable_samples": {"sample_id", "error"},
+               "noise_matrix": {"given", "predicted", "count"}}
 
 
 @dataclass(frozen=True)
@@ -57,17 +65,22 @@ def write_audit(run_dir: str | Path, out: str | Path | None = None, *, per_class
     run = _read_run_json(run_dir)
     report = _read_report(run_dir)
     class_names = list(run["class_names"])
-    shown = gallery_rows(report, len(class_names), per_class)
+    shown, capped = gallery_rows(report, len(class_names), per_class)
     notices: list[str] = []
     # the report's metadata holds DATA as an absolute path; run.json holds it as typed, maybe relative
     run["data"] = read_report_metadata(run_dir / "report.parquet").get("data") or run.get("data")
     images = _open_images(run["data"], run.get("config", {}), notices)
-    pictures = _pictures(images, report, shown, notices)
-    view = _view(run_dir, run, report, class_names, shown, pictures, per_class, notices)
+    examples = example_rows(report, shown)
+    pictured = np.union1d(shown, [row for rows in examples.values() for row in rows]).astype(np.int64)
+    pictures = _pictures(images, report, pictured, notices)
+    rule = _gallery_rule(report, shown, capped, len(class_names), per_class_limit(len(class_names), per_class))
+    view = _view(run_dir, run, report, class_names, shown, pictures, rule, notices)
+    view["page_data"]["examples"] = _examples(report, examples, pictures, len(class_names))
     target = Path(out) if out is not None else run_dir / AUDIT_NAME
     page = render_page(view)
     write_text(target, page)
-    return AuditResult(path=target, cards=len(shown), pictures=len(pictures), size_bytes=len(page.encode()),
+    with_picture = sum(row in pictures for row in shown.tolist())  # of the cards; examples have pictures too
+    return AuditResult(path=target, cards=len(shown), pictures=with_picture, size_bytes=len(page.encode()),
                        notices=notices)
 
 
@@ -81,17 +94,54 @@ def per_class_limit(num_classes: int, per_class: int | None) -> int:
     return max(1, min(DEFAULT_PER_CLASS, MAX_SHOWN // max(1, num_classes)))
 
 
-def gallery_rows(report: dict[str, np.ndarray], num_classes: int, per_class: int | None) -> np.ndarray:
-    """Report rows shown in the gallery: per given class, the readable samples with the highest scores."""
+def gallery_rows(report: dict[str, np.ndarray], num_classes: int, per_class: int | None) -> tuple[np.ndarray, bool]:
+    """Report rows shown in the gallery, class by class: per given class the readable samples with the highest
+    scores (ties in report order). Without `per_class`, at most MAX_SHOWN in all: with more classes than that, the
+    highest scores of all classes, and the rest of the classes have no card. Also says whether that cap cut it."""
     limit = per_class_limit(num_classes, per_class)
-    readable = report["error_free"] & (report["label"] >= 0)
     score = np.where(np.isnan(report["score"]), -np.inf, report["score"])
-    chosen = []
-    for label in range(num_classes):
-        members = np.flatnonzero(readable & (report["label"] == label))
-        order = members[np.argsort(-score[members], kind="stable")]
-        chosen.append(order[:limit])
-    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    candidates = np.flatnonzero(report["error_free"] & (report["label"] >= 0))
+    chosen = _highest_per_class(candidates, score, report["label"], limit)
+    if per_class is not None or len(chosen) <= MAX_SHOWN:
+        return chosen, False
+    highest = np.argsort(-score[chosen], kind="stable")[:MAX_SHOWN]
+    return chosen[np.sort(highest)], True  # sorted positions keep the class-by-class order
+
+
+def example_rows(report: dict[str, np.ndarray], shown: np.ndarray) -> dict[int, list[int]]:
+    """Per class a shown sample is labelled as or suggested for, its most confident samples (readable, not dropped,
+    highest p(label) first): what the class looks like, beside the suspects to compare with. EXAMPLES_PER_CLASS of
+    each, fewer when that would pass MAX_EXAMPLES in all."""
+    needed = np.union1d(report["label"][shown], report["suggested"][shown])
+    needed = needed[needed >= 0]
+    if not len(needed):
+        return {}
+    limit = min(EXAMPLES_PER_CLASS, max(1, MAX_EXAMPLES // len(needed)))
+    p_label = report["p_label"]
+    candidates = np.flatnonzero(report["error_free"] & ~report["dropped"] & np.isfinite(p_label)
+                                & np.isin(report["label"], needed))
+    examples: dict[int, list[int]] = {}
+    for row in _highest_per_class(candidates, p_label, report["label"], limit).tolist():
+        examples.setdefault(int(report["label"][row]), []).append(row)
+    return examples
+
+
+def _highest_per_class(rows: np.ndarray, values: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
+    """Of `rows`, at most `limit` per class with the highest `values` (ties in row order), class by class."""
+    by_class = rows[np.lexsort((-values[rows], labels[rows]))]
+    sorted_labels = labels[by_class]
+    rank_in_class = np.arange(len(by_class)) - np.searchsorted(sorted_labels, sorted_labels, side="left")
+    return by_class[rank_in_class < limit]
+
+
+def _gallery_rule(report: dict[str, np.ndarray], shown: np.ndarray, capped: bool, num_classes: int,
+                  limit: int) -> str:
+    if not capped:
+        return f"{limit} samples of each class with the highest scores, {len(shown):,} in all"
+    without = num_classes - len(np.unique(report["label"][shown]))
+    return (f"{len(shown):,} samples with the highest scores of all classes, at most {limit} of each: the gallery "
+            f"holds at most {MAX_SHOWN:,}, so {without:,} of the {num_classes:,} classes have no card here "
+            "(report.parquet has every sample)")
 
 
 def _read_run_json(run_dir: Path) -> dict[str, Any]:
@@ -99,9 +149,41 @@ def _read_run_json(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise LabelscrubError(f"{run_dir}: no run.json here; pass the --out folder of a finished `labelscrub clean`")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        run = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LabelscrubError(f"{path}: not readable JSON ({error}); rerun `labelscrub clean`") from None
+    problem = _shape_problem(run)
+    if problem is not None:
+        raise LabelscrubError(f"{path}: not the run.json of a labelscrub run ({problem}); pass the --out folder of "
+                              "`labelscrub clean`, or rerun it to write run.json again")
+    return run
+
+
+def _shape_problem(run: Any) -> str | None:
+    """What in a parsed run.json the page could not read, or None: the parts it uses must have their types."""
+    if not isinstance(run, dict):
+        return f"a JSON {type(run).__name__} instead of an object"
+    names = run.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        return "class_names is missing or not a list of names"
+    counts = run.get("counts")
+    if not isinstance(counts, dict) or not all(_is_count(counts.get(name)) for name in RUN_COUNTS):
+        return f"counts is missing or lacks one of {', '.join(RUN_COUNTS)}"
+    for name, kind in RUN_SECTIONS.items():
+        if run.get(name) is not None and not isinstance(run[name], kind):
+            return f"{name} is not a JSON {'object' if kind is dict else 'list'}"
+    noise = run.get("noise") or {}
+    if not isinstance(noise.get("classes") or {}, dict) or not isinstance(noise.get("noise_matrix") or [], list):
+        return "noise.classes or noise.noise_matrix has the wrong type"
+    for name, fields in RUN_RECORDS.items():
+        records = noise.get(name) if name == "noise_matrix" else run.get(name)
+        if not all(isinstance(record, dict) and fields <= set(record) for record in records or []):
+            return f"an entry of {name} is not an object with {', '.join(sorted(fields)) or 'fields'}"
+    return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _read_report(run_dir: Path) -> dict[str, np.ndarray]:
@@ -161,10 +243,9 @@ def _pictures(images: LabeledImages | None, report: dict[str, np.ndarray], shown
 
 
 def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], class_names: list[str],
-          shown: np.ndarray, pictures: dict[int, str], per_class: int | None, notices: list[str]) -> dict[str, Any]:
+          shown: np.ndarray, pictures: dict[int, str], gallery_rule: str, notices: list[str]) -> dict[str, Any]:
     config = run.get("config", {})
     noise = run.get("noise") or {}
-    limit = per_class_limit(len(class_names), per_class)
     return {
         "run_name": run_dir.resolve().name,
         "run_dir": _as_shown(run_dir),
@@ -179,8 +260,8 @@ def _view(run_dir: Path, run: dict[str, Any], report: dict[str, np.ndarray], cla
         "classes": _class_rows(run, class_names),
         "matrix": _matrix(noise.get("noise_matrix") or [], class_names),
         "unreadable": run.get("unreadable_samples", []),
-        "gallery_rule": f"{limit} samples of each class with the highest scores, {len(shown):,} in all",
-        "page_data": {"key": _storage_key(run_dir, run), "classes": class_names,
+        "gallery_rule": gallery_rule,
+        "page_data": {"key": _storage_key(run), "classes": class_names,
                       "loss_top": _sparkline_top(report, shown),
                       "cards": _cards(report, shown, pictures, config)},
     }
@@ -233,15 +314,16 @@ def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int,
            config: dict[str, Any]) -> list[dict[str, Any]]:
     readable = report["error_free"] & (report["label"] >= 0)
     scores = np.where(readable & ~np.isnan(report["score"]), report["score"], -np.inf)
-    # rank: the share of readable samples scoring at least as high (0 = the most suspicious)
-    ranked = np.sort(scores[readable])[::-1]
+    # rank: the share of readable samples scoring at least as high (0 = the most suspicious), for all shown at once
+    ascending = np.sort(scores[readable])
+    at_least = len(ascending) - np.searchsorted(ascending, scores[shown], side="left")
+    ranks = at_least / max(1, len(ascending))
     # what the run's manifest did with each sample, as `clean` wrote it (`clean --relabel` keeps dropped samples
     # that have a suggestion, under it)
     in_manifest, manifest_labels = run_manifest(report["label"], report["dropped"], report["suggested"],
                                                 usable=readable, relabel=bool(config.get("relabel")))
     cards = []
-    for row in shown.tolist():
-        rank = int(np.searchsorted(-ranked, -scores[row], side="right")) / max(1, len(ranked))
+    for row, rank in zip(shown.tolist(), ranks.tolist()):
         suggested = int(report["suggested"][row])
         given = int(report["label"][row])
         dropped = bool(report["dropped"][row])
@@ -261,15 +343,26 @@ def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int,
     return cards
 
 
+def _examples(report: dict[str, np.ndarray], examples: dict[int, list[int]], pictures: dict[int, str],
+              num_classes: int) -> list[list[dict[str, Any]]]:
+    """The page's examples: per class index, a list (empty for classes no card needs) of id, picture, p(label)."""
+    listed: list[list[dict[str, Any]]] = [[] for _ in range(num_classes)]
+    for label, rows in examples.items():
+        listed[label] = [{"id": str(report["sample_id"][row]), "picture": pictures.get(row),
+                          "p": _rounded(report["p_label"][row], fallback=0.0)} for row in rows]
+    return listed
+
+
 def _sparkline_top(report: dict[str, np.ndarray], shown: np.ndarray) -> float:
     values = [value for row in shown.tolist() for value in (report["trajectory"][row].as_py() or [])
               if value is not None and math.isfinite(value)]
     return float(max(np.percentile(values, SPARKLINE_QUANTILE), 1e-6)) if values else 1.0
 
 
-def _storage_key(run_dir: Path, run: dict[str, Any]) -> str:
-    """Where the page keeps decisions in the browser: one key per run (its folder and its outputs)."""
-    identity = json.dumps([str(run_dir.resolve()), run.get("outputs"), run.get("counts")], sort_keys=True)
+def _storage_key(run: dict[str, Any]) -> str:
+    """Where the page keeps decisions in the browser: one key per run, from what run.json says about it (outputs,
+    counts, timings, curves), not where its folder is now, so a page rebuilt after the folder moved finds them."""
+    identity = json.dumps([run.get(name) for name in RUN_IDENTITY], sort_keys=True)
     return "labelscrub-audit:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 

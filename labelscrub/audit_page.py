@@ -15,6 +15,8 @@ from typing import Any
 from labelscrub.charts import Series, heatmap, line_chart
 
 MAX_UNREADABLE_SHOWN = 100  # run.json keeps the first 100 as well
+# The page script, in this order inside one <script> element: later files use what earlier ones define
+SCRIPT_FILES = ("decisions.js", "picker.js", "cards.js", "review_keys.js", "audit.js")
 
 
 def render_page(view: dict[str, Any]) -> str:
@@ -39,7 +41,8 @@ def render_page(view: dict[str, Any]) -> str:
 {_unreadable(view)}
 </main>
 <script type="application/json" id="audit-data">{_script_json(view['page_data'])}</script>
-<script>{assets.joinpath("audit.js").read_text(encoding="utf-8")}</script>
+<script>"use strict";
+{"".join(assets.joinpath(name).read_text(encoding="utf-8") for name in SCRIPT_FILES)}</script>
 </body></html>
 """
 
@@ -121,7 +124,9 @@ def _gallery(view: dict[str, Any]) -> str:
     return f"""<section id="review"><h2>Suspects to review</h2>
 <p class="muted">The {escape(view['gallery_rule'])}. Set each card to keep, drop or relabel and tick reviewed;
 decisions stay in this browser. <b>Download decisions</b>, then
-<code>labelscrub apply {escape(view['run_dir'])} decisions.csv</code> writes a manifest with them.</p>
+<code>labelscrub apply {escape(view['run_dir'])} decisions.csv</code> writes a manifest with them; <b>Import
+decisions</b> reads such a file back, to go on in another browser. Ids and classes that start with =, +, - or @ are
+written with a leading apostrophe, so spreadsheets keep them as text.</p>
 <div class="toolbar">
 <label>class <select id="filter-class"><option value="">all classes</option></select></label>
 <label>show <select id="filter-status"><option value="all">all</option><option value="dropped">dropped</option>
@@ -132,11 +137,27 @@ decisions stay in this browser. <b>Download decisions</b>, then
 <option value="loss">highest final loss</option><option value="p_given">lowest p(label)</option>
 <option value="id">sample id</option></select></label>
 <button id="download" class="primary" type="button">Download decisions</button>
+<label class="import">Import decisions <input id="import" type="file" accept=".csv,text/csv"></label>
 <button id="reset" type="button">Reset</button>
+<button id="accept-shown" type="button" title="relabel every card shown that has a suggestion to it">Accept
+suggestions shown</button>
+<button id="keep-shown" type="button" title="keep every card shown under its label">Keep all shown</button>
+<span id="status"></span>
 <span id="shown"></span><span id="tally"></span>
 </div>
+<p class="keys muted">Keys: <kbd>j</kbd> <kbd>n</kbd> <kbd>&darr;</kbd> next card, <kbd>p</kbd> <kbd>&uarr;</kbd>
+previous, <kbd>k</kbd> keep, <kbd>d</kbd> drop, <kbd>r</kbd> relabel to the suggestion, <kbd>1</kbd>-<kbd>9</kbd>
+relabel to the first nine classes ({escape(_first_classes(view))}), <kbd>x</kbd> reviewed. Click a picture to
+enlarge it; <kbd>Esc</kbd> closes. Beside each card: the most confident samples of its label and of the
+suggestion.</p>
 <div id="gallery"></div>
 <p><button id="more" type="button">Show more</button></p></section>"""
+
+
+def _first_classes(view: dict[str, Any]) -> str:
+    names = view["page_data"]["classes"]
+    return ", ".join(f"{number} {name}" for number, name in enumerate(names[:9], start=1)) + \
+        (", ..." if len(names) > 9 else "")
 
 
 def _unreadable(view: dict[str, Any]) -> str:

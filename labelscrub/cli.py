@@ -242,7 +242,7 @@ def apply_review(run_dir: str, decisions: str, out: str | None, overwrite: bool)
               help="The page to write [default: RUN_DIR/audit.html].")
 @click.option("--per-class", type=int, default=None,
               help=f"Samples of each class in the gallery [default: {DEFAULT_PER_CLASS}, fewer with many classes, "
-              f"about {MAX_SHOWN:,} in all].")
+              f"at most {MAX_SHOWN:,} in all unless asked for more].")
 def audit(run_dir: str, out: str | None, per_class: int | None) -> None:
     """Write the label-review page of a clean run: one HTML file that works offline.
 

@@ -99,7 +99,7 @@ def test_a_header_alone_gives_the_runs_manifest_and_the_file_format_is_tolerant(
     assert manifest_rows(result.manifest_path, folder_data) == {("dog/0.png", "dog"), ("dog/4.png", "dog"),
                                                                  ("cat/1.png", "cat")}
     # a byte-order mark, CRLF line ends, spaces around fields, capitals and blank lines, as spreadsheets save them
-    text = "\ufeffsample_id, decision ,label\r\n dog/0.png , Drop , \r\n\r\n,,\r\ncat/3.png,KEEP,cat\r\n"
+    text = "\ufeffsample_id, decision ,label\r\ndog/0.png, Drop , \r\n\r\n,,\r\ncat/3.png,KEEP,cat\r\n"
     result = labelscrub.apply_decisions(folder_run, write_decisions(tmp_path, text), overwrite=True)
     assert manifest_rows(result.manifest_path, folder_data) == {("dog/4.png", "dog"), ("cat/1.png", "cat"),
                                                                  ("cat/3.png", "cat")}
@@ -119,6 +119,10 @@ def test_a_header_alone_gives_the_runs_manifest_and_the_file_format_is_tolerant(
     (HEADER + "dog/0.png,keep,\n\ndog/0.png,drop,\n", 4, "sample 'dog/0.png' is already decided on line 2"),
     (HEADER + "cat/5.png,keep,\n", 2, "sample 'cat/5.png' cannot be kept, the run could not use it"),
     (HEADER + "cat/5.png,relabel,dog\n", 2, "sample 'cat/5.png' cannot be relabelled"),
+    (HEADER + "dog/0.png,drop,\ncat/1.png,keep,dog\n", 3, "keep of 'cat/1.png' names the class 'dog', but its label "
+                                                        "is 'cat'; write relabel to change it"),
+    (HEADER + " dog/0.png,drop,\n", 2, "unknown sample id ' dog/0.png'; use the ids of the run's report (sample_id "
+                                      "column); ids are matched exactly"),
 ])
 def test_a_malformed_decisions_file_is_a_one_line_error_naming_the_line_and_nothing_is_written(
         tmp_path, folder_run, text, line, problem):
@@ -128,6 +132,33 @@ def test_a_malformed_decisions_file_is_a_one_line_error_naming_the_line_and_noth
     message = str(raised.value)
     assert message.startswith(f"{decisions} line {line}: ") and problem in message and "\n" not in message
     assert not (folder_run / "applied").exists()
+
+
+ODD_IDS = [" lead", "trail ", "=SUM(1+1)", "+1", "-2", "@cmd", "'quoted", "'=kept", "plain"]
+
+
+def test_ids_are_matched_exactly_and_the_pages_formula_apostrophe_is_taken_off(tmp_path):
+    """Ids with spaces around them, ids a spreadsheet would read as formulas (written '=SUM(1+1) by the page) and
+    ids that really start with an apostrophe each address their own sample."""
+    data = write_parquet(tmp_path / "data" / "train.parquet", {
+        "image": [encode(colour_for(index)) for index in range(len(ODD_IDS))],
+        "label": [index % 2 for index in range(len(ODD_IDS))],
+        "id": ODD_IDS,
+    }, labels_names=["=a", "b"])
+    run = fake_run(tmp_path / "run", data, dropped=[], id_column="id")
+    written = {" lead": "drop", "trail ": "drop", "'=SUM(1+1)": "drop", "'+1": "drop", "'-2": "relabel",
+               "'@cmd": "drop", "'quoted": "drop", "''=kept": "keep"}
+    lines = [f'"{sample_id}",{word},{"b" if word == "relabel" else ""}' for sample_id, word in written.items()]
+    decisions = write_decisions(tmp_path, HEADER + "\n".join(lines) + "\n" + "plain,relabel,'=a\n")
+    result = labelscrub.apply_decisions(run, decisions)
+    record = json.loads(result.record_path.read_text())
+    assert [(d["sample_id"], d["decision"], d["label"]) for d in record["decisions"]] == [
+        (" lead", "drop", None), ("trail ", "drop", None), ("=SUM(1+1)", "drop", None), ("+1", "drop", None),
+        ("-2", "relabel", "b"), ("@cmd", "drop", None), ("'quoted", "drop", None), ("'=kept", "keep", "b"),
+        ("plain", "relabel", "=a")]
+    table = pq.read_table(result.manifest_path)
+    assert dict(zip(table.column("id").to_pylist(), table.column("label").to_pylist())) == {
+        "-2": 1, "'=kept": 1, "plain": 0}
 
 
 def test_a_missing_or_non_utf8_decisions_file_is_refused(tmp_path, folder_run):

@@ -8,14 +8,15 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from imagedata import colour_for, encode, write_image, write_parquet
 from PIL import Image
-from runfolders import fake_run, tiny_digits
+from runfolders import fake_run, synthetic_run, tiny_digits
 
 import labelscrub
-from labelscrub.audit import MAX_SHOWN, per_class_limit
+from labelscrub.audit import MAX_SHOWN, gallery_rows, per_class_limit
 from labelscrub.cli import cli
 
 HOSTILE_CLASS = "<img src=x onerror=alert(1)>"
@@ -88,6 +89,16 @@ def test_without_its_data_the_page_is_written_without_pictures_and_says_so(hosti
     assert all(card["picture"] is None for card in page_data(page)["cards"])
 
 
+def test_decisions_kept_in_the_browser_follow_the_run_not_where_its_folder_is(hostile_run, tmp_path):
+    key = page_data(labelscrub.write_audit(hostile_run).path.read_text())["key"]
+    moved = shutil.move(hostile_run, tmp_path / "moved")
+    assert page_data(labelscrub.write_audit(moved).path.read_text())["key"] == key  # the page finds them again
+    run = json.loads((moved / "run.json").read_text())
+    run["timings"] = {"total_seconds": 12.5}  # another run of the same data
+    (moved / "run.json").write_text(json.dumps(run))
+    assert page_data(labelscrub.write_audit(moved).path.read_text())["key"] != key
+
+
 def test_parquet_thumbnails_come_from_the_rows_shown(tmp_path):
     data = write_parquet(tmp_path / "data" / "train.parquet", {
         "image": [encode(colour_for(index), side=120) for index in range(9)],
@@ -113,6 +124,25 @@ def test_the_gallery_stays_near_two_thousand_cards_whatever_the_number_of_classe
         per_class_limit(10, 0)
 
 
+def test_with_more_classes_than_cards_the_gallery_holds_the_most_suspicious_of_all_and_the_page_says_so(tmp_path):
+    classes = 2 * MAX_SHOWN + 500
+    rng = np.random.default_rng(0)
+    report = {"label": np.repeat(np.arange(classes), 2), "score": rng.random(2 * classes),
+              "error_free": np.ones(2 * classes, bool)}
+    shown, capped = gallery_rows(report, classes, None)
+    assert capped and len(shown) == MAX_SHOWN
+    score = report["score"]
+    best_of_class = np.where(score[0::2] >= score[1::2], np.arange(0, 2 * classes, 2), np.arange(1, 2 * classes, 2))
+    assert set(shown) == set(best_of_class[np.argsort(-score[best_of_class])[:MAX_SHOWN]])  # highest of all classes
+    assert gallery_rows(report, classes, 1)[0].size == classes  # --per-class asks for more, and gets it
+
+    names = [f"class {index}" for index in range(classes)]
+    run = synthetic_run(tmp_path / "run", class_names=names, samples=2 * classes)
+    page = labelscrub.write_audit(run).path.read_text()
+    assert len(page_data(page)["cards"]) == MAX_SHOWN
+    assert f"the gallery holds at most {MAX_SHOWN:,}, so" in page and f"of the {classes:,} classes have no card" in page
+
+
 def test_cli_writes_the_page_and_refuses_a_folder_that_is_not_a_run(hostile_run, tmp_path):
     result = CliRunner().invoke(cli, ["audit", str(hostile_run), "-o", str(tmp_path / "page.html")])
     assert result.exit_code == 0, result.output
@@ -120,6 +150,27 @@ def test_cli_writes_the_page_and_refuses_a_folder_that_is_not_a_run(hostile_run,
     missing = CliRunner().invoke(cli, ["audit", str(tmp_path / "nothing")])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
     assert missing.output.strip().splitlines()[-1].startswith("Error: ") and "no run.json" in missing.output
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("[1, 2]", "a JSON list instead of an object"),
+    ("not json {", "not readable JSON"),
+    ('{"counts": {}}', "class_names is missing"),
+    ('{"class_names": ["a"]}', "counts is missing"),
+    ('{"class_names": ["a"], "counts": {"samples": 3}}', "counts is missing or lacks one of"),
+    ('{"class_names": ["a"], "counts": {"samples": 1, "classes": 1, "dropped": 0, "in_manifest": 1, '
+     '"unreadable": 0}, "epochs": [1]}', "an entry of epochs"),
+    ('{"class_names": ["a"], "counts": {"samples": 1, "classes": 1, "dropped": 0, "in_manifest": 1, '
+     '"unreadable": 0}, "noise": [0.1]}', "noise is not a JSON object"),
+])
+def test_a_run_json_of_the_wrong_shape_is_a_one_line_error_naming_it(hostile_run, tmp_path, content, problem):
+    (hostile_run / "run.json").write_text(content)
+    result = CliRunner().invoke(cli, ["audit", str(hostile_run), "-o", str(tmp_path / "page.html")])
+    assert result.exit_code != 0 and "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)  # click's one-line error, not an escaped exception
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {hostile_run / 'run.json'}: ") and problem in lines[0]
+    assert "rerun" in lines[0] and not (tmp_path / "page.html").exists()
 
 
 @pytest.mark.e2e

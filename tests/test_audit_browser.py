@@ -2,45 +2,27 @@
 errors, shows what run.json says, filters, remembers decisions and downloads a decisions.csv that `labelscrub
 apply` turns into a manifest.
 
-Needs Debian's `chromium` (apt-get install -y chromium; .ci/run installs it) and Playwright for Python (in the
-test extra). Without them the test is skipped and says why. LABELSCRUB_CHROMIUM names another browser binary.
+Needs a browser and Playwright (tests/pagebrowser.py says which); without them the test is skipped and says why.
 """
 
 import csv
-import importlib.util
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from pagebrowser import browser_missing, launched_chromium, open_page
 
 import labelscrub
 from labelscrub.report import read_report_metadata
 
-
-def _browser_missing() -> str | None:
-    """Why the browser test cannot run here, or None when it can."""
-    if importlib.util.find_spec("playwright") is None:
-        return "Playwright is not installed: pip install -e \".[test]\""
-    if CHROMIUM is None or not os.path.exists(CHROMIUM):
-        return "no Chromium browser found: apt-get install -y chromium (or set LABELSCRUB_CHROMIUM)"
-    return None
-
-
-CHROMIUM = os.environ.get("LABELSCRUB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # Decided before any fixture runs, so a machine without a browser skips without cleaning the sample first.
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))]
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))]
 
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with launched_chromium() as launched:
         yield launched
-        launched.close()
 
 
 def test_review_the_sample_run_in_a_browser_and_apply_the_decisions(folder_run, browser, tmp_path):
@@ -49,12 +31,8 @@ def test_review_the_sample_run_in_a_browser_and_apply_the_decisions(folder_run, 
     page_file = run_dir / "audit.html"
     assert page_file.exists()  # clean wrote it
 
-    page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
-    problems = []
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
-    page.goto(page_file.as_uri())
+    problems: list[str] = []
+    page = open_page(browser, page_file, problems)
 
     counts = run["counts"]
     assert page.locator('[data-count="samples"]').inner_text() == f"{counts['samples']:,}"
@@ -85,7 +63,9 @@ def test_review_the_sample_run_in_a_browser_and_apply_the_decisions(folder_run, 
     first_id, second_id = first.locator(".id").inner_text(), second.locator(".id").inner_text()
     first.locator("select.choice").select_option("keep")
     second.locator("select.choice").select_option("relabel")
-    second.locator("select:not(.choice)").select_option(label="8")
+    second.locator("button.target").click()  # the page's class picker, filtered as one types
+    page.locator("#picker input").fill("8")
+    page.locator("#picker li", has_text="8").click()
     second.locator("input[type=checkbox]").check()
     assert page.locator("#tally").inner_text() == "2 changed, 1 reviewed"
 

@@ -1,169 +1,26 @@
-// The audit page's gallery and review decisions: inlined into audit.html by labelscrub/audit_page.py.
-// Every value from the data goes into the page through textContent or setAttribute, never as HTML.
-"use strict";
+// The audit page's gallery: the cards of the JSON block, shown a batch at a time, filtered and sorted, and the
+// toolbar (download, import, reset, decisions on every card shown). Part of the page script that
+// labelscrub/audit_page.py assembles, last: decisions.js, picker.js, cards.js and review_keys.js come before it.
 (function () {
   const data = JSON.parse(document.getElementById("audit-data").textContent);
   const classes = data.classes;
-  const SVG = "http://www.w3.org/2000/svg";
 
-  // Decisions a person made, by sample id: {decision, label, reviewed}. Kept in localStorage per run, so they
-  // survive a reload; cards without an entry show what labelscrub decided.
-  let saved = {};
-  try {
-    saved = JSON.parse(localStorage.getItem(data.key) || "{}") || {};
-  } catch (error) {
-    saved = {};
-  }
-  function store() {
-    try {
-      localStorage.setItem(data.key, JSON.stringify(saved));
-    } catch (error) {
-      // private browsing or a full quota: the decisions still live in the page until it is closed
-    }
-  }
-  function decisionOf(card) {
-    return saved[card.id] || { decision: card.run_decision, label: card.run_label, reviewed: false };
-  }
-  function changed(card, decision) {
-    return decision.decision !== card.run_decision ||
-      (decision.decision === "relabel" && decision.label !== card.run_label);
-  }
+  // Decisions a person made, by sample id, kept in localStorage per run so they survive a reload; cards without
+  // one show what labelscrub decided.
+  const decisions = reviewDecisions(data);
+  const decisionOf = decisions.of;
+  const changed = decisions.changed;
+  const picker = classPicker(classes);
+  const lightbox = largeView();
+  const page = { classes, examples: data.examples, lossTop: data.loss_top, decisions, picker, lightbox, decide };
+  const status = document.getElementById("status");
 
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function sparkline(card) {
-    const svg = document.createElementNS(SVG, "svg");
-    svg.setAttribute("class", "spark");
-    svg.setAttribute("viewBox", "0 0 100 28");
-    svg.setAttribute("preserveAspectRatio", "none");
-    const values = card.trajectory;
-    const last = Math.max(1, values.length - 1);
-    const y = (value) => 26 - 24 * Math.min(value, data.loss_top) / data.loss_top;
-    if (card.first_dropped !== null) {
-      const mark = document.createElementNS(SVG, "rect");
-      const left = 100 * card.first_dropped / last;
-      mark.setAttribute("x", left.toFixed(1));
-      mark.setAttribute("y", "0");
-      mark.setAttribute("width", (100 - left).toFixed(1));
-      mark.setAttribute("height", "28");
-      mark.setAttribute("fill", "rgba(200,64,42,0.08)");
-      svg.appendChild(mark);
-    }
-    const line = document.createElementNS(SVG, "polyline");
-    line.setAttribute("fill", "none");
-    line.setAttribute("stroke", "#2f5fb3");
-    line.setAttribute("stroke-width", "1.5");
-    line.setAttribute("vector-effect", "non-scaling-stroke");
-    line.setAttribute("points", values.map((value, epoch) =>
-      (100 * epoch / last).toFixed(1) + "," + y(value).toFixed(1)).join(" "));
-    svg.appendChild(line);
-    const title = document.createElementNS(SVG, "title");
-    title.textContent = "loss per epoch" + (card.first_dropped !== null ? "; shaded: left out of training" : "");
-    svg.appendChild(title);
-    return svg;
-  }
-
-  function classSelect(selected) {
-    const select = element("select");
-    classes.forEach((name, index) => {
-      const option = element("option", "", name);
-      option.value = String(index);
-      option.selected = index === selected;
-      select.appendChild(option);
-    });
-    return select;
-  }
-
-  function buildCard(card) {
-    const node = element("article", "card");
-    node.dataset.id = card.id;
-    if (card.picture) {
-      const picture = element("img", "picture");
-      picture.loading = "lazy";  // pictures below the fold wait until scrolled to: the page opens at once
-      picture.decoding = "async";
-      picture.src = card.picture;
-      picture.alt = card.id;
-      node.appendChild(picture);
-    } else {
-      node.appendChild(element("div", "picture nopicture", "no picture"));
-    }
-    node.appendChild(element("div", "id", card.id));
-    node.appendChild(element("div", "", "label: " + classes[card.given] +
-      (card.p_given === null ? "" : " (p " + card.p_given.toFixed(2) + ")")));
-    node.appendChild(element("div", "", "predicted: " + (card.predicted < 0 ? "-" : classes[card.predicted])));
-    node.appendChild(element("div", "", card.suggested < 0 ? "no confident suggestion" :
-      "suggested: " + classes[card.suggested] + " (" + card.confidence.toFixed(2) + ")"));
-    node.appendChild(sparkline(card));
-    let why = "kept (score in the top " + Math.max(1, Math.round(100 * card.rank)) + "%)";
-    if (card.dropped) {
-      why = card.confused ? "dropped: labels confused with " + card.confused :
-        "dropped: loss ranking (top " + Math.max(1, Math.round(100 * card.rank)) + "%)";
-    }
-    node.appendChild(element("div", card.dropped ? "why" : "why kept", why));
-
-    const decide = element("div", "decide");
-    const choice = element("select", "choice");
-    ["keep", "drop", "relabel"].forEach((word) => {
-      const option = element("option", "", word);
-      option.value = word;
-      choice.appendChild(option);
-    });
-    const target = classSelect(0);
-    const reviewedBox = element("input");
-    reviewedBox.type = "checkbox";
-    const reviewedLabel = element("label");
-    reviewedLabel.appendChild(reviewedBox);
-    reviewedLabel.appendChild(document.createTextNode(" reviewed"));
-    decide.appendChild(choice);
-    decide.appendChild(target);
-    decide.appendChild(reviewedLabel);
-    node.appendChild(decide);
-    const note = element("div", "changed", "");
-    node.appendChild(note);
-
-    function show() {
-      const decision = decisionOf(card);
-      choice.value = decision.decision;
-      target.value = String(decision.label);
-      target.hidden = decision.decision !== "relabel";
-      reviewedBox.checked = decision.reviewed;
-      node.classList.toggle("drop", decision.decision === "drop");
-      node.classList.toggle("relabel", decision.decision === "relabel");
-      node.classList.toggle("reviewed", decision.reviewed);
-      note.textContent = changed(card, decision) ? "changed from " + card.run_decision : "";
-    }
-    function update() {
-      const decision = {
-        decision: choice.value,
-        label: choice.value === "relabel" ? Number(target.value) : card.given,
-        reviewed: reviewedBox.checked,
-      };
-      if (choice.value === "relabel" && decision.label === card.given) decision.decision = "keep";
-      if (!changed(card, decision) && !decision.reviewed) {
-        delete saved[card.id];
-      } else {
-        saved[card.id] = decision;
-      }
-      store();
-      show();
-      tally();
-    }
-    choice.addEventListener("change", () => {
-      if (choice.value === "relabel" && Number(target.value) === card.given) {
-        target.value = String(card.suggested >= 0 && card.suggested !== card.given ? card.suggested :
-          (card.predicted >= 0 && card.predicted !== card.given ? card.predicted : (card.given + 1) % classes.length));
-      }
-      update();
-    });
-    target.addEventListener("change", update);
-    reviewedBox.addEventListener("change", update);
-    show();
-    return node;
+  function decide(card, change) {
+    const next = { ...decisionOf(card), ...change };
+    if (next.decision !== "relabel") next.label = card.given;
+    decisions.set(card, next);
+    if (views.has(card.id)) views.get(card.id).show();
+    tally();
   }
 
   // Cards are built when first shown, PAGE at a time (more as the reader scrolls down or presses "Show more"),
@@ -171,20 +28,21 @@
   const PAGE = 120;
   const gallery = document.getElementById("gallery");
   const moreButton = document.getElementById("more");
-  const nodes = new Map();
+  const views = new Map();  // sample id -> {node, show}
   let filtered = [];
   let visible = 0;
-  function nodeFor(card) {
-    if (!nodes.has(card.id)) nodes.set(card.id, buildCard(card));
-    return nodes.get(card.id);
+  function viewOf(card) {
+    if (!views.has(card.id)) views.set(card.id, cardView(card, page));
+    return views.get(card.id);
   }
   function showMore() {
     const next = filtered.slice(visible, visible + PAGE);
-    gallery.append(...next.map(nodeFor));
+    gallery.append(...next.map((card) => viewOf(card).node));
     visible += next.length;
     moreButton.hidden = visible >= filtered.length;
     document.getElementById("shown").textContent = visible + " of " + filtered.length + " shown" +
       (filtered.length < data.cards.length ? " (" + data.cards.length + " in all)" : "");
+    return next.length > 0;
   }
   moreButton.addEventListener("click", showMore);
   if ("IntersectionObserver" in window) {
@@ -192,10 +50,19 @@
       if (entries.some((entry) => entry.isIntersecting)) showMore();
     }, { rootMargin: "600px" }).observe(moreButton);
   }
+  const shownCards = () => filtered.slice(0, visible);
+  const keys = reviewShortcuts({ shownCards, more: showMore, viewOf, decisionOf, decide, classes,
+    busy: () => picker.isOpen() || lightbox.isOpen() });
+  gallery.addEventListener("click", (event) => {
+    const node = event.target.closest("article.card");
+    const card = node && filtered.find((entry) => entry.id === node.dataset.id);
+    if (card) keys.makeCurrent(card, !event.target.closest("button, select, input, label, img"));
+  });
 
   const classFilter = document.getElementById("filter-class");
   classes.forEach((name, index) => {
-    const option = element("option", "", name);
+    const option = document.createElement("option");
+    option.textContent = name;
     option.value = String(index);
     classFilter.appendChild(option);
   });
@@ -232,23 +99,30 @@
     const altered = data.cards.filter((card) => changed(card, decisionOf(card))).length;
     document.getElementById("tally").textContent = altered + " changed, " + reviewed + " reviewed";
   }
+  function say(text, failed) {
+    status.textContent = text;
+    status.classList.toggle("failed", Boolean(failed));
+  }
 
-  function csvField(text) {
-    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  // One decision on every card shown (`choose(card)` gives it, or null to leave the card): asks first when that
+  // would replace decisions the person made by hand.
+  function decideShown(what, choose) {
+    const planned = shownCards().map((card) => [card, choose(card)]).filter(([, change]) => change);
+    const replaced = planned.filter(([card, change]) => decisions.decided(card) &&
+      (decisionOf(card).decision !== change.decision || decisionOf(card).label !== (change.label ?? card.given)));
+    if (replaced.length && !window.confirm(what + ": this replaces " + replaced.length + " of your decisions.")) return;
+    planned.forEach(([card, change]) => decide(card, change));
+    say(what + ": " + planned.length + " of the " + visible + " cards shown");
   }
-  function decisionsCsv() {
-    const lines = ["sample_id,decision,label"];
-    data.cards.forEach((card) => {
-      const decision = decisionOf(card);
-      if (!changed(card, decision) && !decision.reviewed) return;
-      const label = decision.decision === "relabel" ? decision.label : card.given;
-      lines.push([card.id, decision.decision, classes[label]].map(csvField).join(","));
-    });
-    return lines.join("\n") + "\n";
-  }
+  document.getElementById("accept-shown").addEventListener("click", () => decideShown("suggestions accepted",
+    (card) => (card.suggested >= 0 && card.suggested !== card.given ? { decision: "relabel", label: card.suggested } :
+      null)));
+  document.getElementById("keep-shown").addEventListener("click", () => decideShown("kept",
+    () => ({ decision: "keep" })));
+
   document.getElementById("download").addEventListener("click", () => {
-    const link = element("a");
-    link.href = URL.createObjectURL(new Blob([decisionsCsv()], { type: "text/csv" }));
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([decisions.csv()], { type: "text/csv" }));
     link.download = "decisions.csv";
     document.body.appendChild(link);
     link.click();
@@ -256,9 +130,23 @@
   });
   document.getElementById("reset").addEventListener("click", () => {
     if (!window.confirm("Forget every decision made on this page?")) return;
-    saved = {};
-    store();
-    nodes.clear();  // rebuilt from labelscrub's decisions as they are shown again
+    decisions.clear();
+    views.clear();  // rebuilt from labelscrub's decisions as they are shown again
+    render();
+    tally();
+  });
+  document.getElementById("import").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    try {
+      const { rows, elsewhere } = decisions.importCsv(await file.text());
+      say("imported " + rows + " decisions from " + file.name + (elsewhere ?
+        " (" + elsewhere + " for samples without a card here: kept, and downloaded again)" : ""));
+    } catch (error) {
+      say(file.name + " not imported: " + error.message, true);
+    }
+    event.target.value = "";  // choosing the same file again imports it again
+    views.clear();  // rebuilt with the imported decisions as they are shown again
     render();
     tally();
   });
