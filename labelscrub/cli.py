@@ -30,8 +30,8 @@ from labelscrub.config import (
     WARMUP_SHARE,
     CleanConfig,
 )
-from labelscrub.distributed import FailedOnMain, Launch, ProcessStopped
-from labelscrub.errors import LabelscrubError
+from labelscrub.distributed import Launch
+from labelscrub.errors import FailedOnMain, LabelscrubError, ProcessStopped
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
 from labelscrub.retrain import default_out_dir

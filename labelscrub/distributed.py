@@ -23,9 +23,7 @@ nccl on CUDA (device cuda:LOCAL_RANK), gloo on the CPU.
   them. Disk and memory: N x 3 x S x S bytes of uint8 per machine.
 - Only rank 0 prepares the output folder, reads and writes checkpoints and outputs and shows progress. Its errors
   reach the others through `from_main`, so every rank ends with the same one-line error instead of a hang.
-- A process that dies: the others fail in their next collective, or torchrun stops them (SIGTERM); `watching`
-  turns either into `ProcessStopped`, naming the processes that stopped (they are the ones that do not answer in
-  the rendezvous store).
+- A process that fails or dies: failures.py.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ import contextlib
 import hashlib
 import math
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from labelscrub.errors import LabelscrubError
+from labelscrub.errors import FailedOnMain, LabelscrubError
 from labelscrub.model import pick_device
 
 # How long a collective waits for the other processes before the run stops: a training step waits at most for the
@@ -54,8 +51,6 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 # How long the other processes wait for local rank 0 to decode the images (1.28 M ImageNet-sized JPEGs at 224 px:
 # about 1.5 hours at the rate BENCHMARKS.md measured on 2 CPU cores) and for rank 0 to read a checkpoint.
 DECODE_TIMEOUT = timedelta(hours=6)
-# How long a process that saw another stop waits for the survivors to answer in the rendezvous store.
-ANSWER_SECONDS = 3.0
 
 T = TypeVar("T")
 
@@ -84,26 +79,6 @@ class Launch:
                    node=int(environ.get("GROUP_RANK", 0)),
                    restarts=int(environ.get("TORCHELASTIC_RESTART_COUNT", 0)),
                    max_restarts=int(environ.get("TORCHELASTIC_MAX_RESTARTS", 0)))
-
-
-class ProcessStopped(LabelscrubError):
-    """Another process of the run stopped (or torchrun stopped this one because of it)."""
-
-    def __init__(self, stopped: list[int] | None, processes: int, *, reporter: bool):
-        self.stopped = stopped  # the ranks that did not answer; None when the store could not tell
-        self.processes = processes
-        self.reporter = reporter  # the lowest surviving rank says it; the others stay silent
-        if stopped is None:
-            what = "another process stopped"
-        elif stopped:
-            what = f"process {', '.join(map(str, stopped))} of {processes} stopped"
-        else:
-            what = "the processes were stopped"
-        super().__init__(what)
-
-
-class FailedOnMain(LabelscrubError):
-    """Rank 0's error, seen by the other ranks: rank 0 prints it, they end quietly."""
 
 
 @dataclass
@@ -308,58 +283,6 @@ class Processes:
         if self.is_main:
             return value
         return sent if share else make()
-
-    @contextlib.contextmanager
-    def watching(self) -> Iterator[None]:
-        """Turn another process's death into `ProcessStopped`: the error a collective raises when its peer is
-        gone, or the SIGTERM with which torchrun stops the survivors. An error while every process still answers
-        is raised as it is."""
-        if not self.distributed:
-            yield
-            return
-
-        def terminated(signum, frame):
-            raise _Terminated
-
-        previous = signal.signal(signal.SIGTERM, terminated)
-        try:
-            yield
-        except (_Terminated, RuntimeError) as error:
-            # torchrun's SIGTERM often follows a failed collective: it must not cut the message short
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stopped = self._stopped_ranks()
-            if isinstance(error, RuntimeError) and stopped == []:
-                signal.signal(signal.SIGTERM, previous)
-                raise
-            survivors = sorted(set(range(self.size)) - set(stopped or []))
-            raise ProcessStopped(stopped, self.size, reporter=not survivors or survivors[0] == self.rank) from None
-        except BaseException:
-            signal.signal(signal.SIGTERM, previous)
-            raise
-        else:
-            signal.signal(signal.SIGTERM, previous)
-
-    def _stopped_ranks(self) -> list[int] | None:
-        """The ranks that do not mark themselves alive in the rendezvous store within ANSWER_SECONDS; None when
-        the store cannot be reached (it lives in the torchrun agent of the first machine)."""
-        try:
-            store = dist.distributed_c10d._get_default_store()
-            store.set_timeout(timedelta(seconds=ANSWER_SECONDS))
-            prefix = f"labelscrub-alive/{self.restarts}/"
-            store.set(f"{prefix}{self.rank}", "1")
-            deadline = time.monotonic() + ANSWER_SECONDS
-            while True:
-                missing = [rank for rank in range(self.size) if not store.check([f"{prefix}{rank}"])]
-                if not missing or time.monotonic() > deadline:
-                    return missing
-                time.sleep(0.1)
-        except Exception:  # the store went with a dead process, or never existed: nobody can tell who stopped
-            return None
-
-
-class _Terminated(BaseException):
-    """SIGTERM from torchrun: another process failed and this one is being stopped."""
-
 
 @contextlib.contextmanager
 def start(requested_device: str) -> Iterator[Processes]:

@@ -29,6 +29,7 @@ from labelscrub.config import CleanConfig
 from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.distributed import Processes
 from labelscrub.errors import LabelscrubError
+from labelscrub.failures import watching
 from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
 from labelscrub.measurement import TrainingOutcome
@@ -77,7 +78,7 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     """
     started = time.perf_counter()
     data_path, out_dir = Path(data), Path(out)
-    with distributed.start(options.get("device", "auto")) as processes, processes.watching():
+    with distributed.start(options.get("device", "auto")) as processes, watching(processes):
         # rank 0 checks first: an error in the options, the folder or the data is reported once, not by every process
         config = processes.first_on_main(lambda: _make_config(options))
         resume = processes.from_main(lambda: prepare_out_dir(out_dir, data_path, overwrite, resume=resume,

@@ -33,6 +33,7 @@ from labelscrub.config import CleanConfig
 from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.distributed import Processes
 from labelscrub.errors import LabelscrubError
+from labelscrub.failures import watching
 from labelscrub.images import typical_side
 from labelscrub.manifest import MANIFEST_NAMES
 from labelscrub.measurement import EpochSummary
@@ -93,7 +94,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         print(result.accuracy, result.baseline_accuracy)
     """
     started = time.perf_counter()
-    with distributed.start(training_options.get("device") or "auto") as processes, processes.watching():
+    with distributed.start(training_options.get("device") or "auto") as processes, watching(processes):
         # rank 0 checks first: an error in the options, the run or the data is reported once, not by every process
         manifest, metadata, config, out_dir = processes.first_on_main(
             lambda: _source(source, out, training_options))

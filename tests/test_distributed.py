@@ -17,8 +17,8 @@ from test_methods import CLASSES, CONFIG, SIDE, N, small_network, tiny_data
 from labelscrub import checkpoint
 from labelscrub.cli import _stopped_message
 from labelscrub.config import REFERENCE_LR, CleanConfig
-from labelscrub.distributed import FailedOnMain, Launch, Processes, ProcessStopped, start
-from labelscrub.errors import LabelscrubError
+from labelscrub.distributed import Launch, Processes, start
+from labelscrub.errors import FailedOnMain, LabelscrubError, ProcessStopped
 from labelscrub.methods import train_with_method
 from labelscrub.outfolder import prepare_out_dir
 from labelscrub.task import Task
