@@ -11,8 +11,9 @@ nccl on CUDA (device cuda:LOCAL_RANK), gloo on the CPU.
   (`training_share`, as DistributedSampler pads). Repeats train but are not recorded.
 - Measuring (left-out samples, the probe pass, held-out accuracy) splits the rows across ranks (`share`) and
   runs the plain module, never the DDP wrapper: shards may be uneven, and DDP's forward takes part in collectives.
-  `combine_rows` then gives every rank the full per-row tensors: rows a rank did not measure hold NaN (floats) or
-  -1 (ints), so after filling NaN with -inf one all_reduce MAX per dtype yields the one measured value of each row.
+  `combine_rows` then gives every rank the full per-row tensors: each rank sends the rows it measured (in
+  training, the first appearances of its share; in the passes without gradient, its `share`) with their indices,
+  as torchvision's reference scripts gather results, so every value arrives exactly as it was measured.
   Every rank holds the same vectors and computes the same keep mask; `check_same` compares a digest of it each
   epoch and stops the run if they differ.
 - Augmentation draws from a per-rank generator seeded by (seed, rank, epoch); the shuffle stays the shared one.
@@ -86,7 +87,7 @@ class GatherStats:
     """What combining measurements across processes cost, and which epochs' keep masks were compared."""
 
     seconds: float = 0.0
-    bytes: int = 0  # bytes of the tensors each process contributes to the all_reduce
+    bytes: int = 0  # bytes of the tensors each process contributes to the all_gathers (rows and values)
     keep_checks: list[int] = field(default_factory=list)  # epochs whose keep masks were identical on every rank
 
 
@@ -178,15 +179,37 @@ class Processes:
 
     # --- collectives ---
 
-    def combine_rows(self, tensors: dict[str, torch.Tensor | None], count: int) -> dict[str, torch.Tensor]:
-        """Every rank's measurements of the (count, ...) tensors `tensors`, combined: each row from the rank that
-        measured it. Unmeasured rows hold NaN (floats) or -1 (ints, whose measured values are >= 0); a measured
-        -inf reads as unmeasured (NaN). A tensor some ranks have not allocated (None) is allocated here,
-        unmeasured. Each row must be measured by at most one rank."""
+    def combine_rows(self, tensors: dict[str, torch.Tensor | None], count: int,
+                     measured: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every rank's measurements of the (count, ...) tensors `tensors`, combined in place: `measured` are the
+        rows this rank measured, and every rank's rows are gathered as they are, so each value arrives bit for bit
+        (NaN and infinities included). Rows no rank measured keep what the tensors hold. A tensor some ranks have
+        not allocated (None) is allocated here, NaN (floats) or -1 (ints). Each row must be measured by at most
+        one rank."""
         present = {name: tensor for name, tensor in tensors.items() if tensor is not None}
         if not self.distributed:
             return present
         started = time.perf_counter()
+        combined = self._allocate_missing(present, count)
+        rows = torch.as_tensor(measured, dtype=torch.int64).to(self.device)
+        lengths = self._lengths(len(rows))
+        every_rows = self._gather_padded(rows, lengths)
+        if len(torch.cat(every_rows).unique()) != sum(lengths):
+            raise ValueError("a row was measured by more than one process; cannot combine the measurements")
+        for dtype in sorted({tensor.dtype for tensor in combined.values()}, key=str):
+            names = [name for name, tensor in combined.items() if tensor.dtype == dtype]
+            widths = [math.prod(combined[name].shape[1:]) for name in names]
+            mine = torch.cat([combined[name][rows.to(combined[name].device)].reshape(len(rows), -1)
+                              for name in names], dim=1).to(self.device)
+            for rank_rows, values in zip(every_rows, self._gather_padded(mine, lengths)):
+                for name, piece in zip(names, values.split(widths, dim=1)):
+                    target = combined[name]
+                    target[rank_rows.to(target.device)] = piece.reshape(-1, *target.shape[1:]).to(target.device)
+        self.stats.seconds += time.perf_counter() - started
+        return combined
+
+    def _allocate_missing(self, present: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+        """`present` with the tensors other ranks hold but this one has not allocated, unmeasured (NaN or -1)."""
         shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for signature in self.gather_objects({name: (tuple(t.shape), t.dtype) for name, t in present.items()}):
             shapes.update(signature)
@@ -195,21 +218,26 @@ class Processes:
             shape, dtype = shapes[name]
             if shape[0] != count:
                 raise ValueError(f"{name}: {shape} is not one row per sample ({count}); cannot combine it")
-            tensor = present.get(name)
-            if tensor is None:
-                tensor = torch.full(shape, float("nan") if dtype.is_floating_point else -1, dtype=dtype,
-                                    device=self.device)
-            combined[name] = tensor.nan_to_num(nan=-math.inf) if dtype.is_floating_point else tensor.clone()
-        for dtype in sorted({t.dtype for t in combined.values()}, key=str):
-            names = [name for name, tensor in combined.items() if tensor.dtype == dtype]
-            flat = torch.cat([combined[name].reshape(-1) for name in names]).to(self.device)
-            dist.all_reduce(flat, op=dist.ReduceOp.MAX)
-            self.stats.bytes += flat.numel() * flat.element_size()
-            for name, piece in zip(names, flat.split([combined[name].numel() for name in names])):
-                value = piece.reshape(combined[name].shape).to(combined[name].device)
-                combined[name] = value.masked_fill(value == -math.inf, math.nan) if dtype.is_floating_point else value
-        self.stats.seconds += time.perf_counter() - started
+            combined[name] = present[name] if name in present else torch.full(
+                shape, float("nan") if dtype.is_floating_point else -1, dtype=dtype, device=self.device)
         return combined
+
+    def _lengths(self, length: int) -> list[int]:
+        """Every rank's `length`, in rank order."""
+        mine = torch.tensor([length], dtype=torch.int64, device=self.device)
+        every = [torch.zeros_like(mine) for _ in range(self.size)]
+        dist.all_gather(every, mine)
+        return [int(value) for value in every]
+
+    def _gather_padded(self, tensor: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+        """Every rank's `tensor`, whose first dimension is that rank's entry of `lengths`: each is padded to the
+        longest for the all_gather, and the padding cut off again."""
+        padded = tensor.new_zeros((max(lengths), *tensor.shape[1:]))
+        padded[:len(tensor)] = tensor
+        every = [torch.empty_like(padded) for _ in range(self.size)]
+        dist.all_gather(every, padded)
+        self.stats.bytes += padded.numel() * padded.element_size()
+        return [piece[:length] for piece, length in zip(every, lengths)]
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
         """Rank 0's buffers (batch-norm running statistics) in every rank's `model`. DistributedDataParallel sends

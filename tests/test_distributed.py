@@ -146,7 +146,7 @@ def _combine(processes):
     if probabilities is not None:
         probabilities[mine] = 0.25
     combined = processes.combine_rows({"losses": losses, "predicted": predicted, "probabilities": probabilities},
-                                      count)
+                                      count, mine)
     errors = []
     try:
         processes.from_main(lambda: (_ for _ in ()).throw(LabelscrubError("the folder is not empty")))
@@ -162,7 +162,21 @@ def _combine(processes):
         errors.append(("masks", str(error)))
     total = processes.sum([1.0, float(processes.rank)])
     stats = (processes.stats.bytes, list(processes.stats.keep_checks))  # before the training below adds to them
-    return {name: value.numpy() for name, value in combined.items()}, errors, total, stats
+    exact = processes.combine_rows({"values": torch.from_numpy(_special_values(mine))}, count, mine)["values"]
+    return {name: value.numpy() for name, value in combined.items()}, errors, total, stats, exact.numpy()
+
+
+# Values a measurement can hold that a combination through sentinels or a MAX would change: -inf, +inf, a NaN with
+# a payload, -0.0, the smallest subnormal, the largest float32, and an ordinary 3.0.
+SPECIAL_BITS = np.array([0xFF800000, 0x7F800000, 0x7FC00001, 0x80000000, 0x00000001, 0x7F7FFFFF, 0x40400000],
+                        dtype=np.uint32)
+
+
+def _special_values(measured_rows):
+    """Per row its special value where this rank measured it, elsewhere a stale 7.0 the others must overwrite."""
+    values = np.full(len(SPECIAL_BITS), 7.0, dtype=np.float32)
+    values[measured_rows] = SPECIAL_BITS.view(np.float32)[measured_rows]
+    return values
 
 
 def _both(processes):
@@ -177,15 +191,21 @@ def two_processes(tmp_path_factory):
 
 
 def test_two_processes_combine_every_row_from_the_rank_that_measured_it(two_processes):
-    results = [combined for combined, _ in two_processes]
+    results = [combined[:4] for combined, _ in two_processes]
     for combined, errors, total, stats in results:
         np.testing.assert_array_equal(combined["losses"], np.arange(7) + 0.5)
         np.testing.assert_array_equal(combined["predicted"], np.arange(7) * 10)
         np.testing.assert_array_equal(combined["probabilities"][1::2], 0.25)  # rank 1's rows
         assert np.isnan(combined["probabilities"][0::2]).all()  # rank 0 measured none of them
         assert errors[0][1] == "the folder is not empty" and "disagree" in errors[1][1]
-        assert total == [2.0, 1.0] and stats == (7 * 3 * 4 + 7 * 8, [0])
+        # each rank sends as many rows as the longest share (4): their indices, 3 float32 and 1 int64 column
+        assert total == [2.0, 1.0] and stats == (4 * 8 + 4 * 3 * 4 + 4 * 8, [0])
     assert [errors[0][0] for _, errors, _, _ in results] == ["here", "elsewhere"]
+
+
+def test_two_processes_combine_infinities_and_nan_bit_for_bit(two_processes):
+    for (*_, exact), _ in two_processes:
+        np.testing.assert_array_equal(exact.view(np.uint32), SPECIAL_BITS)
 
 
 def _train_and_probe(processes):
