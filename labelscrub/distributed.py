@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from labelscrub.errors import FailedOnMain, LabelscrubError
+from labelscrub.errors import FailedOnMain, LabelscrubError, ReportedElsewhere
 from labelscrub.model import pick_device
 
 # How long a collective waits for the other processes before the run stops: a training step waits at most for the
@@ -125,6 +125,11 @@ class Processes:
     @property
     def local_rank(self) -> int:
         return 0 if self.launch is None else self.launch.local_rank
+
+    @property
+    def local_size(self) -> int:
+        """The processes of this run on this machine."""
+        return 1 if self.launch is None else self.launch.local_processes
 
     @property
     def restarts(self) -> int:
@@ -324,6 +329,8 @@ def start(requested_device: str) -> Iterator[Processes]:
     if launch is None:
         yield Processes.single(device)
         return
+    if device.type == "mps":
+        _refuse_mps(launch, requested_device)
     if device.type == "cuda":
         device = torch.device("cuda", launch.local_rank)
         torch.cuda.set_device(device)
@@ -334,6 +341,15 @@ def start(requested_device: str) -> Iterator[Processes]:
         yield Processes(device, launch, backend, patient)
     finally:
         dist.destroy_process_group()
+
+
+def _refuse_mps(launch: Launch, requested_device: str) -> None:
+    """torch.distributed has no backend for Apple's MPS (gloo runs on the CPU, nccl on CUDA). Every process of a
+    machine meets this alike, so its local rank 0 says it and the others end quietly."""
+    chosen = "--device auto chose" if requested_device == "auto" else "--device"
+    message = (f"{chosen} Apple's MPS, which torchrun cannot use (no process group runs on MPS); run in one "
+               "process, or pass --device cpu to train on the CPU under torchrun")
+    raise LabelscrubError(message) if launch.local_rank == 0 else ReportedElsewhere(message)
 
 
 def node_file(name: str, processes: Processes) -> str:

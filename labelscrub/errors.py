@@ -25,5 +25,9 @@ class ProcessStopped(LabelscrubError):
         super().__init__(what)
 
 
-class FailedOnMain(LabelscrubError):
+class ReportedElsewhere(LabelscrubError):
+    """An error another process of the run reports: this one ends quietly, so the user reads it once."""
+
+
+class FailedOnMain(ReportedElsewhere):
     """Rank 0's error, seen by the other ranks: rank 0 prints it, they end quietly."""

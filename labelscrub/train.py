@@ -161,7 +161,7 @@ class Setup:
         """The normalised rows `batches[i]` of `images` on the device, one tensor per batch (batches.py)."""
         workers = self.config.loader_workers
         if workers is None:
-            workers = auto_workers(images, self.device)
+            workers = auto_workers(images, self.device, processes_here=self.processes.local_size)
         for raw in stream(images, batches, self.device, workers):
             batch = normalize(raw, self.mean, self.std)
             yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch

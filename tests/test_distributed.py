@@ -12,15 +12,19 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from runfolders import tiny_digits
 from test_methods import CLASSES, CONFIG, SIDE, N, small_network, tiny_data
 
 from labelscrub import checkpoint
-from labelscrub.cli import _stopped_message
+from labelscrub.cli import _stopped_message, cli
 from labelscrub.config import REFERENCE_LR, CleanConfig
+from labelscrub.decoding import _decode_once_per_machine
 from labelscrub.distributed import Launch, Processes, start
 from labelscrub.errors import FailedOnMain, LabelscrubError, ProcessStopped
 from labelscrub.methods import train_with_method
 from labelscrub.outfolder import prepare_out_dir
+from labelscrub.sources import open_data
 from labelscrub.task import Task
 from labelscrub.train import make_setup, probe, train_epoch
 
@@ -98,6 +102,33 @@ def test_the_fingerprint_does_not_depend_on_the_number_of_processes():
     assert fingerprint(1) == fingerprint(4)
     with_lr = CleanConfig(epochs=5, lr=0.05)
     assert checkpoint.as_given(with_lr.resolve(32), with_lr)["lr"] == 0.05  # a given rate must still match
+
+
+def test_torchrun_on_apples_mps_is_refused_in_one_line_by_each_machines_first_process(monkeypatch, tmp_path):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setattr("labelscrub.distributed.pick_device", lambda requested: torch.device("mps"))
+    said = {}
+    for local_rank in (0, 1):
+        environment = {"WORLD_SIZE": "2", "RANK": str(local_rank), "LOCAL_RANK": str(local_rank)}
+        said[local_rank] = CliRunner().invoke(cli, ["clean", str(tmp_path), "--out", str(tmp_path / "out")],
+                                              env=environment)
+    assert said[0].exit_code == 1 and said[0].output.splitlines() == [
+        "Error: --device auto chose Apple's MPS, which torchrun cannot use (no process group runs on MPS); run in "
+        "one process, or pass --device cpu to train on the CPU under torchrun"]
+    assert said[1].exit_code == 1 and said[1].output == ""  # the same error: said once
+
+
+def test_processes_that_map_the_decoded_file_get_it_read_only(tmp_path):
+    images = open_data(tiny_digits(tmp_path / "data", train_per_class=2, heldout_per_class=1)).train
+    config = CleanConfig(image_size=8)
+    decoded = {}
+    for rank in (0, 1):  # on one machine local rank 0 decodes, then rank 1 maps what it wrote
+        errors = [None] * len(images)
+        with mock.patch.object(Processes, "gather_objects", return_value=[errors, None]):
+            decoded[rank], _ = _decode_once_per_machine(images, config, tmp_path / "train.npy",
+                                                        processes_at(rank, 2), None)
+    assert not decoded[1].flags.writeable
+    np.testing.assert_array_equal(decoded[1], decoded[0])
 
 
 # --- two real processes (gloo) ---
