@@ -3,10 +3,6 @@ and two real gloo processes combining measurements and training on tiny data wit
 not divide."""
 
 import math
-import multiprocessing
-import os
-import pickle
-import socket
 from unittest import mock
 
 import numpy as np
@@ -14,13 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from runfolders import tiny_digits
-from test_methods import CLASSES, CONFIG, SIDE, N, small_network, tiny_data
+from test_methods import CLASSES, CONFIG, SIDE, N, tiny_data
+from twoprocesses import in_two_processes, values
 
 from labelscrub import checkpoint
 from labelscrub.cli import _stopped_message, cli
 from labelscrub.config import REFERENCE_LR, CleanConfig
 from labelscrub.decoding import _decode_once_per_machine
-from labelscrub.distributed import Launch, Processes, start
+from labelscrub.distributed import Launch, Processes
 from labelscrub.errors import FailedOnMain, LabelscrubError, ProcessStopped
 from labelscrub.methods import train_with_method
 from labelscrub.outfolder import prepare_out_dir
@@ -133,38 +130,6 @@ def test_processes_that_map_the_decoded_file_get_it_read_only(tmp_path):
 
 # --- two real processes (gloo) ---
 
-def _free_port():
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return probe_socket.getsockname()[1]
-
-
-def _in_two_processes(work, tmp_path):
-    """Run `work(processes)` in 2 spawned gloo processes; their return values, by rank."""
-    port = _free_port()
-    context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_child, args=(work, rank, port, tmp_path)) for rank in range(2)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(timeout=120)
-        assert child.exitcode == 0, f"a process failed: {(tmp_path / 'error').read_text()}"
-    return [pickle.loads((tmp_path / f"rank{rank}.pickle").read_bytes()) for rank in range(2)]
-
-
-def _child(work, rank, port, tmp_path):
-    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    try:
-        with start("cpu") as processes, mock.patch("labelscrub.train.build_model", small_network):
-            result = work(processes)
-    except BaseException as error:
-        (tmp_path / "error").write_text(f"rank {rank}: {type(error).__name__}: {error}")
-        raise
-    (tmp_path / f"rank{rank}.pickle").write_bytes(pickle.dumps(result))
-
-
 def _combine(processes):
     count = 7
     mine = processes.share(np.arange(count))
@@ -218,7 +183,7 @@ def _both(processes):
 def two_processes(tmp_path_factory):
     """What each of two gloo processes found, by rank: one start-up for both tests (a spawned process imports
     torch again, which takes seconds)."""
-    return _in_two_processes(_both, tmp_path_factory.mktemp("two-processes"))
+    return values(in_two_processes(_both, tmp_path_factory.mktemp("two-processes")))
 
 
 def test_two_processes_combine_every_row_from_the_rank_that_measured_it(two_processes):
