@@ -90,8 +90,13 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         images, heldout_images, manifest_format = processes.first_on_main(lambda: _open(data_path, config))
         given = config
         config = with_precision(config.resolve(typical_side(images), processes=processes.size), processes.device)
+        current = checkpoint.fingerprint(data=str(data_path.resolve()), config=checkpoint.as_given(config, given),
+                                         sample_ids=images.sample_ids, labels=images.labels)
+        checkpoint.check_same_everywhere(current, processes)
+        saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
+        config = processes.first_on_main(lambda: checkpoint.keep_global_batch(config, saved, processes.size))
         run, eligible, outcome, load_seconds = _decode_and_train(
-            data_path, out_dir, given, config, images, heldout_images, resume=resume, progress=progress,
+            data_path, out_dir, config, images, heldout_images, current, saved, progress=progress,
             processes=processes, started=started)
         if not processes.is_main:
             return None
@@ -110,10 +115,12 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         summary=summary, audit_path=audit_page)
 
 
-def _decode_and_train(data_path: Path, out_dir: Path, given: CleanConfig, config: CleanConfig, images: LabeledImages,
-                      heldout_images: LabeledImages | None, *, resume: bool, progress: Progress,
-                      processes: Processes, started: float) -> tuple[Run, np.ndarray, TrainingOutcome, float]:
-    """Decode the samples (spilling to the cache folder, removed afterwards) and train. Returns the run, the
+def _decode_and_train(data_path: Path, out_dir: Path, config: CleanConfig, images: LabeledImages,
+                      heldout_images: LabeledImages | None, current: dict[str, Any], saved: dict | None, *,
+                      progress: Progress, processes: Processes,
+                      started: float) -> tuple[Run, np.ndarray, TrainingOutcome, float]:
+    """Decode the samples (spilling to the cache folder, removed afterwards) and train, from the checkpoint
+    `saved` if there is one, saving checkpoints with the fingerprint `current`. Returns the run, the
     readable-and-labelled mask, the training outcome and the seconds until training began."""
     device = processes.device
     with spill_folder(out_dir) as cache_dir:
@@ -129,7 +136,7 @@ def _decode_and_train(data_path: Path, out_dir: Path, given: CleanConfig, config
         load_seconds = time.perf_counter() - started
         run = Run(data_path=data_path, config=config, images=images, heldout=heldout_images, errors=errors,
                   device=device)
-        outcome = _train(run, given, pixels, eligible, heldout, out_dir, resume=resume, progress=progress,
+        outcome = _train(run, pixels, eligible, heldout, out_dir, current, saved, progress=progress,
                          processes=processes)
     return run, eligible, outcome, load_seconds
 
@@ -154,15 +161,12 @@ def _open(data_path: Path, config: CleanConfig) -> tuple[LabeledImages, LabeledI
     return split.train, heldout, manifest_format_for(split.train, config.manifest_format)
 
 
-def _train(run: Run, given: CleanConfig, pixels: torch.Tensor, eligible: np.ndarray,
-           heldout: tuple[torch.Tensor, np.ndarray] | None, out_dir: Path, *, resume: bool, progress: Progress,
+def _train(run: Run, pixels: torch.Tensor, eligible: np.ndarray, heldout: tuple[torch.Tensor, np.ndarray] | None,
+           out_dir: Path, current: dict[str, Any], saved: dict | None, *, progress: Progress,
            processes: Processes) -> TrainingOutcome:
-    """Train with the configured method, saving a checkpoint after every epoch (rank 0); with `resume`, from the
-    one an interrupted run of the same data and options left, read by rank 0 and sent to every process."""
+    """Train with the configured method, saving a checkpoint after every epoch (rank 0); from `saved`, the one an
+    interrupted run of the same data and options left (read by rank 0 and sent to every process), if any."""
     images, config = run.images, run.config
-    current = checkpoint.fingerprint(data=str(run.data_path.resolve()), config=checkpoint.as_given(config, given),
-                                     sample_ids=images.sample_ids, labels=images.labels)
-    saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
     return train_with_method(Task(
         pixels=pixels, labels=images.labels, sample_ids=images.sample_ids, eligible=eligible,
         num_classes=len(images.class_names), config=config, device=run.device, heldout=heldout, progress=progress,

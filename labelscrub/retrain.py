@@ -104,7 +104,11 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         plan = processes.first_on_main(lambda: _plan(manifest, metadata, config, test=test, equal_steps=equal_steps,
                                                      compare=compare, processes=processes.size))
         progress = (progress or Progress()) if processes.is_main else Progress()
-        finished = _train_phases(plan, out_dir, resume=resume, progress=progress, processes=processes)
+        current = _fingerprint(plan)
+        checkpoint.check_same_everywhere(current, processes)
+        saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
+        plan = processes.first_on_main(lambda: _resumed(plan, saved, processes.size))
+        finished = _train_phases(plan, out_dir, current, saved, progress=progress, processes=processes)
         if not processes.is_main:
             return None
     cleaned = finished["cleaned"]["metrics"]
@@ -158,17 +162,27 @@ def _plan(manifest: Path, metadata: dict[str, Any], config: CleanConfig, *, test
                  config=config, given=given, cleaned_config=cleaned_config, compare=compare)
 
 
-def _train_phases(plan: _Plan, out_dir: Path, *, resume: bool, progress: Progress,
+def _fingerprint(plan: _Plan) -> dict[str, Any]:
+    """What a retrain's checkpoint must match to be resumed, and every process must share."""
+    return checkpoint.fingerprint(
+        data=str(plan.manifest.resolve()), sample_ids=plan.kept.sample_ids, labels=plan.kept.labels,
+        config={**checkpoint.as_given(plan.config, plan.given), "test": str(plan.test.location),
+                "compare": plan.compare, "cleaned_epochs": plan.cleaned_config.epochs})
+
+
+def _resumed(plan: _Plan, saved: dict | None, processes: int) -> _Plan:
+    """`plan` continued from the checkpoint `saved` on `processes` processes: with the interrupted run's global
+    batch and learning rate (checkpoint.keep_global_batch)."""
+    return dataclasses.replace(plan, config=checkpoint.keep_global_batch(plan.config, saved, processes),
+                               cleaned_config=checkpoint.keep_global_batch(plan.cleaned_config, saved, processes))
+
+
+def _train_phases(plan: _Plan, out_dir: Path, current: dict[str, Any], saved: dict | None, *, progress: Progress,
                   processes: Processes) -> dict[str, dict[str, Any]]:
     """Each training of the plan ("cleaned", then "baseline"): its metrics, weights and normalisation. Each
     finished one is kept in the checkpoint (written by rank 0), so a resumed --compare run does not train it
     again."""
     config = plan.config
-    current = checkpoint.fingerprint(
-        data=str(plan.manifest.resolve()), sample_ids=plan.kept.sample_ids, labels=plan.kept.labels,
-        config={**checkpoint.as_given(config, plan.given), "test": str(plan.test.location), "compare": plan.compare,
-                "cleaned_epochs": plan.cleaned_config.epochs})
-    saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
     finished: dict[str, Any] = saved["finished"] if saved else {}
     with spill_folder(out_dir) as cache:
         test = decode_to_device(plan.test, config, cache, "test.npy", processes.device,

@@ -1,0 +1,108 @@
+"""`clean` in two real gloo processes on a tiny copy of the digits (with a small network in place of ResNet-18):
+what every process must agree on before training, and resuming on another number of processes."""
+
+import json
+import os
+from unittest import mock
+
+import pytest
+from runfolders import tiny_digits
+from test_methods import small_network
+from twoprocesses import in_two_processes
+
+import labelscrub
+from labelscrub import checkpoint
+from labelscrub.cli import cli
+from labelscrub.config import CleanConfig, default_lr
+from labelscrub.errors import LabelscrubError
+
+RECIPE = ["--epochs", "3", "--warmup", "1", "--ramp", "1", "--rho-max", "0.2", "--seed", "0", "--no-audit", "--quiet"]
+PER_PROCESS_BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_digits(tmp_path_factory.mktemp("digits"), train_per_class=4, heldout_per_class=1)
+
+
+def _command(arguments: list[str]) -> int:
+    """The command line in this process, as `labelscrub ...` runs it: its exit status."""
+    try:
+        cli.main(arguments, prog_name="labelscrub")
+    except SystemExit as done:
+        return done.code
+    return 0
+
+
+def _clean(extra: list[str] | None = None) -> int:
+    return _command(["clean", os.environ["TEST_DATA"], "--out", os.environ["TEST_OUT"], *RECIPE, "--batch-size",
+                     str(PER_PROCESS_BATCH), *(extra or [])])
+
+
+def _clean_where_rank_1_reads_other_labels(rank):
+    opened = labelscrub.pipeline.open_data
+
+    def open_with_other_labels(*arguments, **options):
+        split = opened(*arguments, **options)
+        if rank == 1:  # as if this machine's copy of DATA had one label changed
+            split.train.labels[0] = (split.train.labels[0] + 1) % len(split.train.class_names)
+        return split
+
+    with mock.patch("labelscrub.pipeline.open_data", open_with_other_labels):
+        return _clean()
+
+
+def test_a_process_that_reads_other_labels_is_named_before_training(data, tmp_path):
+    outcomes = in_two_processes(_clean_where_rank_1_reads_other_labels, tmp_path, process_group=False,
+                                TEST_DATA=str(data), TEST_OUT=str(tmp_path / "out"))
+    assert [outcome.value for outcome in outcomes] == [1, 1]
+    assert outcomes[0].stderr.splitlines() == [
+        "Error: process 1 of 2 does not read what process 0 reads (the samples or their labels differ); every "
+        "process must see DATA at the same path, with the same files, and get the same options"]
+    assert outcomes[1].stderr == ""  # said once, by process 0
+    assert not (tmp_path / "out" / checkpoint.CHECKPOINT_NAME).exists()  # no epoch was trained
+
+
+def _clean_leaving_the_first_epochs_checkpoint(rank):
+    """A run of two processes that ends as if it had been stopped after its first epoch: its later checkpoints
+    are not written and the first is not removed at the end."""
+    save = checkpoint.save
+
+    def save_the_first(out, payload):
+        if payload["epoch"] == 0:
+            save(out, payload)
+
+    with mock.patch("labelscrub.checkpoint.save", save_the_first), mock.patch("labelscrub.checkpoint.remove"):
+        return _clean()
+
+
+def test_a_run_of_two_processes_resumed_in_one_keeps_its_global_batch_and_learning_rate(data, tmp_path):
+    out = tmp_path / "out"
+    outcomes = in_two_processes(_clean_leaving_the_first_epochs_checkpoint, tmp_path, process_group=False,
+                                TEST_DATA=str(data), TEST_OUT=str(out))
+    assert [outcome.value for outcome in outcomes] == [0, 0], outcomes[0].stderr
+    made = []
+
+    def recording(*arguments, **options):
+        made.append(arguments[4])  # the config the training is set up with
+        return real_make_setup(*arguments, **options)
+
+    real_make_setup = labelscrub.task.make_setup
+    with mock.patch("labelscrub.train.build_model", small_network), \
+            mock.patch("labelscrub.task.make_setup", recording), mock.patch.dict(os.environ, TEST_DATA=str(data),
+                                                                                  TEST_OUT=str(out)):
+        assert _clean(["--resume"]) == 0
+    global_batch = 2 * PER_PROCESS_BATCH
+    assert [(config.batch_size, config.lr) for config in made] == [(global_batch, default_lr(PER_PROCESS_BATCH, 2))]
+    recorded = json.loads((out / "run.json").read_text())["config"]
+    assert (recorded["batch_size"], recorded["lr"]) == (global_batch, default_lr(global_batch))
+
+
+def test_a_global_batch_the_processes_cannot_share_equally_is_refused():
+    saved = {"global_batch": 8, "lr": 0.05}
+    config = CleanConfig(batch_size=4, lr=None).resolve(32, processes=2)
+    assert checkpoint.keep_global_batch(config, saved, 4).batch_size == 2
+    with pytest.raises(LabelscrubError, match="cannot resume on 3 processes: the run trains with a global batch of 8"):
+        checkpoint.keep_global_batch(config, saved, 3)
+
+
