@@ -23,7 +23,7 @@ nccl on CUDA (device cuda:LOCAL_RANK), gloo on the CPU.
   unreadable samples are found in one place, and the page cache holds the pixels once however many processes map
   them. Disk and memory: N x 3 x S x S bytes of uint8 per machine.
 - Only rank 0 prepares the output folder, reads and writes checkpoints and outputs and shows progress. Its errors
-  reach the others through `from_main`, so every rank ends with the same one-line error instead of a hang.
+  (any error, not only labelscrub's) reach the others through `from_main`, so they end at once instead of waiting.
 - A process that fails or dies: failures.py.
 """
 
@@ -306,7 +306,7 @@ class Processes:
         if self.is_main:
             try:
                 value = make()
-            except LabelscrubError as error:
+            except Exception as error:  # any error: the others wait for rank 0's answer, up to DECODE_TIMEOUT
                 self.broadcast((False, str(error)))
                 raise
             outcome = (True, value if share else None)

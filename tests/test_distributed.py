@@ -3,6 +3,8 @@ and two real gloo processes combining measurements and training on tiny data wit
 not divide."""
 
 import math
+import os
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -150,6 +152,12 @@ def _combine(processes):
         errors.append(("elsewhere", str(error)))
     except LabelscrubError as error:
         errors.append(("here", str(error)))
+    try:  # not labelscrub's error: the others must not wait for rank 0's answer either
+        processes.from_main(lambda: Path(os.devnull, "missing").read_text())
+    except FailedOnMain as error:
+        errors.append(("elsewhere", str(error)))
+    except OSError as error:
+        errors.append(("here", type(error).__name__))
     kept = np.arange(count) % 2 == 0
     processes.check_same(kept, 0)
     try:
@@ -193,10 +201,12 @@ def test_two_processes_combine_every_row_from_the_rank_that_measured_it(two_proc
         np.testing.assert_array_equal(combined["predicted"], np.arange(7) * 10)
         np.testing.assert_array_equal(combined["probabilities"][1::2], 0.25)  # rank 1's rows
         assert np.isnan(combined["probabilities"][0::2]).all()  # rank 0 measured none of them
-        assert errors[0][1] == "the folder is not empty" and "disagree" in errors[1][1]
+        assert errors[0][1] == "the folder is not empty" and "disagree" in errors[2][1]
         # each rank sends as many rows as the longest share (4): their indices, 3 float32 and 1 int64 column
         assert total == [2.0, 1.0] and stats == (4 * 8 + 4 * 3 * 4 + 4 * 8, [0])
     assert [errors[0][0] for _, errors, _, _ in results] == ["here", "elsewhere"]
+    assert [errors[1] for _, errors, _, _ in results][0] == ("here", "NotADirectoryError")
+    assert [errors[1] for _, errors, _, _ in results][1][0] == "elsewhere"  # ended at once, told by rank 0
 
 
 def test_two_processes_combine_infinities_and_nan_bit_for_bit(two_processes):

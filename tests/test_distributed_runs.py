@@ -1,8 +1,10 @@
 """`clean` in two real gloo processes on a tiny copy of the digits (with a small network in place of ResNet-18):
-what every process must agree on before training, and resuming on another number of processes."""
+what every process must agree on before training, resuming on another number of processes, and how the run ends
+when one process fails."""
 
 import json
 import os
+import time
 from unittest import mock
 
 import pytest
@@ -106,3 +108,41 @@ def test_a_global_batch_the_processes_cannot_share_equally_is_refused():
         checkpoint.keep_global_batch(config, saved, 3)
 
 
+
+
+# --- one process fails in the middle of an epoch ---
+
+INJECTED = {"RuntimeError": RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)"),
+            "LabelscrubError": LabelscrubError("the disk is full (injected by the test)")}
+
+
+def _clean_failing_in_the_second_epoch(rank):
+    """`clean` with 5 steps per epoch on each process; process TEST_FAILING raises TEST_ERROR at its 8th batch."""
+    augmented, batches = labelscrub.train._augmented, []
+
+    def failing(*arguments):
+        batches.append(1)
+        if rank == int(os.environ["TEST_FAILING"]) and len(batches) == 8:
+            raise INJECTED[os.environ["TEST_ERROR"]]
+        return augmented(*arguments)
+
+    with mock.patch("labelscrub.train._augmented", failing):
+        return _clean()
+
+
+@pytest.mark.parametrize("failing, error", [(1, "RuntimeError"), (0, "RuntimeError"), (1, "LabelscrubError")])
+def test_a_process_that_fails_says_why_and_the_other_ends_quietly(data, tmp_path, failing, error):
+    started = time.monotonic()
+    outcomes = in_two_processes(_clean_failing_in_the_second_epoch, tmp_path, process_group=False, timeout=100,
+                                TEST_DATA=str(data), TEST_OUT=str(tmp_path / "out"), TEST_FAILING=str(failing),
+                                TEST_ERROR=error)
+    assert time.monotonic() - started < 100  # nobody waited for a collective's timeout (10 minutes)
+    failed, other = outcomes[failing], outcomes[1 - failing]
+    if error == "RuntimeError":  # not labelscrub's: the cause, with its traceback, as in one process
+        assert failed.error == f"RuntimeError: {INJECTED[error]}" and str(INJECTED[error]) in failed.stderr
+    else:
+        where = "process 1: " if failing else ""
+        assert failed.value == 1 and failed.stderr.splitlines() == [f"Error: {where}{INJECTED[error]}"]
+    assert other.value == 1 and other.stderr == ""  # said once, by the process that failed
+    assert not any("stopped" in outcome.stderr for outcome in outcomes)
+    assert (tmp_path / "out" / checkpoint.CHECKPOINT_NAME).exists()  # the first epoch can be resumed
