@@ -286,6 +286,8 @@ def _training_batches(setup: Setup, kept: np.ndarray) -> tuple[list[np.ndarray],
     order = np.flatnonzero(kept)[torch.randperm(int(kept.sum()), generator=setup.generator).numpy()]
     rows, first_seen = processes.training_share(order)
     batches = _chunks(rows, setup.config.batch_size)
+    if first_seen is None:  # torchrun with one process: nothing is repeated
+        return batches, None
     return batches, np.split(first_seen, np.cumsum([len(batch) for batch in batches])[:-1])
 
 
