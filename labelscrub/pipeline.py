@@ -35,7 +35,7 @@ from labelscrub.manifest import manifest_format_for, remove_other_manifests, wri
 from labelscrub.measurement import TrainingOutcome
 from labelscrub.methods import train_with_method
 from labelscrub.model import cpu_state_dict, save_model
-from labelscrub.outfolder import prepare_out_dir
+from labelscrub.outfolder import prepare_out_dir, restart_note
 from labelscrub.precision import with_precision
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import build_report, write_report
@@ -84,9 +84,8 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         resume = processes.from_main(lambda: prepare_out_dir(out_dir, data_path, overwrite, resume=resume,
                                                              restarted=processes.restarts > 0))
         progress = (progress or Progress()) if processes.is_main else Progress()
-        if processes.restarts and resume:
-            progress.note(f"torchrun restarted the processes (restart {processes.restarts}); resuming from the "
-                          f"checkpoint in {out_dir}")
+        if restart_note(processes.restarts, resume, out_dir):
+            progress.note(restart_note(processes.restarts, resume, out_dir))
         images, heldout_images, manifest_format = processes.first_on_main(lambda: _open(data_path, config))
         given = config
         config = with_precision(config.resolve(typical_side(images), processes=processes.size), processes.device)

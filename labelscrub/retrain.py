@@ -38,7 +38,7 @@ from labelscrub.images import typical_side
 from labelscrub.manifest import MANIFEST_NAMES
 from labelscrub.measurement import EpochSummary
 from labelscrub.model import cpu_state_dict, save_model
-from labelscrub.outfolder import prepare_out_dir
+from labelscrub.outfolder import prepare_out_dir, restart_note
 from labelscrub.precision import with_precision
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import read_report_metadata
@@ -104,6 +104,8 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         plan = processes.first_on_main(lambda: _plan(manifest, metadata, config, test=test, equal_steps=equal_steps,
                                                      compare=compare, processes=processes.size))
         progress = (progress or Progress()) if processes.is_main else Progress()
+        if restart_note(processes.restarts, resume, out_dir):
+            progress.note(restart_note(processes.restarts, resume, out_dir))
         current = _fingerprint(plan)
         checkpoint.check_same_everywhere(current, processes)
         saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None

@@ -8,6 +8,8 @@ import time
 from unittest import mock
 
 import pytest
+import torch.distributed as dist
+from click.testing import CliRunner
 from runfolders import tiny_digits
 from test_methods import small_network
 from twoprocesses import in_two_processes
@@ -98,6 +100,23 @@ def test_a_run_of_two_processes_resumed_in_one_keeps_its_global_batch_and_learni
     assert [(config.batch_size, config.lr) for config in made] == [(global_batch, default_lr(PER_PROCESS_BATCH, 2))]
     recorded = json.loads((out / "run.json").read_text())["config"]
     assert (recorded["batch_size"], recorded["lr"]) == (global_batch, default_lr(global_batch))
+
+
+def test_a_restarted_run_that_finds_no_checkpoint_says_it_starts_over(data, tmp_path):
+    # torchrun's environment for one process restarted once, on a machine whose --out holds nothing; the store
+    # torchrun's agent would host is hosted here
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    restarted = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(store.port), "TORCHELASTIC_USE_AGENT_STORE": "True",
+                 "TORCHELASTIC_RESTART_COUNT": "1", "TORCHELASTIC_MAX_RESTARTS": "3"}
+    out = tmp_path / "out"
+    with mock.patch("labelscrub.train.build_model", small_network):
+        result = CliRunner().invoke(cli, ["clean", str(data), "--out", str(out), *RECIPE[:-1], "--epochs", "1"],
+                                    env=restarted)
+    assert result.exit_code == 0, result.output
+    assert (f"warning: torchrun restarted the processes (restart 1) and found no checkpoint in {out}: starting "
+            "again from the first epoch (no epoch had finished, or --out is not on a filesystem every machine "
+            "sees)") in result.output.splitlines()
 
 
 def test_a_global_batch_the_processes_cannot_share_equally_is_refused():
