@@ -46,6 +46,8 @@ def in_two_processes(work, folder: Path, *, process_group: bool = True, timeout:
         children[rank].kill()
         children[rank].join()
     assert not hung, f"process {hung} still ran after {timeout} s"
+    crashed = [rank for rank in range(2) if not (folder / f"rank{rank}.pickle").exists()]
+    assert not crashed, f"process {crashed} ended without an outcome (exit codes {[c.exitcode for c in children]})"
     return [pickle.loads((folder / f"rank{rank}.pickle").read_bytes()) for rank in range(2)]
 
 
