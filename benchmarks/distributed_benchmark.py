@@ -5,7 +5,7 @@
 
 1. gather: the per-epoch combine of the per-sample measurements (`Processes.combine_rows`, the recorder's five
    (N,) tensors, each process holding its half) in 2 gloo processes, for each N of --gather-samples: the bytes
-   each process contributes to the all_reduce and the seconds it takes (median of --repeats), plus the keep-mask
+   each process contributes to the all_gathers and the seconds it takes (median of --repeats), plus the keep-mask
    check. No training: synthetic tensors.
 2. epochs: `labelscrub clean` for --epochs epochs on --epochs-data with each --layouts entry PxT: P processes
    (torchrun when P > 1) of T threads each, the per-process batch --batch-size / P so the global batch is the same:
@@ -90,7 +90,7 @@ def _gather_child(rank: int, port: int, count: int, repeats: int, scratch: str) 
         for _ in range(repeats + 1):  # the first, untimed, connects the processes
             processes.stats.bytes = 0
             started = time.perf_counter()
-            processes.combine_rows(tensors, count)
+            processes.combine_rows(tensors, count, mine)
             seconds.append(time.perf_counter() - started)
             started = time.perf_counter()
             processes.check_same(np.ones(count, dtype=bool), 0)

@@ -29,9 +29,11 @@ MAX_AUTO_WORKERS = 4
 PREFETCH_PER_WORKER = 2
 
 
-def auto_workers(pixels: torch.Tensor, device: torch.device) -> int:
+def auto_workers(pixels: torch.Tensor, device: torch.device, *, processes_here: int = 1) -> int:
     """Workers for `pixels` trained on `device` when the user has not chosen: up to MAX_AUTO_WORKERS, one core left
-    to the main process, where a CUDA GPU trains on large images held by the host; otherwise none. On Apple's MPS
+    to the main process, where a CUDA GPU trains on large images held by the host; otherwise none. The machine's
+    cores are shared by the `processes_here` training processes on it (torchrun's LOCAL_WORLD_SIZE), each with its
+    own workers: 8 processes with 4 workers each would crowd 16 cores with 40 processes. On Apple's MPS
     the host memory is the GPU's, and a process forked after MPS has started is not safe to use. Small images
     (CIFAR-sized) are gathered in the main process: on an H200 at 32 px, four workers took 1.31x the time of
     images kept on the GPU and the in-process gather 1.08x, since starting workers every pass and handing batches
@@ -39,7 +41,8 @@ def auto_workers(pixels: torch.Tensor, device: torch.device) -> int:
     if (device.type != "cuda" or pixels.device.type == device.type or pixels.shape[-1] <= SMALL_IMAGE_SIDE
             or not can_fork()):
         return 0
-    return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1))
+    cores = (os.cpu_count() or 2) // max(1, processes_here)
+    return max(1, min(MAX_AUTO_WORKERS, cores - 1))
 
 
 def can_fork() -> bool:

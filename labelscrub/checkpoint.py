@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from labelscrub.atomic import atomic_path
-from labelscrub.errors import LabelscrubError
+from labelscrub.distributed import Processes
+from labelscrub.errors import LabelscrubError, ReportedElsewhere
 from labelscrub.measurement import EpochSummary, Probe
 from labelscrub.model import cpu_state_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"  # written after every epoch, removed when the run completes
 # Bump when the layout or the meaning of the state changes; older checkpoints are then refused rather than misread.
-FORMAT = 9
+FORMAT = 10
 # Options that change how fast a run goes, never what it computes: a run may resume with other values.
 RESULT_NEUTRAL_OPTIONS = ("device", "loader_workers")
 
@@ -68,6 +69,9 @@ def pack_training(*, phase: str, epoch: int, setup, fingerprint: dict[str, Any])
         "model": cpu_state_dict(setup.model),
         "optimizer": setup.optimizer.state_dict(),
         "generator": setup.generator.get_state(),
+        # what a resume on another number of processes keeps (`keep_global_batch`)
+        "global_batch": setup.config.batch_size * setup.processes.size,
+        "lr": setup.config.lr,
     }
 
 
@@ -112,8 +116,43 @@ def method_state(payload: dict) -> dict[str, Any]:
 def as_given(config, given) -> dict[str, Any]:
     """The resolved `config` as a fingerprint holds it: the learning rate as `given` (the unresolved config) has it,
     None for the default, which follows the number of processes; so a checkpoint resumes on any number of
-    processes (and `batch_size` is per process)."""
+    processes (`batch_size` is per process, as given; `keep_global_batch` says what a resume trains with)."""
     return {**config.to_dict(), "lr": given.lr}
+
+
+def keep_global_batch(config, saved: dict | None, processes: int):
+    """The resolved `config` to continue the checkpoint `saved` with on `processes` processes: the interrupted
+    run's global batch (samples per step over every process) and learning rate, its global batch shared among
+    `processes`. Without this, 8 processes resumed on 1 would take steps 8 times smaller at an eighth of the
+    learning rate in the middle of the schedule. Refused when `processes` cannot share the global batch equally."""
+    if saved is None:
+        return config
+    global_batch = saved["global_batch"]
+    if global_batch % processes:
+        raise LabelscrubError(f"cannot resume on {processes} processes: the run trains with a global batch of "
+                              f"{global_batch} samples per step, which {processes} processes cannot share equally; "
+                              f"resume on a number of processes that divides {global_batch}")
+    return dataclasses.replace(config, batch_size=global_batch // processes, lr=saved["lr"])
+
+
+def check_same_everywhere(current: dict[str, Any], processes: Processes) -> None:
+    """Stop unless every process has the fingerprint `current`: each process opens DATA on its own machine, and
+    one that sees other files, labels or options would train on other samples. Rank 0 names the first process
+    that differs; the others end quietly."""
+    every = processes.gather_objects(current)
+    differing = [rank for rank, theirs in enumerate(every) if theirs != every[0]]
+    if not differing:
+        return
+    first, theirs = every[0], every[differing[0]]
+    parts = (["the DATA path"] if first["data"] != theirs["data"] else []) + (
+        ["the samples or their labels"] if first["samples"] != theirs["samples"] else []) + [
+        f"--{key.replace('_', '-')}" for key in sorted(set(first["config"]) | set(theirs["config"]))
+        if first["config"].get(key) != theirs["config"].get(key)]
+    others = f" (and {len(differing) - 1} more)" if len(differing) > 1 else ""
+    message = (f"process {differing[0]} of {processes.size}{others} does not read what process 0 reads "
+               f"({', '.join(parts)} differ); every process must see DATA at the same path, with the same files, "
+               "and get the same options")
+    raise LabelscrubError(message) if processes.is_main else ReportedElsewhere(message)
 
 
 def fingerprint(*, data: str, config: dict[str, Any], sample_ids: list[str], labels: np.ndarray) -> dict[str, Any]:

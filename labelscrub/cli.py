@@ -30,8 +30,8 @@ from labelscrub.config import (
     WARMUP_SHARE,
     CleanConfig,
 )
-from labelscrub.distributed import FailedOnMain, Launch, ProcessStopped
-from labelscrub.errors import LabelscrubError
+from labelscrub.distributed import Launch
+from labelscrub.errors import LabelscrubError, ProcessStopped, ReportedElsewhere
 from labelscrub.pipeline import clean as clean_data
 from labelscrub.progress import ConsoleProgress, applied_summary, audit_summary, closing_summary, retrain_summary
 from labelscrub.retrain import default_out_dir
@@ -271,7 +271,7 @@ def _library_call(call, out: str):
         if error.reporter:
             click.echo(f"Error: {_stopped_message(error, out, launch)}", err=True)
         sys.exit(1)
-    except FailedOnMain:
+    except ReportedElsewhere:
         sys.exit(1)
     except LabelscrubError as error:
         where = f"process {launch.rank}: " if launch is not None and launch.rank else ""

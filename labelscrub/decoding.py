@@ -9,6 +9,7 @@ any machine could not read is unreadable on every rank, so all ranks train on th
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,12 +71,15 @@ def _decode_once_per_machine(images: LabeledImages, config: CleanConfig, path: P
     found = [errors for errors in processes.gather_objects(errors) if errors is not None]
     merged = [next((errors[index] for errors in found if errors[index]), None) for index in range(len(images))]
     if processes.local_rank != 0:
-        pixels = np.load(path, mmap_mode="r+")
+        pixels = np.load(path, mmap_mode="r")  # read-only: a stray write must not change what the others train on
     return pixels, merged
 
 
 def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(pixels)  # shares memory with a memory-mapped array instead of loading it
+    with warnings.catch_warnings():
+        # torch warns that it cannot mark a tensor of a read-only array read-only; the loops only ever read pixels
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.from_numpy(pixels)  # shares memory with a memory-mapped array instead of loading it
     # Small decoded datasets live on the accelerator so batches never cross the bus; others stay in host memory.
     if device.type == "cuda" and tensor.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
         return tensor.to(device)

@@ -11,8 +11,9 @@ nccl on CUDA (device cuda:LOCAL_RANK), gloo on the CPU.
   (`training_share`, as DistributedSampler pads). Repeats train but are not recorded.
 - Measuring (left-out samples, the probe pass, held-out accuracy) splits the rows across ranks (`share`) and
   runs the plain module, never the DDP wrapper: shards may be uneven, and DDP's forward takes part in collectives.
-  `combine_rows` then gives every rank the full per-row tensors: rows a rank did not measure hold NaN (floats) or
-  -1 (ints), so after filling NaN with -inf one all_reduce MAX per dtype yields the one measured value of each row.
+  `combine_rows` then gives every rank the full per-row tensors: each rank sends the rows it measured (in
+  training, the first appearances of its share; in the passes without gradient, its `share`) with their indices,
+  as torchvision's reference scripts gather results, so every value arrives exactly as it was measured.
   Every rank holds the same vectors and computes the same keep mask; `check_same` compares a digest of it each
   epoch and stops the run if they differ.
 - Augmentation draws from a per-rank generator seeded by (seed, rank, epoch); the shuffle stays the shared one.
@@ -22,10 +23,8 @@ nccl on CUDA (device cuda:LOCAL_RANK), gloo on the CPU.
   unreadable samples are found in one place, and the page cache holds the pixels once however many processes map
   them. Disk and memory: N x 3 x S x S bytes of uint8 per machine.
 - Only rank 0 prepares the output folder, reads and writes checkpoints and outputs and shows progress. Its errors
-  reach the others through `from_main`, so every rank ends with the same one-line error instead of a hang.
-- A process that dies: the others fail in their next collective, or torchrun stops them (SIGTERM); `watching`
-  turns either into `ProcessStopped`, naming the processes that stopped (they are the ones that do not answer in
-  the rendezvous store).
+  (any error, not only labelscrub's) reach the others through `from_main`, so they end at once instead of waiting.
+- A process that fails or dies: failures.py.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import contextlib
 import hashlib
 import math
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from labelscrub.errors import LabelscrubError
+from labelscrub.errors import FailedOnMain, LabelscrubError, ReportedElsewhere
 from labelscrub.model import pick_device
 
 # How long a collective waits for the other processes before the run stops: a training step waits at most for the
@@ -54,8 +52,6 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 # How long the other processes wait for local rank 0 to decode the images (1.28 M ImageNet-sized JPEGs at 224 px:
 # about 1.5 hours at the rate BENCHMARKS.md measured on 2 CPU cores) and for rank 0 to read a checkpoint.
 DECODE_TIMEOUT = timedelta(hours=6)
-# How long a process that saw another stop waits for the survivors to answer in the rendezvous store.
-ANSWER_SECONDS = 3.0
 
 T = TypeVar("T")
 
@@ -86,32 +82,12 @@ class Launch:
                    max_restarts=int(environ.get("TORCHELASTIC_MAX_RESTARTS", 0)))
 
 
-class ProcessStopped(LabelscrubError):
-    """Another process of the run stopped (or torchrun stopped this one because of it)."""
-
-    def __init__(self, stopped: list[int] | None, processes: int, *, reporter: bool):
-        self.stopped = stopped  # the ranks that did not answer; None when the store could not tell
-        self.processes = processes
-        self.reporter = reporter  # the lowest surviving rank says it; the others stay silent
-        if stopped is None:
-            what = "another process stopped"
-        elif stopped:
-            what = f"process {', '.join(map(str, stopped))} of {processes} stopped"
-        else:
-            what = "the processes were stopped"
-        super().__init__(what)
-
-
-class FailedOnMain(LabelscrubError):
-    """Rank 0's error, seen by the other ranks: rank 0 prints it, they end quietly."""
-
-
 @dataclass
 class GatherStats:
     """What combining measurements across processes cost, and which epochs' keep masks were compared."""
 
     seconds: float = 0.0
-    bytes: int = 0  # bytes of the tensors each process contributes to the all_reduce
+    bytes: int = 0  # bytes of the tensors each process contributes to the all_gathers (rows and values)
     keep_checks: list[int] = field(default_factory=list)  # epochs whose keep masks were identical on every rank
 
 
@@ -149,6 +125,11 @@ class Processes:
     @property
     def local_rank(self) -> int:
         return 0 if self.launch is None else self.launch.local_rank
+
+    @property
+    def local_size(self) -> int:
+        """The processes of this run on this machine."""
+        return 1 if self.launch is None else self.launch.local_processes
 
     @property
     def restarts(self) -> int:
@@ -203,15 +184,37 @@ class Processes:
 
     # --- collectives ---
 
-    def combine_rows(self, tensors: dict[str, torch.Tensor | None], count: int) -> dict[str, torch.Tensor]:
-        """Every rank's measurements of the (count, ...) tensors `tensors`, combined: each row from the rank that
-        measured it. Unmeasured rows hold NaN (floats) or -1 (ints, whose measured values are >= 0); a measured
-        -inf reads as unmeasured (NaN). A tensor some ranks have not allocated (None) is allocated here,
-        unmeasured. Each row must be measured by at most one rank."""
+    def combine_rows(self, tensors: dict[str, torch.Tensor | None], count: int,
+                     measured: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every rank's measurements of the (count, ...) tensors `tensors`, combined in place: `measured` are the
+        rows this rank measured, and every rank's rows are gathered as they are, so each value arrives bit for bit
+        (NaN and infinities included). Rows no rank measured keep what the tensors hold. A tensor some ranks have
+        not allocated (None) is allocated here, NaN (floats) or -1 (ints). Each row must be measured by at most
+        one rank."""
         present = {name: tensor for name, tensor in tensors.items() if tensor is not None}
         if not self.distributed:
             return present
         started = time.perf_counter()
+        combined = self._allocate_missing(present, count)
+        rows = torch.as_tensor(measured, dtype=torch.int64).to(self.device)
+        lengths = self._lengths(len(rows))
+        every_rows = self._gather_padded(rows, lengths)
+        if sum(lengths) and int(torch.bincount(torch.cat(every_rows), minlength=count).max()) > 1:
+            raise ValueError("a row was measured by more than one process; cannot combine the measurements")
+        for dtype in sorted({tensor.dtype for tensor in combined.values()}, key=str):
+            names = [name for name, tensor in combined.items() if tensor.dtype == dtype]
+            widths = [math.prod(combined[name].shape[1:]) for name in names]
+            mine = torch.cat([combined[name][rows.to(combined[name].device)].reshape(len(rows), -1)
+                              for name in names], dim=1).to(self.device)
+            for rank_rows, values in zip(every_rows, self._gather_padded(mine, lengths)):
+                for name, piece in zip(names, values.split(widths, dim=1)):
+                    target = combined[name]
+                    target[rank_rows.to(target.device)] = piece.reshape(-1, *target.shape[1:]).to(target.device)
+        self.stats.seconds += time.perf_counter() - started
+        return combined
+
+    def _allocate_missing(self, present: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+        """`present` with the tensors other ranks hold but this one has not allocated, unmeasured (NaN or -1)."""
         shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for signature in self.gather_objects({name: (tuple(t.shape), t.dtype) for name, t in present.items()}):
             shapes.update(signature)
@@ -220,21 +223,26 @@ class Processes:
             shape, dtype = shapes[name]
             if shape[0] != count:
                 raise ValueError(f"{name}: {shape} is not one row per sample ({count}); cannot combine it")
-            tensor = present.get(name)
-            if tensor is None:
-                tensor = torch.full(shape, float("nan") if dtype.is_floating_point else -1, dtype=dtype,
-                                    device=self.device)
-            combined[name] = tensor.nan_to_num(nan=-math.inf) if dtype.is_floating_point else tensor.clone()
-        for dtype in sorted({t.dtype for t in combined.values()}, key=str):
-            names = [name for name, tensor in combined.items() if tensor.dtype == dtype]
-            flat = torch.cat([combined[name].reshape(-1) for name in names]).to(self.device)
-            dist.all_reduce(flat, op=dist.ReduceOp.MAX)
-            self.stats.bytes += flat.numel() * flat.element_size()
-            for name, piece in zip(names, flat.split([combined[name].numel() for name in names])):
-                value = piece.reshape(combined[name].shape).to(combined[name].device)
-                combined[name] = value.masked_fill(value == -math.inf, math.nan) if dtype.is_floating_point else value
-        self.stats.seconds += time.perf_counter() - started
+            combined[name] = present[name] if name in present else torch.full(
+                shape, float("nan") if dtype.is_floating_point else -1, dtype=dtype, device=self.device)
         return combined
+
+    def _lengths(self, length: int) -> list[int]:
+        """Every rank's `length`, in rank order."""
+        mine = torch.tensor([length], dtype=torch.int64, device=self.device)
+        every = [torch.zeros_like(mine) for _ in range(self.size)]
+        dist.all_gather(every, mine)
+        return [int(value) for value in every]
+
+    def _gather_padded(self, tensor: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+        """Every rank's `tensor`, whose first dimension is that rank's entry of `lengths`: each is padded to the
+        longest for the all_gather, and the padding cut off again."""
+        padded = tensor.new_zeros((max(lengths), *tensor.shape[1:]))
+        padded[:len(tensor)] = tensor
+        every = [torch.empty_like(padded) for _ in range(self.size)]
+        dist.all_gather(every, padded)
+        self.stats.bytes += padded.numel() * padded.element_size()
+        return [piece[:length] for piece, length in zip(every, lengths)]
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
         """Rank 0's buffers (batch-norm running statistics) in every rank's `model`. DistributedDataParallel sends
@@ -298,7 +306,7 @@ class Processes:
         if self.is_main:
             try:
                 value = make()
-            except LabelscrubError as error:
+            except Exception as error:  # any error: the others wait for rank 0's answer, up to DECODE_TIMEOUT
                 self.broadcast((False, str(error)))
                 raise
             outcome = (True, value if share else None)
@@ -308,58 +316,6 @@ class Processes:
         if self.is_main:
             return value
         return sent if share else make()
-
-    @contextlib.contextmanager
-    def watching(self) -> Iterator[None]:
-        """Turn another process's death into `ProcessStopped`: the error a collective raises when its peer is
-        gone, or the SIGTERM with which torchrun stops the survivors. An error while every process still answers
-        is raised as it is."""
-        if not self.distributed:
-            yield
-            return
-
-        def terminated(signum, frame):
-            raise _Terminated
-
-        previous = signal.signal(signal.SIGTERM, terminated)
-        try:
-            yield
-        except (_Terminated, RuntimeError) as error:
-            # torchrun's SIGTERM often follows a failed collective: it must not cut the message short
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stopped = self._stopped_ranks()
-            if isinstance(error, RuntimeError) and stopped == []:
-                signal.signal(signal.SIGTERM, previous)
-                raise
-            survivors = sorted(set(range(self.size)) - set(stopped or []))
-            raise ProcessStopped(stopped, self.size, reporter=not survivors or survivors[0] == self.rank) from None
-        except BaseException:
-            signal.signal(signal.SIGTERM, previous)
-            raise
-        else:
-            signal.signal(signal.SIGTERM, previous)
-
-    def _stopped_ranks(self) -> list[int] | None:
-        """The ranks that do not mark themselves alive in the rendezvous store within ANSWER_SECONDS; None when
-        the store cannot be reached (it lives in the torchrun agent of the first machine)."""
-        try:
-            store = dist.distributed_c10d._get_default_store()
-            store.set_timeout(timedelta(seconds=ANSWER_SECONDS))
-            prefix = f"labelscrub-alive/{self.restarts}/"
-            store.set(f"{prefix}{self.rank}", "1")
-            deadline = time.monotonic() + ANSWER_SECONDS
-            while True:
-                missing = [rank for rank in range(self.size) if not store.check([f"{prefix}{rank}"])]
-                if not missing or time.monotonic() > deadline:
-                    return missing
-                time.sleep(0.1)
-        except Exception:  # the store went with a dead process, or never existed: nobody can tell who stopped
-            return None
-
-
-class _Terminated(BaseException):
-    """SIGTERM from torchrun: another process failed and this one is being stopped."""
-
 
 @contextlib.contextmanager
 def start(requested_device: str) -> Iterator[Processes]:
@@ -373,6 +329,8 @@ def start(requested_device: str) -> Iterator[Processes]:
     if launch is None:
         yield Processes.single(device)
         return
+    if device.type == "mps":
+        _refuse_mps(launch, requested_device)
     if device.type == "cuda":
         device = torch.device("cuda", launch.local_rank)
         torch.cuda.set_device(device)
@@ -383,6 +341,15 @@ def start(requested_device: str) -> Iterator[Processes]:
         yield Processes(device, launch, backend, patient)
     finally:
         dist.destroy_process_group()
+
+
+def _refuse_mps(launch: Launch, requested_device: str) -> None:
+    """torch.distributed has no backend for Apple's MPS (gloo runs on the CPU, nccl on CUDA). Every process of a
+    machine meets this alike, so its local rank 0 says it and the others end quietly."""
+    chosen = "--device auto chose" if requested_device == "auto" else "--device"
+    message = (f"{chosen} Apple's MPS, which torchrun cannot use (no process group runs on MPS); run in one "
+               "process, or pass --device cpu to train on the CPU under torchrun")
+    raise LabelscrubError(message) if launch.local_rank == 0 else ReportedElsewhere(message)
 
 
 def node_file(name: str, processes: Processes) -> str:

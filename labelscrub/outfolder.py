@@ -35,3 +35,15 @@ def prepare_out_dir(out_dir: Path, data_path: Path, overwrite: bool, *, resume: 
     except OSError as error:
         raise LabelscrubError(f"{out_dir}: cannot create the output folder ({error.strerror or error})") from None
     return False
+
+
+def restart_note(restarts: int, resumed: bool, out_dir: Path) -> str | None:
+    """What a run that torchrun restarted (`restarts` > 0) tells the user about where it goes on from. Finding no
+    checkpoint is worth a warning: a restart may move rank 0 to another machine, which sees no checkpoint unless
+    `out_dir` is on a filesystem every machine shares, and the run would silently start over."""
+    if not restarts:
+        return None
+    if resumed:
+        return f"torchrun restarted the processes (restart {restarts}); resuming from the checkpoint in {out_dir}"
+    return (f"torchrun restarted the processes (restart {restarts}) and found no checkpoint in {out_dir}: starting "
+            "again from the first epoch (no epoch had finished, or --out is not on a filesystem every machine sees)")

@@ -29,12 +29,13 @@ from labelscrub.config import CleanConfig
 from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.distributed import Processes
 from labelscrub.errors import LabelscrubError
+from labelscrub.failures import watching
 from labelscrub.images import typical_side
 from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
 from labelscrub.measurement import TrainingOutcome
 from labelscrub.methods import train_with_method
 from labelscrub.model import cpu_state_dict, save_model
-from labelscrub.outfolder import prepare_out_dir
+from labelscrub.outfolder import prepare_out_dir, restart_note
 from labelscrub.precision import with_precision
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import build_report, write_report
@@ -77,20 +78,24 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
     """
     started = time.perf_counter()
     data_path, out_dir = Path(data), Path(out)
-    with distributed.start(options.get("device", "auto")) as processes, processes.watching():
+    with distributed.start(options.get("device", "auto")) as processes, watching(processes):
         # rank 0 checks first: an error in the options, the folder or the data is reported once, not by every process
         config = processes.first_on_main(lambda: _make_config(options))
         resume = processes.from_main(lambda: prepare_out_dir(out_dir, data_path, overwrite, resume=resume,
                                                              restarted=processes.restarts > 0))
         progress = (progress or Progress()) if processes.is_main else Progress()
-        if processes.restarts and resume:
-            progress.note(f"torchrun restarted the processes (restart {processes.restarts}); resuming from the "
-                          f"checkpoint in {out_dir}")
+        if restart_note(processes.restarts, resume, out_dir):
+            progress.note(restart_note(processes.restarts, resume, out_dir))
         images, heldout_images, manifest_format = processes.first_on_main(lambda: _open(data_path, config))
         given = config
         config = with_precision(config.resolve(typical_side(images), processes=processes.size), processes.device)
+        current = checkpoint.fingerprint(data=str(data_path.resolve()), config=checkpoint.as_given(config, given),
+                                         sample_ids=images.sample_ids, labels=images.labels)
+        checkpoint.check_same_everywhere(current, processes)
+        saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
+        config = processes.first_on_main(lambda: checkpoint.keep_global_batch(config, saved, processes.size))
         run, eligible, outcome, load_seconds = _decode_and_train(
-            data_path, out_dir, given, config, images, heldout_images, resume=resume, progress=progress,
+            data_path, out_dir, config, images, heldout_images, current, saved, progress=progress,
             processes=processes, started=started)
         if not processes.is_main:
             return None
@@ -109,10 +114,12 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         summary=summary, audit_path=audit_page)
 
 
-def _decode_and_train(data_path: Path, out_dir: Path, given: CleanConfig, config: CleanConfig, images: LabeledImages,
-                      heldout_images: LabeledImages | None, *, resume: bool, progress: Progress,
-                      processes: Processes, started: float) -> tuple[Run, np.ndarray, TrainingOutcome, float]:
-    """Decode the samples (spilling to the cache folder, removed afterwards) and train. Returns the run, the
+def _decode_and_train(data_path: Path, out_dir: Path, config: CleanConfig, images: LabeledImages,
+                      heldout_images: LabeledImages | None, current: dict[str, Any], saved: dict | None, *,
+                      progress: Progress, processes: Processes,
+                      started: float) -> tuple[Run, np.ndarray, TrainingOutcome, float]:
+    """Decode the samples (spilling to the cache folder, removed afterwards) and train, from the checkpoint
+    `saved` if there is one, saving checkpoints with the fingerprint `current`. Returns the run, the
     readable-and-labelled mask, the training outcome and the seconds until training began."""
     device = processes.device
     with spill_folder(out_dir) as cache_dir:
@@ -128,7 +135,7 @@ def _decode_and_train(data_path: Path, out_dir: Path, given: CleanConfig, config
         load_seconds = time.perf_counter() - started
         run = Run(data_path=data_path, config=config, images=images, heldout=heldout_images, errors=errors,
                   device=device)
-        outcome = _train(run, given, pixels, eligible, heldout, out_dir, resume=resume, progress=progress,
+        outcome = _train(run, pixels, eligible, heldout, out_dir, current, saved, progress=progress,
                          processes=processes)
     return run, eligible, outcome, load_seconds
 
@@ -153,15 +160,12 @@ def _open(data_path: Path, config: CleanConfig) -> tuple[LabeledImages, LabeledI
     return split.train, heldout, manifest_format_for(split.train, config.manifest_format)
 
 
-def _train(run: Run, given: CleanConfig, pixels: torch.Tensor, eligible: np.ndarray,
-           heldout: tuple[torch.Tensor, np.ndarray] | None, out_dir: Path, *, resume: bool, progress: Progress,
+def _train(run: Run, pixels: torch.Tensor, eligible: np.ndarray, heldout: tuple[torch.Tensor, np.ndarray] | None,
+           out_dir: Path, current: dict[str, Any], saved: dict | None, *, progress: Progress,
            processes: Processes) -> TrainingOutcome:
-    """Train with the configured method, saving a checkpoint after every epoch (rank 0); with `resume`, from the
-    one an interrupted run of the same data and options left, read by rank 0 and sent to every process."""
+    """Train with the configured method, saving a checkpoint after every epoch (rank 0); from `saved`, the one an
+    interrupted run of the same data and options left (read by rank 0 and sent to every process), if any."""
     images, config = run.images, run.config
-    current = checkpoint.fingerprint(data=str(run.data_path.resolve()), config=checkpoint.as_given(config, given),
-                                     sample_ids=images.sample_ids, labels=images.labels)
-    saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
     return train_with_method(Task(
         pixels=pixels, labels=images.labels, sample_ids=images.sample_ids, eligible=eligible,
         num_classes=len(images.class_names), config=config, device=run.device, heldout=heldout, progress=progress,

@@ -33,11 +33,12 @@ from labelscrub.config import CleanConfig
 from labelscrub.decoding import decode_to_device, spill_folder
 from labelscrub.distributed import Processes
 from labelscrub.errors import LabelscrubError
+from labelscrub.failures import watching
 from labelscrub.images import typical_side
 from labelscrub.manifest import MANIFEST_NAMES
 from labelscrub.measurement import EpochSummary
 from labelscrub.model import cpu_state_dict, save_model
-from labelscrub.outfolder import prepare_out_dir
+from labelscrub.outfolder import prepare_out_dir, restart_note
 from labelscrub.precision import with_precision
 from labelscrub.progress import Progress, decoding
 from labelscrub.report import read_report_metadata
@@ -93,7 +94,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         print(result.accuracy, result.baseline_accuracy)
     """
     started = time.perf_counter()
-    with distributed.start(training_options.get("device") or "auto") as processes, processes.watching():
+    with distributed.start(training_options.get("device") or "auto") as processes, watching(processes):
         # rank 0 checks first: an error in the options, the run or the data is reported once, not by every process
         manifest, metadata, config, out_dir = processes.first_on_main(
             lambda: _source(source, out, training_options))
@@ -103,7 +104,13 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         plan = processes.first_on_main(lambda: _plan(manifest, metadata, config, test=test, equal_steps=equal_steps,
                                                      compare=compare, processes=processes.size))
         progress = (progress or Progress()) if processes.is_main else Progress()
-        finished = _train_phases(plan, out_dir, resume=resume, progress=progress, processes=processes)
+        if restart_note(processes.restarts, resume, out_dir):
+            progress.note(restart_note(processes.restarts, resume, out_dir))
+        current = _fingerprint(plan)
+        checkpoint.check_same_everywhere(current, processes)
+        saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
+        plan = processes.first_on_main(lambda: _resumed(plan, saved, processes.size))
+        finished = _train_phases(plan, out_dir, current, saved, progress=progress, processes=processes)
         if not processes.is_main:
             return None
     cleaned = finished["cleaned"]["metrics"]
@@ -157,17 +164,27 @@ def _plan(manifest: Path, metadata: dict[str, Any], config: CleanConfig, *, test
                  config=config, given=given, cleaned_config=cleaned_config, compare=compare)
 
 
-def _train_phases(plan: _Plan, out_dir: Path, *, resume: bool, progress: Progress,
+def _fingerprint(plan: _Plan) -> dict[str, Any]:
+    """What a retrain's checkpoint must match to be resumed, and every process must share."""
+    return checkpoint.fingerprint(
+        data=str(plan.manifest.resolve()), sample_ids=plan.kept.sample_ids, labels=plan.kept.labels,
+        config={**checkpoint.as_given(plan.config, plan.given), "test": str(plan.test.location),
+                "compare": plan.compare, "cleaned_epochs": plan.cleaned_config.epochs})
+
+
+def _resumed(plan: _Plan, saved: dict | None, processes: int) -> _Plan:
+    """`plan` continued from the checkpoint `saved` on `processes` processes: with the interrupted run's global
+    batch and learning rate (checkpoint.keep_global_batch)."""
+    return dataclasses.replace(plan, config=checkpoint.keep_global_batch(plan.config, saved, processes),
+                               cleaned_config=checkpoint.keep_global_batch(plan.cleaned_config, saved, processes))
+
+
+def _train_phases(plan: _Plan, out_dir: Path, current: dict[str, Any], saved: dict | None, *, progress: Progress,
                   processes: Processes) -> dict[str, dict[str, Any]]:
     """Each training of the plan ("cleaned", then "baseline"): its metrics, weights and normalisation. Each
     finished one is kept in the checkpoint (written by rank 0), so a resumed --compare run does not train it
     again."""
     config = plan.config
-    current = checkpoint.fingerprint(
-        data=str(plan.manifest.resolve()), sample_ids=plan.kept.sample_ids, labels=plan.kept.labels,
-        config={**checkpoint.as_given(config, plan.given), "test": str(plan.test.location), "compare": plan.compare,
-                "cleaned_epochs": plan.cleaned_config.epochs})
-    saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
     finished: dict[str, Any] = saved["finished"] if saved else {}
     with spill_folder(out_dir) as cache:
         test = decode_to_device(plan.test, config, cache, "test.npy", processes.device,

@@ -60,6 +60,7 @@ class _Recorder:
         self.decoy_loss = torch.full((count,), float("nan"), device=device)
         self.mean_class_loss = torch.full((count,), float("nan"), device=device)
         self.predicted = torch.full((count,), -1, dtype=torch.int64, device=device)
+        self._measured = torch.zeros(count, dtype=torch.bool, device=device)  # the rows this process recorded
         self.top_classes = self.top_log_probs = self.rest_log_prob = None  # with `top` only (Probe.top_classes)
         self._classes_to_read = None
         if top is not None:
@@ -77,6 +78,7 @@ class _Recorder:
         loss, predicted, margin, decoy_loss, mean_class_loss = _measure(log_probs, targets,
                                                                         targets if decoys is None else decoys)
         self.losses[rows], self.predicted[rows], self.margin[rows] = loss, predicted, margin
+        self._measured[rows] = True
         self.mean_class_loss[rows] = mean_class_loss
         if decoys is not None:
             self.decoy_loss[rows] = decoy_loss
@@ -105,10 +107,11 @@ class _Recorder:
         if not processes.distributed:
             return
         # None: a tensor allocated at the first record, which another rank may have made; private fields are
-        # inputs every rank holds alike, not measurements
+        # bookkeeping (the rows measured here, the classes to read), not measurements
         tensors = {name: value for name, value in vars(self).items()
                    if not name.startswith("_") and (isinstance(value, torch.Tensor) or value is None)}
-        for name, value in processes.combine_rows(tensors, len(self.losses)).items():
+        measured = self._measured.nonzero()[:, 0]
+        for name, value in processes.combine_rows(tensors, len(self.losses), measured).items():
             setattr(self, name, value)
 
     def result(self) -> Probe:
@@ -158,7 +161,7 @@ class Setup:
         """The normalised rows `batches[i]` of `images` on the device, one tensor per batch (batches.py)."""
         workers = self.config.loader_workers
         if workers is None:
-            workers = auto_workers(images, self.device)
+            workers = auto_workers(images, self.device, processes_here=self.processes.local_size)
         for raw in stream(images, batches, self.device, workers):
             batch = normalize(raw, self.mean, self.std)
             yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
@@ -283,6 +286,8 @@ def _training_batches(setup: Setup, kept: np.ndarray) -> tuple[list[np.ndarray],
     order = np.flatnonzero(kept)[torch.randperm(int(kept.sum()), generator=setup.generator).numpy()]
     rows, first_seen = processes.training_share(order)
     batches = _chunks(rows, setup.config.batch_size)
+    if first_seen is None:  # torchrun with one process: nothing is repeated
+        return batches, None
     return batches, np.split(first_seen, np.cumsum([len(batch) for batch in batches])[:-1])
 
 

@@ -66,3 +66,12 @@ def test_a_run_streamed_from_a_memory_mapped_file_matches_the_in_memory_run(tmp_
     streamed_losses, streamed_dropped = trajectories(streamed)
     np.testing.assert_array_equal(streamed_losses, losses)
     assert streamed_dropped == dropped
+
+
+@needs_fork
+def test_the_processes_of_one_machine_share_its_cores_for_workers(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    large = torch.zeros(4, 3, 224, 224, dtype=torch.uint8)
+    assert auto_workers(large, torch.device("cuda")) == 4  # one process: up to the cap, a core left to it
+    assert auto_workers(large, torch.device("cuda"), processes_here=4) == 3  # 4 cores each, one for training
+    assert auto_workers(large, torch.device("cuda"), processes_here=8) == 1  # 2 cores each: 8 + 8 workers

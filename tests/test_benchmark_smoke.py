@@ -235,6 +235,7 @@ def test_the_distributed_benchmark_measures_the_gather_and_the_decoding():
     assert run.returncode == 0, run.stderr
     gather, decode = (json.loads(line) for line in run.stdout.splitlines())
     assert gather["part"] == "gather" and gather["samples"] == 1001 and gather["seconds"] > 0
-    assert gather["bytes_per_process"] == 1001 * (4 * 4 + 8)  # four float32 and one int64 per sample
+    # the longest share, 501 rows, each with its index, four float32 and one int64
+    assert gather["bytes_per_process"] == 501 * (8 + 4 * 4 + 8)
     assert decode["part"] == "decode" and decode["images_per_second"] > 0
     assert decode["formula_bytes"] == 4 * 3 * 16 * 16 and decode["file_bytes"] >= decode["formula_bytes"]

@@ -3,24 +3,27 @@ and two real gloo processes combining measurements and training on tiny data wit
 not divide."""
 
 import math
-import multiprocessing
 import os
-import pickle
-import socket
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-from test_methods import CLASSES, CONFIG, SIDE, N, small_network, tiny_data
+from click.testing import CliRunner
+from runfolders import tiny_digits
+from test_methods import CLASSES, CONFIG, SIDE, N, tiny_data
+from twoprocesses import in_two_processes, values
 
 from labelscrub import checkpoint
-from labelscrub.cli import _stopped_message
+from labelscrub.cli import _stopped_message, cli
 from labelscrub.config import REFERENCE_LR, CleanConfig
-from labelscrub.distributed import FailedOnMain, Launch, Processes, ProcessStopped, start
-from labelscrub.errors import LabelscrubError
+from labelscrub.decoding import _decode_once_per_machine
+from labelscrub.distributed import Launch, Processes
+from labelscrub.errors import FailedOnMain, LabelscrubError, ProcessStopped
 from labelscrub.methods import train_with_method
 from labelscrub.outfolder import prepare_out_dir
+from labelscrub.sources import open_data
 from labelscrub.task import Task
 from labelscrub.train import make_setup, probe, train_epoch
 
@@ -100,39 +103,34 @@ def test_the_fingerprint_does_not_depend_on_the_number_of_processes():
     assert checkpoint.as_given(with_lr.resolve(32), with_lr)["lr"] == 0.05  # a given rate must still match
 
 
+def test_torchrun_on_apples_mps_is_refused_in_one_line_by_each_machines_first_process(monkeypatch, tmp_path):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setattr("labelscrub.distributed.pick_device", lambda requested: torch.device("mps"))
+    said = {}
+    for local_rank in (0, 1):
+        environment = {"WORLD_SIZE": "2", "RANK": str(local_rank), "LOCAL_RANK": str(local_rank)}
+        said[local_rank] = CliRunner().invoke(cli, ["clean", str(tmp_path), "--out", str(tmp_path / "out")],
+                                              env=environment)
+    assert said[0].exit_code == 1 and said[0].output.splitlines() == [
+        "Error: --device auto chose Apple's MPS, which torchrun cannot use (no process group runs on MPS); run in "
+        "one process, or pass --device cpu to train on the CPU under torchrun"]
+    assert said[1].exit_code == 1 and said[1].output == ""  # the same error: said once
+
+
+def test_processes_that_map_the_decoded_file_get_it_read_only(tmp_path):
+    images = open_data(tiny_digits(tmp_path / "data", train_per_class=2, heldout_per_class=1)).train
+    config = CleanConfig(image_size=8)
+    decoded = {}
+    for rank in (0, 1):  # on one machine local rank 0 decodes, then rank 1 maps what it wrote
+        errors = [None] * len(images)
+        with mock.patch.object(Processes, "gather_objects", return_value=[errors, None]):
+            decoded[rank], _ = _decode_once_per_machine(images, config, tmp_path / "train.npy",
+                                                        processes_at(rank, 2), None)
+    assert not decoded[1].flags.writeable
+    np.testing.assert_array_equal(decoded[1], decoded[0])
+
+
 # --- two real processes (gloo) ---
-
-def _free_port():
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return probe_socket.getsockname()[1]
-
-
-def _in_two_processes(work, tmp_path):
-    """Run `work(processes)` in 2 spawned gloo processes; their return values, by rank."""
-    port = _free_port()
-    context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_child, args=(work, rank, port, tmp_path)) for rank in range(2)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(timeout=120)
-        assert child.exitcode == 0, f"a process failed: {(tmp_path / 'error').read_text()}"
-    return [pickle.loads((tmp_path / f"rank{rank}.pickle").read_bytes()) for rank in range(2)]
-
-
-def _child(work, rank, port, tmp_path):
-    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    try:
-        with start("cpu") as processes, mock.patch("labelscrub.train.build_model", small_network):
-            result = work(processes)
-    except BaseException as error:
-        (tmp_path / "error").write_text(f"rank {rank}: {type(error).__name__}: {error}")
-        raise
-    (tmp_path / f"rank{rank}.pickle").write_bytes(pickle.dumps(result))
-
 
 def _combine(processes):
     count = 7
@@ -146,7 +144,7 @@ def _combine(processes):
     if probabilities is not None:
         probabilities[mine] = 0.25
     combined = processes.combine_rows({"losses": losses, "predicted": predicted, "probabilities": probabilities},
-                                      count)
+                                      count, mine)
     errors = []
     try:
         processes.from_main(lambda: (_ for _ in ()).throw(LabelscrubError("the folder is not empty")))
@@ -154,6 +152,12 @@ def _combine(processes):
         errors.append(("elsewhere", str(error)))
     except LabelscrubError as error:
         errors.append(("here", str(error)))
+    try:  # not labelscrub's error: the others must not wait for rank 0's answer either
+        processes.from_main(lambda: Path(os.devnull, "missing").read_text())
+    except FailedOnMain as error:
+        errors.append(("elsewhere", str(error)))
+    except OSError as error:
+        errors.append(("here", type(error).__name__))
     kept = np.arange(count) % 2 == 0
     processes.check_same(kept, 0)
     try:
@@ -162,7 +166,21 @@ def _combine(processes):
         errors.append(("masks", str(error)))
     total = processes.sum([1.0, float(processes.rank)])
     stats = (processes.stats.bytes, list(processes.stats.keep_checks))  # before the training below adds to them
-    return {name: value.numpy() for name, value in combined.items()}, errors, total, stats
+    exact = processes.combine_rows({"values": torch.from_numpy(_special_values(mine))}, count, mine)["values"]
+    return {name: value.numpy() for name, value in combined.items()}, errors, total, stats, exact.numpy()
+
+
+# Values a measurement can hold that a combination through sentinels or a MAX would change: -inf, +inf, a NaN with
+# a payload, -0.0, the smallest subnormal, the largest float32, and an ordinary 3.0.
+SPECIAL_BITS = np.array([0xFF800000, 0x7F800000, 0x7FC00001, 0x80000000, 0x00000001, 0x7F7FFFFF, 0x40400000],
+                        dtype=np.uint32)
+
+
+def _special_values(measured_rows):
+    """Per row its special value where this rank measured it, elsewhere a stale 7.0 the others must overwrite."""
+    values = np.full(len(SPECIAL_BITS), 7.0, dtype=np.float32)
+    values[measured_rows] = SPECIAL_BITS.view(np.float32)[measured_rows]
+    return values
 
 
 def _both(processes):
@@ -173,19 +191,27 @@ def _both(processes):
 def two_processes(tmp_path_factory):
     """What each of two gloo processes found, by rank: one start-up for both tests (a spawned process imports
     torch again, which takes seconds)."""
-    return _in_two_processes(_both, tmp_path_factory.mktemp("two-processes"))
+    return values(in_two_processes(_both, tmp_path_factory.mktemp("two-processes")))
 
 
 def test_two_processes_combine_every_row_from_the_rank_that_measured_it(two_processes):
-    results = [combined for combined, _ in two_processes]
+    results = [combined[:4] for combined, _ in two_processes]
     for combined, errors, total, stats in results:
         np.testing.assert_array_equal(combined["losses"], np.arange(7) + 0.5)
         np.testing.assert_array_equal(combined["predicted"], np.arange(7) * 10)
         np.testing.assert_array_equal(combined["probabilities"][1::2], 0.25)  # rank 1's rows
         assert np.isnan(combined["probabilities"][0::2]).all()  # rank 0 measured none of them
-        assert errors[0][1] == "the folder is not empty" and "disagree" in errors[1][1]
-        assert total == [2.0, 1.0] and stats == (7 * 3 * 4 + 7 * 8, [0])
+        assert errors[0][1] == "the folder is not empty" and "disagree" in errors[2][1]
+        # each rank sends as many rows as the longest share (4): their indices, 3 float32 and 1 int64 column
+        assert total == [2.0, 1.0] and stats == (4 * 8 + 4 * 3 * 4 + 4 * 8, [0])
     assert [errors[0][0] for _, errors, _, _ in results] == ["here", "elsewhere"]
+    assert [errors[1] for _, errors, _, _ in results][0] == ("here", "NotADirectoryError")
+    assert [errors[1] for _, errors, _, _ in results][1][0] == "elsewhere"  # ended at once, told by rank 0
+
+
+def test_two_processes_combine_infinities_and_nan_bit_for_bit(two_processes):
+    for (*_, exact), _ in two_processes:
+        np.testing.assert_array_equal(exact.view(np.uint32), SPECIAL_BITS)
 
 
 def _train_and_probe(processes):
