@@ -20,7 +20,9 @@ WORDS = ["heron", "otter", "maple", "quartz", "tulip", "falcon", "cedar", "lynx"
 MAX_SECONDS = 60  # generous: about 2 s on a laptop core
 MAX_EXTRA_BYTES = 2 * 2**30
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="measures memory through /proc (Linux)")
+# A page of a million samples takes seconds to build: out of the fast loop
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not Path("/proc/self/status").exists(),
+                                                  reason="measures memory through /proc (Linux)")]
 
 # Builds the page in a fresh process, so its peak memory is the page's alone. The peak is VmHWM, the high-water mark
 # of this process's memory (ru_maxrss would also count what pytest held when it forked the process).

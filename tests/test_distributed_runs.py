@@ -22,6 +22,8 @@ from labelscrub.errors import LabelscrubError
 
 RECIPE = ["--epochs", "3", "--warmup", "1", "--ramp", "1", "--rho-max", "0.2", "--seed", "0", "--no-audit", "--quiet"]
 PER_PROCESS_BATCH = 4
+# Real processes that train for seconds each: out of the fast loop, like the other trainings
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
