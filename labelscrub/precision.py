@@ -2,7 +2,7 @@
 plain fp32.
 
 - "auto" resolves to bf16 on CUDA and on CPUs that PyTorch reports to have AMX, the bf16 matrix units; to fp32
-  elsewhere. AVX512-BF16 alone is not enough: on one such Xeon the whole CPU loop ran 0.78x as fast in bf16 as in
+  elsewhere. AVX512-BF16 alone is not enough: on one such Xeon the whole CPU loop ran 0.84-0.88x as fast in bf16 as in
   fp32, on an AMD EPYC with the same flag a bare step ran 1.6x as fast (BENCHMARKS.md, "Precision on the CPU"), and
   no check PyTorch exposes tells the two apart: `--precision bf16` is the user's to choose there. Without bf16
   instructions PyTorch emulates bf16. On Apple MPS autocast to bf16 depends on the macOS version and
