@@ -67,7 +67,7 @@ class SectionClock:
 @contextlib.contextmanager
 def sections_of_training(clock: SectionClock) -> Iterator[None]:
     """Time the sections of every epoch run inside the block (labelscrub.train patched, restored after)."""
-    originals = {name: getattr(train, name, None) for name in ("_augmented", "_measure_without_gradient")}
+    originals = {name: getattr(train, name) for name in ("_augmented", "_measure_without_gradient")}
     batches_of = train.Setup.batches_of
     record = train._Recorder.record
     train._augmented = clock.timed("augmentation", originals["_augmented"])

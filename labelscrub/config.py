@@ -72,7 +72,7 @@ class CleanConfig:
     # --- run ---
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)
-    # "bf16": autocast with channels-last; "fp32"; "auto" = bf16 on CUDA and on CPUs with native bf16, else fp32.
+    # "bf16": autocast with channels-last; "fp32"; "auto" = bf16 on CUDA and on CPUs with AMX, else fp32.
     # Per-sample measurements are fp32 in both (precision.py).
     precision: str = "auto"
     seed: int = 0  # drives shuffling, augmentation and initialisation

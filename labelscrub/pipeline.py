@@ -84,8 +84,8 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
         resume = processes.from_main(lambda: prepare_out_dir(out_dir, data_path, overwrite, resume=resume,
                                                              restarted=processes.restarts > 0))
         progress = (progress or Progress()) if processes.is_main else Progress()
-        if restart_note(processes.restarts, resume, out_dir):
-            progress.note(restart_note(processes.restarts, resume, out_dir))
+        if note := restart_note(processes.restarts, resume, out_dir):
+            progress.note(note)
         images, heldout_images, manifest_format = processes.first_on_main(lambda: _open(data_path, config))
         given = config
         config = with_precision(config.resolve(typical_side(images), processes=processes.size), processes.device)

@@ -104,8 +104,8 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         plan = processes.first_on_main(lambda: _plan(manifest, metadata, config, test=test, equal_steps=equal_steps,
                                                      compare=compare, processes=processes.size))
         progress = (progress or Progress()) if processes.is_main else Progress()
-        if restart_note(processes.restarts, resume, out_dir):
-            progress.note(restart_note(processes.restarts, resume, out_dir))
+        if note := restart_note(processes.restarts, resume, out_dir):
+            progress.note(note)
         current = _fingerprint(plan)
         checkpoint.check_same_everywhere(current, processes)
         saved = processes.from_main(lambda: checkpoint.load(out_dir, current)) if resume else None
