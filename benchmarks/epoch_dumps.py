@@ -28,15 +28,25 @@ from labelscrub.task import SampleState, Task
 from labelscrub.train import decoy_labels
 
 
+class _EnoughEpochs(Exception):
+    """Raised after the epoch --stop-after names, to end the run there."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--noise", default="idn40", choices=sorted(NOISE_SETTINGS))
     parser.add_argument("--method", default="erm")
     parser.add_argument("--rho-max", default="auto")
+    parser.add_argument("--loss-pass", default="train", choices=["train", "probe"],
+                        help="where the dumped measurements come from (clean --loss-pass)")
     add_protocol_arguments(parser)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="end the run after this many epochs, on the schedule of --epochs: enough for the "
+                        "estimate's window at a fraction of the time; no held-out accuracy then")
     args = parser.parse_args()
-    out = Path(args.out or f"benchmarks/results/dumps/{args.noise}-{args.method}-s{args.seed}")
+    suffix = "" if args.loss_pass == "train" else f"-{args.loss_pass}"
+    out = Path(args.out or f"benchmarks/results/dumps/{args.noise}-{args.method}{suffix}-s{args.seed}")
     dumps = out / "dumps"
     dumps.mkdir(parents=True, exist_ok=True)
     rho_max = args.rho_max if args.rho_max == "auto" else float(args.rho_max)
@@ -46,22 +56,30 @@ def main() -> None:
     def updated(task: Task, samples: SampleState, epoch: int, measured) -> SampleState:
         np.savez(dumps / f"epoch-{epoch:02d}.npz", probabilities=measured.probabilities.astype(np.float16),
                  losses=measured.losses, decoy_loss=measured.decoy_loss, mean_class_loss=measured.mean_class_loss)
+        if args.stop_after is not None and epoch + 1 >= args.stop_after:
+            raise _EnoughEpochs
         return original(task, samples, epoch, measured)
 
-    train_epoch = methods.train_epoch
-
-    def train_epoch_keeping_probabilities(*arguments, **options):
-        return train_epoch(*arguments, **{**options, "keep_probabilities": True})
+    def keeping_probabilities(measure):
+        return lambda *arguments, **options: measure(*arguments, **{**options, "keep_probabilities": True})
 
     Task.updated = updated
-    methods.train_epoch = train_epoch_keeping_probabilities
+    methods.train_epoch = keeping_probabilities(methods.train_epoch)
+    methods.probe = keeping_probabilities(methods.probe)  # --loss-pass probe measures in a pass of its own
 
     with tempfile.TemporaryDirectory(prefix="labelscrub-dumps-") as scratch:
         data, true_labels, noisy = plant(args.noise, args, Path(scratch))
         np.savez(dumps / "labels.npz", true=true_labels, noisy=noisy,
                  decoys=decoy_labels(noisy, int(true_labels.max()) + 1, args.seed))
-        result = labelscrub.clean(data, out / "run", overwrite=True, method=args.method, rho_max=rho_max,
-                                  **protocol_recipe(args))
+        try:
+            result = labelscrub.clean(data, out / "run", overwrite=True, method=args.method, rho_max=rho_max,
+                                      loss_pass=args.loss_pass, **protocol_recipe(args))
+        except _EnoughEpochs:
+            row = {"noise": args.noise, "method": args.method, "seed": args.seed, "epochs_dumped": args.stop_after,
+                   "planted": float((noisy != true_labels).mean())}
+            (out / "row.json").write_text(json.dumps(row, indent=2))
+            print(json.dumps(row), flush=True)
+            return
         report = result.report()
         dropped = dropped_by_row(report, len(noisy))
         score = score_by_row(report, len(noisy))

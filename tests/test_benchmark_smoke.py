@@ -239,3 +239,17 @@ def test_the_distributed_benchmark_measures_the_gather_and_the_decoding():
     assert gather["bytes_per_process"] == 501 * (8 + 4 * 4 + 8)
     assert decode["part"] == "decode" and decode["images_per_second"] > 0
     assert decode["formula_bytes"] == 4 * 3 * 16 * 16 and decode["file_bytes"] >= decode["formula_bytes"]
+
+
+@pytest.mark.e2e
+def test_dumps_can_stop_early_on_the_full_schedule(tmp_path, bench_data):
+    data, cache = bench_data
+    out = tmp_path / "dumps"
+
+    dumps = script("epoch_dumps.py", "--noise", "sym40", "--stop-after", "2", "--out", str(out), data=data,
+                   cache=cache)
+
+    assert dumps.returncode == 0, dumps.stderr
+    assert sorted(path.name for path in (out / "dumps").glob("epoch-*.npz")) == ["epoch-00.npz", "epoch-01.npz"]
+    row = json.loads((out / "row.json").read_text())
+    assert row["epochs_dumped"] == 2 and row["planted"] == pytest.approx(0.4, abs=0.05)
