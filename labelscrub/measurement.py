@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from labelscrub.confusion import ConfusionEstimate
+    from labelscrub.mistakes import MistakeEstimate
     from labelscrub.noise import NoiseEstimate
 
 
@@ -97,5 +98,7 @@ class TrainingOutcome:
     # training, in runs too short to have one, and without auto.
     confusion: ConfusionEstimate | None
     confused: np.ndarray  # (N,) bool: dropped as confused; all False without a confusion or dropping (erm)
-    rho_max: float  # the drop share of the loss ranking: the user's, or with auto the decoy estimate
+    rho_max: float  # the drop share of the loss ranking: the user's, or with auto the estimated noise rate
     epochs: list[EpochSummary] = field(default_factory=list)
+    # With auto, the plausible-mistake count (mistakes.py), read with the confusion estimate; None where it is
+    mistakes: MistakeEstimate | None = None

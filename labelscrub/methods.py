@@ -165,8 +165,9 @@ def _outcome(task: Task, phase: _Phase, final_kept: np.ndarray, score: np.ndarra
         model=phase.setup.model, loss_history=np.stack(history.losses), kept_history=np.stack(history.kept),
         final_kept=final_kept, predicted=phase.last.predicted, p_label=phase.last.p_label,
         final_loss=phase.last.losses, score=score, normalization=phase.setup.normalization, suggested=suggested,
-        suggestion_confidence=confidence, noise=samples.noise, confusion=samples.confusion,
-        confused=confused & ~final_kept, rho_max=task.rho_max(samples), epochs=history.summaries)
+        suggestion_confidence=confidence, noise=samples.noise, mistakes=samples.mistakes,
+        confusion=samples.confusion, confused=confused & ~final_kept, rho_max=task.rho_max(samples),
+        epochs=history.summaries)
 
 
 def _erm(task: Task) -> TrainingOutcome:

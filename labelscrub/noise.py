@@ -132,8 +132,12 @@ def estimate_noise(given: np.ndarray, decoy: np.ndarray, labels: np.ndarray, dec
         if len(wrong) < MIN_DECOYS:  # too few to describe this class's wrong labels: use every class's decoys
             wrong = decoy
         per_class[label] = smallest_tail_ratio(given[given_labels == label], wrong)
-    overall = float(np.nansum(per_class * sizes) / sizes.sum())
-    return NoiseEstimate(overall, per_class, epoch)
+    return NoiseEstimate(overall_rate(per_class, sizes), per_class, epoch)
+
+
+def overall_rate(per_class: np.ndarray, sizes: np.ndarray) -> float:
+    """The share of wrong labels overall: the classes' shares weighted by their sizes (NaN shares count 0)."""
+    return float(np.nansum(per_class * sizes) / max(1, sizes.sum()))
 
 
 def last_read_epoch(warmup: int) -> int:
@@ -186,16 +190,23 @@ def doubt_estimate(estimate: NoiseEstimate, *, fall: float, agreement: float, cl
                          estimate.epoch, "; ".join(reasons), estimate.overall)
 
 
-def smallest_tail_ratio(given: np.ndarray, wrong: np.ndarray) -> float:
+def smallest_tail_ratio(given: np.ndarray, wrong: np.ndarray, weights: np.ndarray | None = None) -> float:
     """The smallest ratio, over thresholds at THRESHOLD_PERCENTILES of `wrong`, of the share of `given` above the
-    threshold to the share of `wrong` above it; clipped to [0, MAX_NOISE_RATE]."""
-    ratios = [tail_ratio(given, wrong, threshold) for threshold in np.percentile(wrong, THRESHOLD_PERCENTILES)]
-    return _clipped(min(ratios))
+    threshold to the share of `wrong` above it; clipped to [0, MAX_NOISE_RATE]. With `weights`, each value of
+    `wrong` counts in proportion to its weight, in the percentiles and the shares alike."""
+    if weights is None:
+        thresholds = np.percentile(wrong, THRESHOLD_PERCENTILES)
+    else:
+        order = np.argsort(wrong, kind="stable")
+        cumulative = np.cumsum(weights[order], dtype=np.float64)
+        thresholds = np.interp(THRESHOLD_PERCENTILES / 100 * cumulative[-1], cumulative, wrong[order])
+    return _clipped(min(tail_ratio(given, wrong, threshold, weights) for threshold in thresholds))
 
 
-def tail_ratio(given: np.ndarray, wrong: np.ndarray, threshold: float) -> float:
-    """Share of `given` above `threshold` over the share of `wrong` above it."""
-    wrong_share = float((wrong > threshold).mean())
+def tail_ratio(given: np.ndarray, wrong: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> float:
+    """Share of `given` above `threshold` over the (weighted) share of `wrong` above it."""
+    above = wrong > threshold
+    wrong_share = float(above.mean() if weights is None else weights[above].sum() / weights.sum())
     return float((given > threshold).mean()) / wrong_share if wrong_share else float("inf")
 
 

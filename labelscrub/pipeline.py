@@ -195,9 +195,10 @@ def _write_outputs(run: Run, outcome: TrainingOutcome, selection: Selection, man
     """Write the report, manifest, model and run.json; return their paths (keyed as in run.json) and run.json's
     content. The checkpoint goes once they are all in place."""
     images = run.images
-    noise = noise_summary(estimate=outcome.noise, confusion=outcome.confusion, rho_max=outcome.rho_max,
-                          labels=images.labels, predicted=outcome.predicted, eligible=selection.eligible,
-                          dropped=selection.dropped, relabelled=selection.relabelled, class_names=images.class_names)
+    noise = noise_summary(estimate=outcome.noise, mistakes=outcome.mistakes, confusion=outcome.confusion,
+                          rho_max=outcome.rho_max, labels=images.labels, predicted=outcome.predicted,
+                          eligible=selection.eligible, dropped=selection.dropped, relabelled=selection.relabelled,
+                          class_names=images.class_names)
     metadata = report_metadata(run, outcome, noise)
     report = build_report(images, outcome, dropped=selection.dropped,
                           confused_with=_confused_with(outcome, images.labels), errors=run.errors, metadata=metadata)

@@ -133,6 +133,9 @@ def closing_summary(result) -> str:
         noisiest = ", ".join(f"{name} {rate:.0%}" for name, rate in sorted(per_class, key=lambda x: -x[1])[:3])
         lines.append(f"estimated noise rate: {noise['estimated_noise_rate']:.1%} (noisiest classes: {noisiest}); "
                      f"rho_max used: {noise['rho_max_used']:.3f}")
+        if noise.get("mistake_noise_rate") is not None:
+            lines.append(f"labels wrong at random: {noise['spread_noise_rate']:.1%}; plausible mistakes (labels "
+                         f"of a class the image resembles): {noise['mistake_noise_rate']:.1%}")
         if noise.get("estimate_doubt"):
             lines.append(f"warning: the noise estimate cannot be trusted ({noise['estimate_doubt']}): it read "
                          f"{noise['uncapped_noise_rate']:.1%}, capped at {noise['spread_noise_rate']:.1%}")

@@ -9,7 +9,7 @@ The report metadata repeats the version, data, configuration, class names, noise
 planned rho schedule, the normalisation, the method and what `score` means.
 
 Everything here is a pure function of what the run read and what training found: the estimators (noise.py,
-confusion.py) only estimate, and this module words their results for the outputs.
+mistakes.py, confusion.py) only estimate, and this module words their results for the outputs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from labelscrub.apply import run_manifest
 from labelscrub.config import CleanConfig
 from labelscrub.measurement import TrainingOutcome
+from labelscrub.mistakes import MistakeEstimate, combined_rates
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages
 from labelscrub.version import __version__
@@ -151,24 +152,28 @@ def run_summary(run: Run, outcome: TrainingOutcome, selection: Selection, noise:
     }
 
 
-def noise_summary(*, estimate: NoiseEstimate | None, confusion: ConfusionEstimate | None, rho_max: float,
-                  labels: np.ndarray, predicted: np.ndarray, eligible: np.ndarray, dropped: np.ndarray,
-                  relabelled: np.ndarray, class_names: list[str]) -> dict:
+def noise_summary(*, estimate: NoiseEstimate | None, mistakes: MistakeEstimate | None,
+                  confusion: ConfusionEstimate | None, rho_max: float, labels: np.ndarray, predicted: np.ndarray,
+                  eligible: np.ndarray, dropped: np.ndarray, relabelled: np.ndarray, class_names: list[str]) -> dict:
     """What run.json and the report metadata say about the noise: the estimate, and per class its size, estimated
-    rate (the larger of the decoy estimate and the confused share), the class its confused labels came from,
-    dropped and relabelled counts; plus the noise matrix, the (given label, predicted label) counts among dropped
-    samples, as a list of non-zero cells, largest first (a list stays readable with many classes)."""
+    rate (the largest of the decoy estimate, the plausible-mistake share where it counts and the confused share),
+    the class its confused labels came from, dropped and relabelled counts; plus the noise matrix, the (given label,
+    predicted label) counts among dropped samples, as a list of non-zero cells, largest first (a list stays
+    readable with many classes)."""
+    combined = None if estimate is None else combined_rates(estimate, mistakes)
     classes, sizes, rates = {}, [], []
     for label, name in enumerate(class_names):
         members = eligible & (labels == label)
         spread = None if estimate is None or np.isnan(estimate.per_class[label]) else float(estimate.per_class[label])
+        mistaken = None if mistakes is None or np.isnan(mistakes.per_class[label]) else float(mistakes.per_class[label])
         confused = None if confusion is None else float(confusion.share[label])
         source = None if confusion is None or confusion.source[label] < 0 else class_names[confusion.source[label]]
-        rate = spread if confused is None or spread is None else max(spread, confused)
+        rate = None if spread is None else max(float(combined[label]), confused or 0.0)
         if rate is not None:
             sizes.append(int(members.sum()))
             rates.append(rate)
         classes[name] = {"samples": int(members.sum()), "estimated_noise_rate": rate,
+                         "spread_share": spread, "mistake_share": mistaken,
                          "confused_share": confused, "confused_with": source,
                          "dropped": int((members & dropped).sum()), "relabelled": int((members & relabelled).sum())}
     cells: dict[tuple[int, int], int] = {}
@@ -176,7 +181,7 @@ def noise_summary(*, estimate: NoiseEstimate | None, confusion: ConfusionEstimat
         cells[given, guess] = cells.get((given, guess), 0) + 1
     matrix = [{"given": class_names[given], "predicted": class_names[guess], "count": count}
               for (given, guess), count in sorted(cells.items(), key=lambda item: (-item[1], item[0]))]
-    if estimate is None or confusion is None:
+    if estimate is None or (confusion is None and mistakes is None):
         overall = None if estimate is None else estimate.overall
     else:
         overall = float(np.dot(sizes, rates) / max(1, sum(sizes)))
@@ -184,6 +189,8 @@ def noise_summary(*, estimate: NoiseEstimate | None, confusion: ConfusionEstimat
         "estimated_noise_rate": overall,
         "estimated_after_epoch": None if estimate is None else estimate.epoch,
         "spread_noise_rate": None if estimate is None else estimate.overall,
+        # the plausible-mistake count (mistakes.py), size-weighted over the classes it read; None: not read
+        "mistake_noise_rate": _mistake_rate(mistakes, labels, eligible),
         # why the estimate was not trusted and capped (None: trusted), and what it read before the cap
         "estimate_doubt": None if estimate is None else estimate.doubt,
         "uncapped_noise_rate": None if estimate is None else estimate.uncapped,
@@ -195,3 +202,11 @@ def noise_summary(*, estimate: NoiseEstimate | None, confusion: ConfusionEstimat
         "classes": classes,
         "noise_matrix": matrix,
     }
+
+
+def _mistake_rate(mistakes: MistakeEstimate | None, labels: np.ndarray, eligible: np.ndarray) -> float | None:
+    if mistakes is None:
+        return None
+    sizes = np.bincount(labels[eligible], minlength=len(mistakes.per_class))
+    read = ~np.isnan(mistakes.per_class)
+    return float(np.dot(sizes[read], mistakes.per_class[read]) / max(1, sizes[read].sum())) if read.any() else None

@@ -29,6 +29,7 @@ from labelscrub.confusion import (
 )
 from labelscrub.distributed import Processes
 from labelscrub.measurement import Probe, TopClasses
+from labelscrub.mistakes import MistakeEstimate, combined_rates, estimate_mistakes
 from labelscrub.noise import (
     EVIDENCE_EPOCHS,
     NoiseEstimate,
@@ -36,6 +37,7 @@ from labelscrub.noise import (
     evidence_epochs,
     label_depth,
     last_read_epoch,
+    overall_rate,
     read_estimate,
 )
 from labelscrub.progress import Progress
@@ -62,6 +64,7 @@ class SampleState:
     noise: NoiseEstimate | None = None  # made from the warm-up epochs
     confusion_log_probs: np.ndarray | None = None  # (N, classes) float32 sum over the confusion window so far
     confusion_top: TopLogProbs | None = None  # the same beyond confusion.MAX_CELLS: a few classes per sample
+    mistakes: MistakeEstimate | None = None  # plausible mistakes, read with the confusion estimate
     confusion: ConfusionEstimate | None = None  # made in the middle of training, with --rho-max auto only
     confused: np.ndarray | None = None  # bool: left out as confused, once the confusion estimate is made
     spl_threshold: tuple[float, ...] = ()  # spl: lambda_t of each epoch after the warm-up
@@ -80,7 +83,7 @@ class SampleState:
     def to_state(self) -> dict:
         state = {"score": self.score, **self.suggestions.to_state(), "spl_threshold": list(self.spl_threshold)}
         state.update({name: getattr(self, name) for name in _OPTIONAL_ARRAYS if getattr(self, name) is not None})
-        for estimate in (self.noise, self.confusion, self.confusion_top):
+        for estimate in (self.noise, self.mistakes, self.confusion, self.confusion_top):
             if estimate is not None:
                 state.update(estimate.to_state())
         return state
@@ -88,7 +91,8 @@ class SampleState:
     @classmethod
     def from_state(cls, state: dict) -> SampleState:
         return cls(suggestions=SuggestionTracker.from_state(state), score=state.get("score"),
-                   noise=NoiseEstimate.from_state(state), confusion=ConfusionEstimate.from_state(state),
+                   noise=NoiseEstimate.from_state(state), mistakes=MistakeEstimate.from_state(state),
+                   confusion=ConfusionEstimate.from_state(state),
                    confusion_top=TopLogProbs.from_state(state),
                    spl_threshold=tuple(state.get("spl_threshold", ())),
                    **{name: state.get(name) for name in _OPTIONAL_ARRAYS})
@@ -155,12 +159,17 @@ class Task:
         return fits_in_memory(len(self.labels), self.num_classes)
 
     def rho_max(self, samples: SampleState) -> float:
-        """The drop share of the loss ranking: the user's number, or with --rho-max auto the decoy estimate of the
-        noise rate (0 until the warm-up has estimated it, like the share of the warm-up itself). Confused samples
-        (`SampleState.confused`) are left out on top of it."""
+        """The drop share of the loss ranking: the user's number, or with --rho-max auto the estimated noise rate
+        (mistakes.combined_rates, weighted by class size; 0 until the warm-up has estimated it, like the share of
+        the warm-up itself). Confused samples (`SampleState.confused`) are left out on top of it."""
         if self.config.rho_max != "auto":
             return float(self.config.rho_max)
-        return 0.0 if samples.noise is None else samples.noise.overall
+        if samples.noise is None:
+            return 0.0
+        if samples.mistakes is None or samples.noise.doubt is not None:
+            return samples.noise.overall
+        sizes = np.bincount(self.labels[self.eligible], minlength=self.num_classes)
+        return overall_rate(combined_rates(samples.noise, samples.mistakes), sizes)
 
     def ramp_share(self, epoch: int) -> float:
         """How far along the ramp epoch `epoch` is: 0 in the warm-up, 1 on the plateau."""
@@ -179,7 +188,8 @@ class Task:
             kept = select_kept(scores, self.sample_ids, share * rho_max, self.eligible)
         else:
             if self.config.rho_max == "auto" and samples.noise is not None:
-                per_class = {int(label): share * float(rate) for label, rate in enumerate(samples.noise.per_class)}
+                rates = combined_rates(samples.noise, samples.mistakes)
+                per_class = {int(label): share * float(rate) for label, rate in enumerate(rates)}
             else:
                 per_class = {}
             kept = select_kept(scores, self.sample_ids, share * rho_max, self.eligible, self.labels, per_class)
@@ -262,10 +272,15 @@ class Task:
         return self._confusion_read(samples, epoch, total / len(window))
 
     def _confusion_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs) -> SampleState:
-        """The estimate from the window's mean log-probabilities, and the confused samples; the window let go."""
-        spread = samples.noise.per_class
-        estimate = estimate_confusion(mean, self.labels, self.eligible, spread, epoch=epoch)
-        confused = confused_samples(mean, self.labels, self.eligible, self.sample_ids, estimate, spread)
+        """The plausible-mistake and confusion estimates from the window's mean log-probabilities, and the confused
+        samples; the window let go. A confusion counts, and its samples are left out, only beyond the noise rate
+        the loss ranking already leaves out (mistakes.combined_rates), the plausible mistakes included: they are
+        often the same labels."""
+        mistakes = estimate_mistakes(mean, self.labels, self.eligible, self.num_classes, epoch=epoch)
+        samples = dataclasses.replace(samples, mistakes=mistakes)
+        rates = combined_rates(samples.noise, mistakes)
+        estimate = estimate_confusion(mean, self.labels, self.eligible, rates, epoch=epoch)
+        confused = confused_samples(mean, self.labels, self.eligible, self.sample_ids, estimate, rates)
         return dataclasses.replace(samples, confusion_log_probs=None, confusion_top=None, confusion=estimate,
                                    confused=confused)
 

@@ -254,6 +254,31 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
         np.testing.assert_array_equal(outcome.confused, confused)
 
 
+def test_auto_raises_each_class_to_its_plausible_mistakes_once_read_and_confusion_counts_only_beyond(
+        planted_confusion, monkeypatch):
+    import labelscrub.task as task_module
+    from labelscrub.mistakes import MistakeEstimate
+    from labelscrub.noise import overall_rate
+
+    mistakes = np.array([0.5, np.nan, 0.2, 0.0])  # class 1 not read: its decoy estimate stands
+    monkeypatch.setattr(task_module, "doubt_estimate", lambda estimate, **_: estimate)  # 10 per class: trusted
+    monkeypatch.setattr(task_module, "estimate_mistakes",
+                        lambda log_probs, labels, usable, num_classes, *, epoch: MistakeEstimate(mistakes, epoch))
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", select="per-class", epochs=16, warmup=1))
+    rates = np.where(np.isnan(mistakes), outcome.noise.per_class, np.fmax(outcome.noise.per_class, mistakes))
+    assert outcome.mistakes.epoch == outcome.confusion.epoch == 8
+    assert outcome.rho_max == pytest.approx(overall_rate(rates, np.full(CLASSES, 10)))
+    # the confusion counts beyond the raised rates: the fake finds class 1's share at its rate + 0.3
+    assert outcome.confusion.share[1] == pytest.approx(rates[1] + 0.3)
+    labels = np.arange(N) % CLASSES
+    ranked_out = ~outcome.final_kept & ~outcome.confused
+    for label in range(CLASSES):
+        assert ranked_out[labels == label].sum() == drop_count(rates[label], 10)
+    # before the read, each class dropped its decoy estimate only
+    before = ~outcome.kept_history[8]
+    assert before[labels == 0].sum() == drop_count(outcome.noise.per_class[0], 10)
+
+
 @pytest.fixture
 def few_classes_read(monkeypatch):
     """Every class's probabilities never fit: the confusion estimate reads `TOP_CLASSES` per sample."""

@@ -1,0 +1,120 @@
+"""Labels a person got wrong: counting the mistakes that look plausible to the network.
+
+The decoy estimate (noise.py) compares each given label with a decoy drawn uniformly from the other classes: what a
+label wrong at random looks like. People do not err at random: an annotator who gets an image wrong picks a class
+the image resembles (a cat labelled dog, seldom truck), a class the network finds likely too. Such labels look less
+wrong than decoys, so the decoy estimate counts only part of them (on CIFAR-10N's worst labels, 40% wrong, about a
+third).
+
+Here what a wrong label c looks like is how c looks on the images of other classes, each image weighted by how
+likely the network finds c on it, p(c)^PLAUSIBILITY: as often as an annotator's slip to c would happen there. An
+image's likeliest class is left out of its weights unless it is the given label: it is the image's probable truth,
+not a slip. How wrong a label looks is how far below the likeliest class the network puts it, log p(top) -
+log p(label), from the log-probabilities averaged over the confusion window (confusion.py), in the middle of
+training. In the warm-up, right labels of hard images still look like plausible mistakes (on clean CIFAR-10 the
+count reads several percent there); by the middle the network has fitted most of them and not yet memorised the
+wrong labels, and in a Step-E run the samples it left out since the warm-up are measured without their gradient.
+
+Per given class the share is the smallest tail ratio against that reference, as in noise.py. A class's rate is the
+larger of it and the decoy estimate (`combined_rates`): where the labels are wrong at random, the decoys are the
+better reference and this count reads lower. PLAUSIBILITY below 1 weights the reference a little towards the less
+likely classes: at 1 the count takes more right labels of hard images for mistakes (on clean CIFAR-10, 4% in the
+middle of training against 2% at 0.85). docs/METHOD.md, "Plausible mistakes", has the measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from labelscrub.noise import MIN_DECOYS, NoiseEstimate, smallest_tail_ratio
+
+# The exponent of p(c) in the reference weights: 0 is the decoy estimate's uniform reference, 1 the network's own
+# belief. Chosen on CIFAR-10N (worst, random1) and planted noise (40% symmetric, none); docs/METHOD.md.
+PLAUSIBILITY = 0.85
+
+
+@dataclass(frozen=True)
+class MistakeEstimate:
+    per_class: np.ndarray  # (classes,) float64 share of plausible mistakes per given class; NaN where not read
+    epoch: int  # the epoch (0-based) after which it was made
+
+    def to_state(self) -> dict:
+        return {"mistakes_per_class": self.per_class, "mistakes_epoch": self.epoch}
+
+    @classmethod
+    def from_state(cls, state: dict) -> MistakeEstimate | None:
+        if "mistakes_per_class" not in state:
+            return None
+        return cls(np.asarray(state["mistakes_per_class"], np.float64), int(state["mistakes_epoch"]))
+
+
+def estimate_mistakes(log_probs, labels: np.ndarray, usable: np.ndarray, num_classes: int, *,
+                      epoch: int) -> MistakeEstimate:
+    """Per given class, the share of labels that look like plausible mistakes, from the window's mean
+    log-probabilities `log_probs`: an (N, classes) array, or confusion.TopLogProbs, whose classes outside those read
+    per sample weigh nothing (each is less likely than every read one). Samples not `usable`, or with NaN, take no
+    part; a class with fewer than MIN_DECOYS members, or whose reference weighs nothing, is NaN."""
+    every = isinstance(log_probs, np.ndarray)
+    label_log_probs = _label_log_probs(log_probs, labels) if every else log_probs.label
+    read = log_probs if every else log_probs.top
+    usable = np.asarray(usable, bool) & ~np.isnan(label_log_probs) & ~np.isnan(read).any(axis=1)
+    likeliest = np.maximum(read.max(axis=1), label_log_probs)
+    depth_given = likeliest - label_log_probs
+    references = _every_class_reference if every else _read_class_reference
+    per_class = np.full(num_classes, np.nan)
+    for label, (depth, weight) in enumerate(references(log_probs, labels, usable, likeliest, num_classes)):
+        members = usable & (labels == label)
+        if members.sum() >= MIN_DECOYS and len(weight) and weight.sum() > 0:
+            per_class[label] = smallest_tail_ratio(depth_given[members], depth, weight)
+    return MistakeEstimate(per_class, epoch)
+
+
+def combined_rates(noise: NoiseEstimate, mistakes: MistakeEstimate | None) -> np.ndarray:
+    """Per class the estimated share of wrong labels: the decoy estimate, raised to the plausible-mistake share
+    where that is read; the decoy estimate alone where it is doubted (noise.doubt_estimate), since a network that
+    cannot be trusted in the warm-up is no better a judge of plausible mistakes."""
+    if mistakes is None or noise.doubt is not None:
+        return noise.per_class
+    return np.where(np.isnan(mistakes.per_class), noise.per_class, np.fmax(noise.per_class, mistakes.per_class))
+
+
+def _reference(depth: np.ndarray, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Depths and weights p^PLAUSIBILITY of the cells that count: depth 0 is the likeliest class, left out, and
+    an infinite depth is a class that holds nothing (a stand-in for no unread class)."""
+    counts = (depth > 0) & np.isfinite(depth)
+    return depth[counts], np.exp(PLAUSIBILITY * log_probs[counts].astype(np.float64))
+
+
+def _every_class_reference(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarray, likeliest: np.ndarray,
+                           num_classes: int):
+    """Per class c, the reference cells of the samples not labelled c: a column at a time, O(N) memory."""
+    for label in range(num_classes):
+        others = usable & (labels != label)
+        yield _reference(likeliest[others] - log_probs[others, label], log_probs[others, label])
+
+
+def _read_class_reference(top, labels: np.ndarray, usable: np.ndarray, likeliest: np.ndarray, num_classes: int):
+    """Per class c, the reference cells of the samples whose read classes include c (TopLogProbs never reads a
+    sample's label among them), plus every sample's unread classes at their stand-in log-probability (`rest`):
+    a class outside a sample's read ones is one of its unread, so each sample's stand-in cell counts for every
+    class with the weight of one unread class out of all its other classes. Unread classes are the unlikely ones:
+    left out, the reference would lack its deep tail and the count would read far too high."""
+    read_count = top.classes.shape[1]
+    unread_share = max(0, num_classes - 1 - read_count) / max(1, num_classes - 1)
+    rest_depth, rest_weight = _reference(likeliest[usable] - top.rest[usable], top.rest[usable])
+    rest_weight = rest_weight * unread_share
+    classes = np.where(usable[:, None], top.classes, -1).ravel()
+    order = np.argsort(classes, kind="stable")
+    starts = np.searchsorted(classes[order], np.arange(num_classes + 1))
+    log_probs = top.top.ravel()
+    depth = (likeliest[:, None] - top.top).ravel()
+    for label in range(num_classes):
+        cells = order[starts[label]:starts[label + 1]]
+        read_depth, read_weight = _reference(depth[cells], log_probs[cells])
+        yield np.concatenate([read_depth, rest_depth]), np.concatenate([read_weight, rest_weight])
+
+
+def _label_log_probs(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return log_probs[np.arange(len(labels)), np.maximum(labels, 0)]

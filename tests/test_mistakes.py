@@ -1,0 +1,104 @@
+"""Plausible mistakes: labels an annotator gave because the image resembles that class are counted, where a
+reference of labels wrong at random (the decoys) sees few of them; clean labels count nothing."""
+
+import numpy as np
+import pytest
+from test_confusion import window
+
+import labelscrub.mistakes as mistakes_module
+from labelscrub.confusion import top_count
+from labelscrub.mistakes import MistakeEstimate, combined_rates, estimate_mistakes
+from labelscrub.noise import NoiseEstimate, smallest_tail_ratio
+
+CLASSES, PER_CLASS = 6, 1000
+
+
+def annotated(mistake_rate, seed=0):
+    """Log-probabilities of a network in the middle of training, and labels from an annotator who errs on
+    ambiguous images: each image resembles a look-alike class (0 and 1, 2 and 3, ...) to a degree of its own, and
+    the annotator gives a wrong class k with probability proportional to p(k)^0.85, `mistake_rate` on average.
+    Returns (log_probs, given labels, mask of the wrong ones)."""
+    generator = np.random.default_rng(seed)
+    true = np.repeat(np.arange(CLASSES), PER_CLASS)
+    rows = np.arange(len(true))
+    logits = generator.normal(0.0, 1.0, (len(true), CLASSES))
+    logits[rows, true] += 4.0
+    logits[rows, true ^ 1] += 2.0 * generator.uniform(0.0, 1.0, len(true))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    slip = np.exp(0.85 * log_probs)
+    slip[rows, true] = 0.0
+    slip *= mistake_rate / slip.sum(axis=1).mean()
+    draw = generator.uniform(0.0, 1.0, len(true))
+    cumulative = np.cumsum(slip, axis=1)
+    wrong = draw < cumulative[:, -1]
+    given = np.where(wrong, (draw[:, None] >= cumulative).sum(axis=1), true)
+    return log_probs, given, wrong
+
+
+def overall(estimate, given):
+    return float(np.average(estimate.per_class, weights=np.bincount(given, minlength=CLASSES)))
+
+
+def test_plausible_mistakes_are_mostly_counted_where_a_uniform_reference_sees_almost_none(monkeypatch):
+    log_probs, given, wrong = annotated(0.3)
+    usable = np.ones(len(given), bool)
+    counted = overall(estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16), given)
+    assert wrong.mean() == pytest.approx(0.3, abs=0.02)
+    # the annotator's mistakes whose class the network puts first look right: those are not counted
+    assert 0.18 <= counted <= 0.32
+    monkeypatch.setattr(mistakes_module, "PLAUSIBILITY", 0.0)  # every other class alike, as the decoys are
+    assert overall(estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16), given) <= 0.05
+
+
+def test_clean_labels_count_no_mistakes():
+    log_probs, given, wrong = annotated(0.0)
+    estimate = estimate_mistakes(log_probs, given, np.ones(len(given), bool), CLASSES, epoch=16)
+    assert not wrong.any() and estimate.per_class.max() <= 0.02 and estimate.epoch == 16
+
+
+def test_a_few_classes_per_sample_count_as_every_class_does():
+    log_probs, given, _ = annotated(0.3)
+    usable = np.ones(len(given), bool)
+    every = estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16).per_class
+    all_read = estimate_mistakes(window([log_probs], given, top_count(CLASSES)), given, usable, CLASSES, epoch=16)
+    np.testing.assert_allclose(all_read.per_class, every, atol=1e-6)
+    # two of the five other classes read, the rest at their stand-in: close, not equal
+    two_read = estimate_mistakes(window([log_probs], given, 2), given, usable, CLASSES, epoch=16)
+    np.testing.assert_allclose(two_read.per_class, every, atol=0.05)
+
+
+def test_samples_not_usable_or_not_measured_take_no_part_and_small_classes_are_not_read():
+    log_probs, given, _ = annotated(0.3)
+    usable = np.ones(len(given), bool)
+    usable[given == 5] = False
+    log_probs = log_probs.copy()
+    log_probs[given == 4] = np.nan
+    estimate = estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16)
+    assert np.isnan(estimate.per_class[4:]).all() and not np.isnan(estimate.per_class[:4]).any()
+
+
+def test_a_class_is_raised_to_its_mistakes_unless_the_decoy_estimate_was_doubted():
+    mistakes = MistakeEstimate(np.array([0.3, np.nan, 0.01]), 16)
+    noise = NoiseEstimate(0.05, np.array([0.05, 0.05, 0.05]), 5)
+    np.testing.assert_array_equal(combined_rates(noise, mistakes), [0.3, 0.05, 0.05])
+    np.testing.assert_array_equal(combined_rates(noise, None), noise.per_class)
+    doubted = NoiseEstimate(0.05, np.array([0.05, 0.05, 0.05]), 5, doubt="near chance", uncapped=0.5)
+    np.testing.assert_array_equal(combined_rates(doubted, mistakes), doubted.per_class)
+
+
+def test_the_estimate_round_trips_through_a_checkpoint_state():
+    estimate = MistakeEstimate(np.array([0.3, np.nan, 0.01]), 16)
+    restored = MistakeEstimate.from_state(estimate.to_state())
+    np.testing.assert_array_equal(restored.per_class, estimate.per_class)
+    assert restored.epoch == 16 and MistakeEstimate.from_state({}) is None
+
+
+def test_unit_weights_give_the_unweighted_tail_ratio():
+    generator = np.random.default_rng(0)
+    given, wrong = generator.normal(0.0, 1.0, 500), generator.normal(1.0, 1.0, 800)
+    assert smallest_tail_ratio(given, wrong, np.ones(len(wrong))) == pytest.approx(smallest_tail_ratio(given, wrong),
+                                                                                    rel=0.02)
+    # a weight counts as that many copies
+    doubled = np.concatenate([wrong, wrong[:100]])
+    weights = np.concatenate([np.full(100, 2.0), np.ones(700)])
+    assert smallest_tail_ratio(given, wrong, weights) == pytest.approx(smallest_tail_ratio(given, doubled), rel=0.02)
