@@ -1,10 +1,11 @@
 """Keep every epoch's per-sample measurements of a run on planted noise, to try noise-estimate rules offline.
 
 One `labelscrub.clean` run (any method) on planted noise, exactly as the CLI trains it, that also saves after each
-epoch every sample's class probabilities, loss, decoy loss and mean class loss (`dumps/epoch-NN.npz`), plus the
-true and noisy labels and the decoys (`dumps/labels.npz`). An `erm` run trains on everything, so its dumps hold
-the same warm-up as a Step-E run of the same seed and show how plain training memorises after it; it also gives
-erm's held-out accuracy. Run by hand, never in CI:
+epoch every sample's class probabilities, loss, decoy loss, mean class loss and whether the epoch trained on it
+(`dumps/epoch-NN.npz`), plus the true and noisy labels and the decoys (`dumps/labels.npz`). An `erm` run trains on
+everything, so its dumps hold the same first half as a Step-E run with --rho-max auto of the same seed (which
+drops nothing before its estimate) and show how plain training memorises after it; it also gives erm's held-out
+accuracy. Run by hand, never in CI:
 
     OMP_NUM_THREADS=1 python benchmarks/epoch_dumps.py --noise idn40 --method erm --seed 0
 
@@ -52,10 +53,12 @@ def main() -> None:
     rho_max = args.rho_max if args.rho_max == "auto" else float(args.rho_max)
 
     original = Task.updated
+    trained = {}  # the samples the epoch trained on, from train_epoch
 
     def updated(task: Task, samples: SampleState, epoch: int, measured) -> SampleState:
         np.savez(dumps / f"epoch-{epoch:02d}.npz", probabilities=measured.probabilities.astype(np.float16),
-                 losses=measured.losses, decoy_loss=measured.decoy_loss, mean_class_loss=measured.mean_class_loss)
+                 losses=measured.losses, decoy_loss=measured.decoy_loss, mean_class_loss=measured.mean_class_loss,
+                 kept=trained["kept"])
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             raise _EnoughEpochs
         return original(task, samples, epoch, measured)
@@ -63,8 +66,14 @@ def main() -> None:
     def keeping_probabilities(measure):
         return lambda *arguments, **options: measure(*arguments, **{**options, "keep_probabilities": True})
 
+    def noting_kept(train_epoch):
+        def train(setup, kept, *arguments, **options):
+            trained["kept"] = kept.copy()
+            return train_epoch(setup, kept, *arguments, **options)
+        return train
+
     Task.updated = updated
-    methods.train_epoch = keeping_probabilities(methods.train_epoch)
+    methods.train_epoch = noting_kept(keeping_probabilities(methods.train_epoch))
     methods.probe = keeping_probabilities(methods.probe)  # --loss-pass probe measures in a pass of its own
 
     with tempfile.TemporaryDirectory(prefix="labelscrub-dumps-") as scratch:

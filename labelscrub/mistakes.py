@@ -11,9 +11,12 @@ likely the network finds c on it, p(c)^PLAUSIBILITY: as often as an annotator's 
 image's likeliest class is left out of its weights unless it is the given label: it is the image's probable truth,
 not a slip. How wrong a label looks is how far below the likeliest class the network puts it, log p(top) -
 log p(label), from the log-probabilities averaged over the confusion window (confusion.py), in the middle of
-training. In the warm-up, right labels of hard images still look like plausible mistakes (on clean CIFAR-10 the
-count reads several percent there); by the middle the network has fitted most of them and not yet memorised the
-wrong labels, and in a Step-E run the samples it left out since the warm-up are measured without their gradient.
+training. In the warm-up, right labels of hard images still look like plausible mistakes (on CIFAR-10N's aggre
+labels, 9% wrong, the count reads 19% there); by the middle the network has fitted most of them and not yet
+memorised the wrong labels. The count needs a network trained on every sample: a label withheld from training
+stays unfitted and looks like a mistake however right it is, while the wrong labels still trained on are the ones
+that look right (CIFAR-10N worst, Step-E dropping the decoy estimate from the warm-up on: 54% read against 40%). So
+with --rho-max auto, Step-E drops nothing until the count is read (task.Task.waits_for_the_count).
 
 Per given class the share is the smallest tail ratio against that reference, as in noise.py. A class's rate is the
 larger of it and the decoy estimate (`combined_rates`): where the labels are wrong at random, the decoys are the

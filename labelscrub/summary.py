@@ -98,7 +98,9 @@ def report_metadata(run: Run, outcome: TrainingOutcome, noise: dict[str, Any]) -
         "data": str(run.data_path.resolve()),  # retrain --compare and its held-out data come from here
         "config": config.to_dict(),
         "class_names": run.images.class_names,
-        "rho_schedule": rho_schedule(config.epochs, rho_max=outcome.rho_max, warmup=config.warmup, ramp=config.ramp),
+        # with auto, the share each epoch dropped (known only as the run went); else the plan
+        "rho_schedule": [summary.rho for summary in outcome.epochs] if config.rho_max == "auto" else rho_schedule(
+            config.epochs, rho_max=outcome.rho_max, warmup=config.warmup, ramp=config.ramp),
         "noise": noise,
         "epochs": [dataclasses.asdict(summary) for summary in outcome.epochs],
         "normalization": outcome.normalization,

@@ -46,6 +46,9 @@ from labelscrub.schedule import rho_at, select_kept
 from labelscrub.suggest import SuggestionTracker
 from labelscrub.train import Setup, decoy_labels, make_setup
 
+# The methods whose --rho-max auto drops nothing until the plausible mistakes are counted (Task.waits_for_the_count).
+WAIT_FOR_THE_COUNT = ("stepe", "truncation")
+
 # The optional arrays of a SampleState, stored in a checkpoint only when present.
 _OPTIONAL_ARRAYS = ("given_depths", "decoy_depths", "confusion_log_probs", "confused", "ranking_losses", "kept_once")
 
@@ -177,12 +180,23 @@ class Task:
         return rho_at(epoch, rho_max=1.0, warmup=config.warmup, ramp=config.ramp)
 
     def rho(self, epoch: int, samples: SampleState) -> float:
-        return self.ramp_share(epoch) * self.rho_max(samples)
+        return 0.0 if self.waits_for_the_count(samples) else self.ramp_share(epoch) * self.rho_max(samples)
+
+    def waits_for_the_count(self, samples: SampleState) -> bool:
+        """Whether --rho-max auto still drops nothing, in the methods that withhold samples while training (Step-E,
+        truncation): until the plausible mistakes are counted in the confusion window. The count must see a network
+        trained on every sample: a withheld label stays unfitted and looks like a mistake however right it is, and
+        the wrong labels left in training are the ones that look right (mistakes.py). A run too short for the
+        window drops from the warm-up on, by the decoy estimate alone."""
+        return (self.config.rho_max == "auto" and self.config.method in WAIT_FOR_THE_COUNT
+                and samples.mistakes is None and len(self.confusion_window(samples)) > 0)
 
     def select(self, scores: np.ndarray, share: float, samples: SampleState) -> np.ndarray:
         """Keep mask leaving out the highest `scores`: `share` (a ramp share, 1 = the plateau) of rho_max overall,
         or per class of that class's own rho_max (its estimated noise rate with auto, else the same for all); and
-        leaving out the confused samples once they are known."""
+        leaving out the confused samples once they are known. Nothing while auto waits for the count."""
+        if self.waits_for_the_count(samples):
+            return self.eligible.copy()
         rho_max = self.rho_max(samples)
         if self.config.select == "global":
             kept = select_kept(scores, self.sample_ids, share * rho_max, self.eligible)
