@@ -278,6 +278,23 @@ def test_auto_waits_for_its_plausible_mistakes_then_drops_each_class_its_rate_an
     assert outcome.kept_history[:9].all() and [summary.rho for summary in outcome.epochs[:9]] == [0.0] * 9
 
 
+@pytest.mark.parametrize("method, waits", [("truncation", True), ("oneshot", False)])
+def test_truncation_waits_for_the_count_too_while_oneshot_drops_by_its_ranking_as_before(method, waits, monkeypatch):
+    import labelscrub.task as task_module
+    from labelscrub.noise import NoiseEstimate
+
+    monkeypatch.setattr(task_module, "read_estimate",  # a trusted decoy estimate of 25%
+                        lambda *arguments, epoch, **options: (NoiseEstimate(0.25, np.full(CLASSES, 0.25), epoch), 0.0))
+    monkeypatch.setattr(task_module, "doubt_estimate", lambda estimate, **_: estimate)
+    outcome = method_run(method, rho_max="auto", epochs=18, warmup=6)
+    if waits:
+        assert outcome.mistakes.epoch == 8  # read in the window, epochs 6-8
+        assert [summary.dropped for summary in outcome.epochs[:9]] == [0] * 9
+        assert all(summary.dropped > 0 for summary in outcome.epochs[9:])
+    else:  # ranked once after its 6 warm-up epochs by the decoy estimate; its fresh model trains on the rest
+        assert (~outcome.kept_history[6:]).sum(axis=1).tolist() == [10] * 18
+
+
 @pytest.fixture
 def few_classes_read(monkeypatch):
     """Every class's probabilities never fit: the confusion estimate reads `TOP_CLASSES` per sample."""
