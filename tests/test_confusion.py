@@ -63,14 +63,13 @@ def ids(count):
 
 
 @pytest.mark.parametrize("epochs, after, expected", [
-    (30, 5, range(12, 15)),  # ends at half the training
-    (60, 5, range(27, 30)),
-    (10, 1, range(2, 5)),
-    (8, 1, range(0)),
+    (30, 5, range(14, 17)),  # ends at 55% of the training
+    (60, 5, range(30, 33)),
+    (8, 1, range(2, 5)),
     (4, 1, range(0)),  # too short: the window would overlap the warm-up's estimate
     (6, 2, range(0)),
 ])
-def test_the_window_ends_at_half_the_training_after_the_warm_up_estimate(epochs, after, expected):
+def test_the_window_ends_at_55_percent_of_the_training_after_the_warm_up_estimate(epochs, after, expected):
     assert confusion_epochs(epochs, after) == expected
 
 

@@ -239,8 +239,8 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
     seen = planted_confusion
     for loss_pass in ("train", "probe"):
         seen.clear()
-        outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=18, warmup=1, loss_pass=loss_pass))
-        # 18 epochs: the window is epochs 6-8 (ending at half), after the noise estimate however long that waits
+        outcome, ids = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=16, warmup=1, loss_pass=loss_pass))
+        # 16 epochs: the window is epochs 6-8 (ending at 55%), after the noise estimate however long that waits
         # (the 6th epoch at the latest), so the estimate comes after epoch 8.
         assert seen["epoch"] == 8 and outcome.confusion.epoch == 8 and outcome.confusion.source[1] == 0
         assert seen["log_probs"].shape == (N, CLASSES) and (seen["log_probs"] <= 0).all()
@@ -264,7 +264,7 @@ def test_auto_waits_for_its_plausible_mistakes_then_drops_each_class_its_rate_an
     monkeypatch.setattr(task_module, "doubt_estimate", lambda estimate, **_: estimate)  # 10 per class: trusted
     monkeypatch.setattr(task_module, "estimate_mistakes",
                         lambda log_probs, labels, usable, num_classes, *, epoch: MistakeEstimate(mistakes, epoch))
-    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", select="per-class", epochs=18, warmup=1))
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", select="per-class", epochs=16, warmup=1))
     rates = np.where(np.isnan(mistakes), outcome.noise.per_class, np.fmax(outcome.noise.per_class, mistakes))
     assert outcome.mistakes.epoch == outcome.confusion.epoch == 8
     assert outcome.rho_max == pytest.approx(overall_rate(rates, np.full(CLASSES, 10)))
@@ -286,13 +286,13 @@ def test_truncation_waits_for_the_count_too_while_oneshot_drops_by_its_ranking_a
     monkeypatch.setattr(task_module, "read_estimate",  # a trusted decoy estimate of 25%
                         lambda *arguments, epoch, **options: (NoiseEstimate(0.25, np.full(CLASSES, 0.25), epoch), 0.0))
     monkeypatch.setattr(task_module, "doubt_estimate", lambda estimate, **_: estimate)
-    outcome = method_run(method, rho_max="auto", epochs=18, warmup=6)
+    outcome = method_run(method, rho_max="auto", epochs=16, warmup=6)
     if waits:
         assert outcome.mistakes.epoch == 8  # read in the window, epochs 6-8
         assert [summary.dropped for summary in outcome.epochs[:9]] == [0] * 9
         assert all(summary.dropped > 0 for summary in outcome.epochs[9:])
     else:  # ranked once after its 6 warm-up epochs by the decoy estimate; its fresh model trains on the rest
-        assert (~outcome.kept_history[6:]).sum(axis=1).tolist() == [10] * 18
+        assert (~outcome.kept_history[6:]).sum(axis=1).tolist() == [10] * 16
 
 
 @pytest.fixture
@@ -308,7 +308,7 @@ def test_beyond_the_memory_bound_auto_reads_a_few_classes_per_sample_and_leaves_
         planted_confusion, few_classes_read):
     from labelscrub.confusion import TopLogProbs
 
-    auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=18, warmup=1)
+    auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=16, warmup=1)
     with mock.patch("labelscrub.task.fits_in_memory", return_value=True):
         every, _ = run(auto)
     every_seen = dict(planted_confusion)
@@ -329,7 +329,7 @@ def test_a_run_resumed_inside_the_window_reads_the_same_few_classes(planted_conf
     few_classes_read(1)
     _, labels, ids = tiny_data()
     fingerprint = checkpoint.fingerprint(data="tiny", config={}, sample_ids=ids, labels=labels)
-    auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=18, warmup=1)
+    auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=16, warmup=1)
 
     def save_inside_the_window(payload):  # epochs 6-8; saved at once, as the model's tensors change after
         if payload["epoch"] == 7:
@@ -354,7 +354,7 @@ def test_a_run_resumed_inside_the_window_reads_the_same_few_classes(planted_conf
 
 
 def test_erm_estimates_the_confusion_but_drops_and_reports_no_confused_sample(planted_confusion):
-    outcome, _ = run(dataclasses.replace(CONFIG, method="erm", rho_max="auto", epochs=18, warmup=1))
+    outcome, _ = run(dataclasses.replace(CONFIG, method="erm", rho_max="auto", epochs=16, warmup=1))
     assert outcome.confusion.source[1] == 0 and outcome.final_kept.all() and not outcome.confused.any()
 
 
@@ -362,5 +362,5 @@ def test_erm_estimates_the_confusion_but_drops_and_reports_no_confused_sample(pl
 def test_auto_finds_no_confusion_between_classes_the_network_cannot_tell_apart():
     """Quadrants in the same row look alike to ResNet-18 at 8 px: more than half of each pair scores like the
     other, which is the network's own confusion, not moved labels."""
-    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=14, warmup=1), network=None)
+    outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=12, warmup=1), network=None)
     assert outcome.confusion is not None and (outcome.confusion.source == -1).all()
