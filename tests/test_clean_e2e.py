@@ -31,9 +31,9 @@ def test_finds_the_planted_flips(folder_run):
     precision = len(dropped & truth) / len(dropped)
     recall = len(dropped & truth) / len(truth)
     print(f"precision {precision:.3f} recall {recall:.3f}")
-    # auto drops about its estimate of the noise rate, which comes out a little under the planted 20% (the test
-    # below): recall is bounded by it, while nearly every dropped sample is a planted flip
-    assert precision >= 0.9 and recall >= 0.75
+    # auto drops about its estimate of the noise rate, which comes out a little over the planted 20% (within 5
+    # points: test_auto_e2e): nearly every flip is found, and most dropped samples are flips
+    assert precision >= 0.8 and recall >= 0.9
 
 
 def test_report_has_one_row_per_sample_with_the_documented_schema(folder_run):
