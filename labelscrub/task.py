@@ -29,7 +29,7 @@ from labelscrub.confusion import (
 )
 from labelscrub.distributed import Processes
 from labelscrub.measurement import Probe, TopClasses
-from labelscrub.mistakes import MistakeEstimate, combined_rates, estimate_mistakes
+from labelscrub.mistakes import MistakeEstimate, combined_rates, count_is_used, estimate_mistakes
 from labelscrub.noise import (
     EVIDENCE_EPOCHS,
     NoiseEstimate,
@@ -169,7 +169,7 @@ class Task:
             return float(self.config.rho_max)
         if samples.noise is None:
             return 0.0
-        if samples.mistakes is None or samples.noise.doubt is not None:
+        if not count_is_used(samples.noise, samples.mistakes):
             return samples.noise.overall
         sizes = np.bincount(self.labels[self.eligible], minlength=self.num_classes)
         return overall_rate(combined_rates(samples.noise, samples.mistakes), sizes)

@@ -256,12 +256,15 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
 
 def test_auto_waits_for_its_plausible_mistakes_then_drops_each_class_its_rate_and_confusion_only_beyond(
         planted_confusion, monkeypatch):
+    import labelscrub.mistakes as mistakes_module
     import labelscrub.task as task_module
     from labelscrub.mistakes import MistakeEstimate
     from labelscrub.noise import overall_rate
 
     mistakes = np.array([0.5, np.nan, 0.2, 0.0])  # class 1 not read: its decoy estimate stands
     monkeypatch.setattr(task_module, "doubt_estimate", lambda estimate, **_: estimate)  # 10 per class: trusted
+    # the decoys find nothing wrong at random here; test_mistakes.py tests that guard for clean-looking data
+    monkeypatch.setattr(mistakes_module, "MIN_RANDOM_SHARE", 0.0)
     monkeypatch.setattr(task_module, "estimate_mistakes",
                         lambda log_probs, labels, usable, num_classes, *, epoch: MistakeEstimate(mistakes, epoch))
     outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", select="per-class", epochs=16, warmup=1))

@@ -86,6 +86,16 @@ def test_a_class_is_raised_to_its_mistakes_unless_the_decoy_estimate_was_doubted
     np.testing.assert_array_equal(combined_rates(doubted, mistakes), doubted.per_class)
 
 
+def test_data_whose_decoys_find_almost_nothing_wrong_is_not_raised_to_the_count():
+    """On clean data the count reads the right labels of the hardest images: it waits for some labels wrong at
+    random."""
+    mistakes = MistakeEstimate(np.array([0.08, 0.04, 0.0]), 16)
+    clean_looking = NoiseEstimate(0.002, np.array([0.0, 0.006, 0.0]), 5)
+    np.testing.assert_array_equal(combined_rates(clean_looking, mistakes), clean_looking.per_class)
+    some_random = NoiseEstimate(mistakes_module.MIN_RANDOM_SHARE, np.full(3, mistakes_module.MIN_RANDOM_SHARE), 5)
+    np.testing.assert_array_equal(combined_rates(some_random, mistakes), [0.08, 0.04, some_random.per_class[2]])
+
+
 def test_the_estimate_round_trips_through_a_checkpoint_state():
     estimate = MistakeEstimate(np.array([0.3, np.nan, 0.01]), 16)
     restored = MistakeEstimate.from_state(estimate.to_state())
