@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from reference_probs import cached_reference, out_of_fold_probabilities
 
 import labelscrub
-from labelscrub.config import METHOD_NAMES, CleanConfig
+from labelscrub.config import METHOD_NAMES, PRECISIONS, CleanConfig
 from labelscrub.planted import CIFAR10_ASYMMETRIC, auroc, detection_scores, inject_noise, instance_dependent_noise
 
 NOISE_SETTINGS = {"sym0": ("symmetric", 0.0), "sym10": ("symmetric", 0.1), "sym20": ("symmetric", 0.2),
@@ -94,6 +94,9 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="default: labelscrub's (128)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="default: labelscrub's (auto, which is bf16 on CPUs with AMX): fp32 keeps one protocol's "
+                        "runs comparable across machines")
     parser.add_argument("--seed", type=int, default=0, help="the noise draw and the runs")
     parser.add_argument("--reference-seed", type=int, default=0,
                         help="instance-dependent noise: the seed of the reference network (reference_probs.py), "
@@ -226,8 +229,11 @@ def other_rows(source: Path, train_rows: np.ndarray, per_class: int) -> np.ndarr
 def protocol_recipe(args: argparse.Namespace) -> dict:
     """The training options of the protocol, as `labelscrub.clean` and `retrain` take them."""
     recipe = dict(epochs=args.epochs, stem=args.stem, image_size=args.image_size, device=args.device, seed=args.seed)
-    if args.batch_size is not None:  # only when given, so the reference cache keys of earlier runs still match
+    # Each only when given, so the reference cache keys of earlier runs still match.
+    if args.batch_size is not None:
         recipe["batch_size"] = args.batch_size
+    if args.precision is not None:
+        recipe["precision"] = args.precision
     return recipe
 
 

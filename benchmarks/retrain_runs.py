@@ -48,7 +48,8 @@ def main() -> None:
             dropped, suggested = read_outcome(run, len(noisy))
             for name in args.manifest:
                 kept, labels = build_manifest(name, noisy, dropped, suggested)
-                recipe = {key: config[key] for key in ("epochs", "stem", "image_size", "device", "seed")}
+                recipe = {key: config[key] for key in ("epochs", "stem", "image_size", "device", "seed", "precision")
+                          if key in config}  # runs older than --precision lack it
                 if args.retrain_seed is not None:
                     recipe["seed"] = args.retrain_seed
                 if args.equal_steps:
