@@ -3,10 +3,10 @@ plain fp32.
 
 - "auto" resolves to bf16 on CUDA and on CPUs that PyTorch reports to have AMX, the bf16 matrix units; to fp32
   elsewhere. AVX512-BF16 alone is not enough: on one such Xeon the whole CPU loop ran 0.84-0.88x as fast in bf16 as in
-  fp32, on an AMD EPYC with the same flag a bare step ran 1.6x as fast (BENCHMARKS.md, "Precision on the CPU"), and
-  no check PyTorch exposes tells the two apart: `--precision bf16` is the user's to choose there. Without bf16
-  instructions PyTorch emulates bf16. On Apple MPS autocast to bf16 depends on the macOS version and
-  is unmeasured here, so fp32.
+  fp32, on an AMD EPYC with the same flag 1.14x (32 px) to 1.62x (64 px) as fast (BENCHMARKS.md, "Precision on the
+  CPU"), and no check PyTorch exposes tells the two apart: `--precision bf16` is the user's to choose there. Without
+  bf16 instructions PyTorch emulates bf16. On Apple MPS autocast to bf16 depends on the macOS version and is
+  unmeasured here, so fp32.
 - Only the network's convolutions and matrix products run in bf16. Every per-sample measurement (loss, margin,
   probabilities) is computed from the logits cast back to fp32 (train.py), and the weights, the optimiser state and
   batch norm's running statistics stay fp32.
