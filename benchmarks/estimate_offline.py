@@ -13,6 +13,15 @@ Rules:
 - confident-joint: cleanlab's count (Northcutt et al. 2021) on the window's mean probabilities, in-sample.
 - disagree: the share of samples whose likeliest class (mean probability) is not the given label.
 
+With --count-variants, `clean`'s estimate with other references for the plausible-mistake count (exponent a of p(c)):
+- top a: each image's likeliest-class cell counts too (mistakes.py leaves it out).
+- believed a: the likeliest-class cell counts in proportion to p(own label) / p(likeliest).
+- own-label a: every cell weighted by p(own label) / p(likeliest), the likeliest cell left out.
+- decoys-miss a: the likeliest-class cell counts in proportion to (1 - decoy estimate / count)^2 of its class.
+- window E: the count over the three epochs ending at E (0-based) instead of clean's window.
+- two-reference a: per class the members' depth tail fitted (non-negative least squares, thresholds at percentiles
+  50-95 of the plausible reference) as r_random x the uniform reference's tail + r_plausible x the p^a one.
+
 Rules tried here and rejected (BENCHMARKS.md, "What was tried and rejected") are in this file's git history.
 """
 
@@ -24,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import confusion_epochs, estimate_confusion
 from labelscrub.mistakes import combined_rates, estimate_mistakes
 from labelscrub.noise import NoiseEstimate, best_depth, estimate_noise, evidence_epochs, label_depth, overall_rate
@@ -64,9 +74,11 @@ def mistakes_rule(arrays: dict, noisy: np.ndarray, classes: int) -> float:
     return overall_rate(estimate.per_class, np.bincount(noisy, minlength=classes))
 
 
-def clean_rule(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total_epochs: int) -> float:
-    """`clean`'s final estimate from the warm-up's decoy estimate `spread`; NaN if the dumps end too early."""
-    window = confusion_epochs(total_epochs, spread.epoch)
+def clean_rule(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total_epochs: int,
+               window: range | None = None) -> float:
+    """`clean`'s final estimate from the warm-up's decoy estimate `spread`; NaN if the dumps end too early.
+    `window`: the epochs of the count and the confusion estimate, if not clean's."""
+    window = window or confusion_epochs(total_epochs, spread.epoch)
     if not len(window) or window[-1] >= len(epochs):
         return float("nan")
     usable = np.ones(len(noisy), bool)
@@ -91,11 +103,79 @@ def confident_joint(probs: np.ndarray, noisy: np.ndarray, classes: int) -> float
     return float((joint.sum() - np.trace(joint)) / joint.sum())
 
 
+def _weighted_reference(exponent: float, top_weight, cell_weight=None, top_cells: bool = True):
+    """A stand-in for mistakes._every_class_reference: p(c)^exponent, times `cell_weight(others)` for every cell and
+    `top_weight(label, others)` for the likeliest-class cells (kept only with `top_cells`)."""
+    def reference(log_probs, labels, usable, likeliest, num_classes):
+        own = log_probs[np.arange(len(labels)), np.maximum(labels, 0)]
+        for label in range(num_classes):
+            others = usable & (labels != label)
+            column = log_probs[others, label].astype(np.float64)
+            depth = likeliest[others] - column
+            weight = np.exp(exponent * column)
+            belief = np.exp(own[others] - likeliest[others])
+            if cell_weight is not None:
+                weight *= belief
+            top = depth <= 0
+            weight[top] *= top_weight(label, belief[top])
+            keep = np.isfinite(depth) & (top_cells | ~top)
+            yield depth[keep], weight[keep]
+    return reference
+
+
+def count_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total: int) -> dict:
+    """`clean`'s final estimate under each reference variant of the module docstring."""
+    original = mistakes_module._every_class_reference, mistakes_module.PLAUSIBILITY
+    classes = len(spread.per_class)
+    window = confusion_epochs(total, spread.epoch)
+    base = estimate_mistakes(mean_log_probs(epochs, window), noisy, np.ones(len(noisy), bool), classes, epoch=0)
+    missed = np.nan_to_num(np.clip(1 - spread.per_class / np.maximum(base.per_class, 1e-9), 0, 1) ** 2)
+    variants = {
+        "top 0.8": (0.8, _weighted_reference(0.8, lambda label, belief: 1.0)),
+        "top 0.85": (0.85, _weighted_reference(0.85, lambda label, belief: 1.0)),
+        "believed 0.85": (0.85, _weighted_reference(0.85, lambda label, belief: belief)),
+        "own-label 1": (1.0, _weighted_reference(1.0, lambda label, belief: 1.0, cell_weight=True, top_cells=False)),
+        "decoys-miss 0.85": (0.85, _weighted_reference(0.85, lambda label, belief: missed[label])),
+    }
+    row = {}
+    try:
+        for name, (exponent, reference) in variants.items():
+            mistakes_module._every_class_reference, mistakes_module.PLAUSIBILITY = reference, exponent
+            row[name] = clean_rule(epochs, noisy, spread, total)
+    finally:
+        mistakes_module._every_class_reference, mistakes_module.PLAUSIBILITY = original
+    end = window[-1] - 4
+    row[f"window {end}"] = clean_rule(epochs, noisy, spread, total, window=range(end - 2, end + 1))
+    row["two-reference 0.85"] = two_reference_rate(mean_log_probs(epochs, window), noisy, classes, 0.85)
+    return row
+
+
+def two_reference_rate(log_probs: np.ndarray, noisy: np.ndarray, classes: int, exponent: float) -> float:
+    from scipy.optimize import nnls  # scikit-learn's dependency (pip install -e ".[bench]"), not the tests'
+
+    likeliest = log_probs.max(1)
+    depth_given = likeliest - log_probs[np.arange(len(noisy)), noisy]
+    total = 0.0
+    for label in range(classes):
+        members = noisy == label
+        depth = likeliest[~members] - log_probs[~members, label]
+        counted = depth > 0
+        depth, plausible = depth[counted], np.exp(exponent * log_probs[~members, label][counted].astype(np.float64))
+        order = np.argsort(depth)
+        cumulative = np.cumsum(plausible[order])
+        thresholds = np.interp(np.arange(50, 96, 5) / 100 * cumulative[-1], cumulative, depth[order])
+        tails = np.array([[(depth > t).mean(), plausible[depth > t].sum() / plausible.sum()] for t in thresholds])
+        coefficients, _ = nnls(tails, np.array([(depth_given[members] > t).mean() for t in thresholds]))
+        total += coefficients.sum() * members.sum()
+    return total / len(noisy)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--windows", nargs="*", default=None, help="FIRST-LAST epochs (0-based); default: clean's")
     parser.add_argument("--epochs", type=int, default=None, help="the run's length (default: the dumps')")
+    parser.add_argument("--count-variants", action="store_true", help="clean's estimate with other references")
     args = parser.parse_args()
     for run in args.runs:
         labels, epochs = load(run)
@@ -108,6 +188,9 @@ def main() -> None:
         spread = decoy_rule(window_arrays(epochs, default), noisy, decoys, classes, epoch=default[-1])
         print(f"{run.name}: planted {(true != noisy).mean():.3f}, {len(epochs)} epochs dumped; clean would "
               f"estimate {clean_rule(epochs, noisy, spread, total):.3f}")
+        if args.count_variants:
+            variants = count_variants(epochs, noisy, spread, total)
+            print("  count variants: " + json.dumps({k: round(v, 3) for k, v in variants.items()}))
         for window in windows:
             if window[-1] >= len(epochs):
                 continue
