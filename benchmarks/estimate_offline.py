@@ -151,7 +151,7 @@ def count_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total
 
 
 def two_reference_rate(log_probs: np.ndarray, noisy: np.ndarray, classes: int, exponent: float) -> float:
-    from scipy.optimize import nnls  # scikit-learn's dependency (pip install -e ".[bench]"), not the tests'
+    from scipy.optimize import nnls  # a benchmark dependency (pip install -e ".[bench]"), not the tests'
 
     likeliest = log_probs.max(1)
     depth_given = likeliest - log_probs[np.arange(len(noisy)), noisy]
