@@ -73,11 +73,15 @@ class NoiseEstimate:
     # DOUBTED_CAP overall and per class; `uncapped` keeps what the rule read.
     doubt: str | None = None
     uncapped: float | None = None
+    # Doubted only because it was still falling: the network was still learning in the warm-up, not untrustworthy
+    # (mistakes.count_is_used).
+    only_still_falling: bool = False
 
     def to_state(self) -> dict:
         state = {"noise_overall": self.overall, "noise_per_class": self.per_class, "noise_epoch": self.epoch}
         if self.doubt is not None:
-            state.update(noise_doubt=self.doubt, noise_uncapped=self.uncapped)
+            state.update(noise_doubt=self.doubt, noise_uncapped=self.uncapped,
+                         noise_only_still_falling=self.only_still_falling)
         return state
 
     @classmethod
@@ -87,7 +91,7 @@ class NoiseEstimate:
         uncapped = state.get("noise_uncapped")
         return cls(float(state["noise_overall"]), np.asarray(state["noise_per_class"], np.float64),
                    int(state["noise_epoch"]), state.get("noise_doubt"),
-                   None if uncapped is None else float(uncapped))
+                   None if uncapped is None else float(uncapped), bool(state.get("noise_only_still_falling", False)))
 
 
 def evidence_epochs(warmup: int) -> range:
@@ -173,10 +177,11 @@ def doubt_estimate(estimate: NoiseEstimate, *, fall: float, agreement: float, cl
     given label the network predicted in its last epoch; `class_sizes` the eligible samples per given class;
     `ended_early`, the evidence epochs (0-based) when the run ended before the last of them."""
     reasons = []
+    still_falling = fall > MAX_FALL
     if ended_early is not None:
         reasons.append(f"the run ended after epoch {estimate.epoch + 1}, before the epochs the estimate reads "
                        f"({ended_early[0] + 1}-{ended_early[-1] + 1}); train longer (--epochs) or set --rho-max")
-    if fall > MAX_FALL:
+    if still_falling:
         reasons.append(f"it was still falling ({fall:.0%} over the last epoch): the network is still learning "
                        "the right labels; train longer (--epochs) or set --rho-max")
     if agreement < MIN_LIFT / max(1, num_classes):
@@ -187,7 +192,8 @@ def doubt_estimate(estimate: NoiseEstimate, *, fall: float, agreement: float, cl
     if not reasons:
         return estimate
     return NoiseEstimate(min(estimate.overall, DOUBTED_CAP), np.minimum(estimate.per_class, DOUBTED_CAP),
-                         estimate.epoch, "; ".join(reasons), estimate.overall)
+                         estimate.epoch, "; ".join(reasons), estimate.overall,
+                         only_still_falling=still_falling and len(reasons) == 1)
 
 
 def smallest_tail_ratio(given: np.ndarray, wrong: np.ndarray, weights: np.ndarray | None = None) -> float:

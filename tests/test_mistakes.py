@@ -86,6 +86,15 @@ def test_a_class_is_raised_to_its_mistakes_unless_the_decoy_estimate_was_doubted
     np.testing.assert_array_equal(combined_rates(doubted, mistakes), doubted.per_class)
 
 
+def test_a_decoy_estimate_doubted_only_for_still_falling_is_raised_to_the_count():
+    """Human noise: the decoy estimate reads a few percent and its relative fall in the warm-up is noisy; the
+    count, read in mid-training, is not doubted for it."""
+    mistakes = MistakeEstimate(np.array([0.2, np.nan, 0.01]), 16)
+    falling = NoiseEstimate(0.04, np.array([0.04, 0.05, 0.03]), 5, doubt="it was still falling (26% ...)",
+                            uncapped=0.04, only_still_falling=True)
+    np.testing.assert_array_equal(combined_rates(falling, mistakes), [0.2, 0.05, 0.03])
+
+
 def test_data_whose_decoys_find_almost_nothing_wrong_is_not_raised_to_the_count():
     """On clean data the count reads the right labels of the hardest images: it waits for some labels wrong at
     random."""

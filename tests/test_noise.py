@@ -121,18 +121,21 @@ def test_an_estimate_that_has_settled_from_a_network_above_chance_is_trusted_as_
                           num_classes=10) is estimate
 
 
-@pytest.mark.parametrize("fall, agreement, sizes, reason", [
-    (0.3, 0.3, [500, 500], "still falling (30%"),
-    (0.0, 0.12, [500, 500], "near chance"),  # 1.2 x chance on 10 classes
-    (0.0, 0.3, [15, 12], "median class has 13 samples"),
+@pytest.mark.parametrize("fall, agreement, sizes, reason, only_still_falling", [
+    (0.3, 0.3, [500, 500], "still falling (30%", True),
+    (0.0, 0.12, [500, 500], "near chance", False),  # 1.2 x chance on 10 classes
+    (0.0, 0.3, [15, 12], "median class has 13 samples", False),
+    (0.3, 0.12, [500, 500], "near chance", False),  # still falling too, but the network is not to be trusted
 ])
-def test_a_doubted_estimate_is_capped_and_says_why(fall, agreement, sizes, reason):
+def test_a_doubted_estimate_is_capped_and_says_why(fall, agreement, sizes, reason, only_still_falling):
     estimate = NoiseEstimate(0.4, np.array([0.3, 0.5]), epoch=5)
     doubted = doubt_estimate(estimate, fall=fall, agreement=agreement, class_sizes=np.array(sizes), num_classes=10)
     assert reason in doubted.doubt and doubted.uncapped == 0.4
     assert doubted.overall == DOUBTED_CAP and (doubted.per_class <= DOUBTED_CAP).all()
+    assert doubted.only_still_falling == only_still_falling
     again = NoiseEstimate.from_state(doubted.to_state())  # survives a checkpoint
     assert again.doubt == doubted.doubt and again.uncapped == 0.4 and again.overall == DOUBTED_CAP
+    assert again.only_still_falling == only_still_falling
 
 
 def test_an_estimate_read_before_its_evidence_epochs_is_doubted_with_the_epochs_it_needed():
