@@ -261,8 +261,8 @@ class Task:
                                   num_classes=self.num_classes,
                                   ended_early=evidence if epoch < evidence[-1] else None)
         if estimate.doubt is not None and config.rho_max == "auto":
-            more = " unless the plausible mistakes counted in mid-training are more" if estimate.only_still_falling \
-                else ""
+            counted_later = estimate.only_still_falling and len(confusion_epochs(config.epochs, estimate.epoch))
+            more = " unless the plausible mistakes counted in mid-training are more" if counted_later else ""
             self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: {estimate.doubt}; "
                                f"dropping at most {estimate.overall:.1%}{more}")
         return dataclasses.replace(samples, noise=estimate, given_depths=None, decoy_depths=None)

@@ -193,6 +193,24 @@ def test_a_short_warm_up_waits_for_the_fourth_epoch_and_a_doubted_estimate_is_ca
     assert len(progress.notes) == 1 and "cannot be trusted" in progress.notes[0]
 
 
+@pytest.mark.parametrize("epochs, counted_later", [(6, False), (16, True)])
+def test_an_estimate_doubted_only_for_falling_says_the_count_may_raise_it_where_a_count_is_read(
+        monkeypatch, epochs, counted_later):
+    import labelscrub.task as task_module
+
+    def still_falling(estimate, **_):
+        return dataclasses.replace(estimate, overall=min(estimate.overall, DOUBTED_CAP), doubt="it was still falling",
+                                   uncapped=estimate.overall, only_still_falling=True)
+
+    monkeypatch.setattr(task_module, "doubt_estimate", still_falling)
+    progress = NotingProgress()
+    run(dataclasses.replace(CONFIG, rho_max="auto", epochs=epochs, warmup=4), progress=progress)
+    doubt_notes = [note for note in progress.notes if "cannot be trusted" in note]
+    assert len(doubt_notes) == 1
+    # a run under 15 epochs has no middle window: no count comes to raise the capped estimate
+    assert ("unless the plausible mistakes counted in mid-training are more" in doubt_notes[0]) == counted_later
+
+
 def test_in_a_long_warm_up_auto_estimates_early_but_still_drops_nothing_until_the_warm_up_ends():
     outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", epochs=9, warmup=8))
     assert outcome.noise is not None and outcome.noise.epoch == 5  # after the 6th epoch, not the 8th
