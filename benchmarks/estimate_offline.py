@@ -36,7 +36,15 @@ import numpy as np
 import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import confusion_epochs, estimate_confusion
 from labelscrub.mistakes import combined_rates, estimate_mistakes
-from labelscrub.noise import NoiseEstimate, best_depth, estimate_noise, evidence_epochs, label_depth, overall_rate
+from labelscrub.noise import (
+    NoiseEstimate,
+    best_depth,
+    estimate_noise,
+    evidence_epochs,
+    label_depth,
+    overall_rate,
+    tail_thresholds,
+)
 
 
 def load(run: Path) -> tuple[dict, list]:
@@ -103,9 +111,10 @@ def confident_joint(probs: np.ndarray, noisy: np.ndarray, classes: int) -> float
     return float((joint.sum() - np.trace(joint)) / joint.sum())
 
 
-def _weighted_reference(exponent: float, top_weight, cell_weight=None, top_cells: bool = True):
-    """A stand-in for mistakes._every_class_reference: p(c)^exponent, times `cell_weight(others)` for every cell and
-    `top_weight(label, others)` for the likeliest-class cells (kept only with `top_cells`)."""
+def _weighted_reference(exponent: float, top_weight, weigh_every_cell: bool = False, top_cells: bool = True):
+    """A stand-in for mistakes._every_class_reference: weights p(c)^exponent, times the belief in each image's own
+    label, p(own label) / p(likeliest), for every cell with `weigh_every_cell`, and times `top_weight(label,
+    belief)` for the likeliest-class cells (kept only with `top_cells`)."""
     def reference(log_probs, labels, usable, likeliest, num_classes):
         own = log_probs[np.arange(len(labels)), np.maximum(labels, 0)]
         for label in range(num_classes):
@@ -114,7 +123,7 @@ def _weighted_reference(exponent: float, top_weight, cell_weight=None, top_cells
             depth = likeliest[others] - column
             weight = np.exp(exponent * column)
             belief = np.exp(own[others] - likeliest[others])
-            if cell_weight is not None:
+            if weigh_every_cell:
                 weight *= belief
             top = depth <= 0
             weight[top] *= top_weight(label, belief[top])
@@ -128,13 +137,15 @@ def count_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total
     original = mistakes_module._every_class_reference, mistakes_module.PLAUSIBILITY
     classes = len(spread.per_class)
     window = confusion_epochs(total, spread.epoch)
-    base = estimate_mistakes(mean_log_probs(epochs, window), noisy, np.ones(len(noisy), bool), classes, epoch=0)
+    mean = mean_log_probs(epochs, window)
+    base = estimate_mistakes(mean, noisy, np.ones(len(noisy), bool), classes, epoch=0)
     missed = np.nan_to_num(np.clip(1 - spread.per_class / np.maximum(base.per_class, 1e-9), 0, 1) ** 2)
     variants = {
         "top 0.8": (0.8, _weighted_reference(0.8, lambda label, belief: 1.0)),
         "top 0.85": (0.85, _weighted_reference(0.85, lambda label, belief: 1.0)),
         "believed 0.85": (0.85, _weighted_reference(0.85, lambda label, belief: belief)),
-        "own-label 1": (1.0, _weighted_reference(1.0, lambda label, belief: 1.0, cell_weight=True, top_cells=False)),
+        "own-label 1": (1.0, _weighted_reference(1.0, lambda label, belief: 1.0, weigh_every_cell=True,
+                                                 top_cells=False)),
         "decoys-miss 0.85": (0.85, _weighted_reference(0.85, lambda label, belief: missed[label])),
     }
     row = {}
@@ -146,7 +157,7 @@ def count_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total
         mistakes_module._every_class_reference, mistakes_module.PLAUSIBILITY = original
     end = window[-1] - 4
     row[f"window {end}"] = clean_rule(epochs, noisy, spread, total, window=range(end - 2, end + 1))
-    row["two-reference 0.85"] = two_reference_rate(mean_log_probs(epochs, window), noisy, classes, 0.85)
+    row["two-reference 0.85"] = two_reference_rate(mean, noisy, classes, 0.85)
     return row
 
 
@@ -161,9 +172,7 @@ def two_reference_rate(log_probs: np.ndarray, noisy: np.ndarray, classes: int, e
         depth = likeliest[~members] - log_probs[~members, label]
         counted = depth > 0
         depth, plausible = depth[counted], np.exp(exponent * log_probs[~members, label][counted].astype(np.float64))
-        order = np.argsort(depth)
-        cumulative = np.cumsum(plausible[order])
-        thresholds = np.interp(np.arange(50, 96, 5) / 100 * cumulative[-1], cumulative, depth[order])
+        thresholds = tail_thresholds(depth, plausible)
         tails = np.array([[(depth > t).mean(), plausible[depth > t].sum() / plausible.sum()] for t in thresholds])
         coefficients, _ = nnls(tails, np.array([(depth_given[members] > t).mean() for t in thresholds]))
         total += coefficients.sum() * members.sum()

@@ -200,13 +200,17 @@ def smallest_tail_ratio(given: np.ndarray, wrong: np.ndarray, weights: np.ndarra
     """The smallest ratio, over thresholds at THRESHOLD_PERCENTILES of `wrong`, of the share of `given` above the
     threshold to the share of `wrong` above it; clipped to [0, MAX_NOISE_RATE]. With `weights`, each value of
     `wrong` counts in proportion to its weight, in the percentiles and the shares alike."""
-    if weights is None:
-        thresholds = np.percentile(wrong, THRESHOLD_PERCENTILES)
-    else:
-        order = np.argsort(wrong, kind="stable")
-        cumulative = np.cumsum(weights[order], dtype=np.float64)
-        thresholds = np.interp(THRESHOLD_PERCENTILES / 100 * cumulative[-1], cumulative, wrong[order])
+    thresholds = tail_thresholds(wrong, weights)
     return _clipped(min(tail_ratio(given, wrong, threshold, weights) for threshold in thresholds))
+
+
+def tail_thresholds(wrong: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The values of `wrong` at THRESHOLD_PERCENTILES, each value counting in proportion to its weight."""
+    if weights is None:
+        return np.percentile(wrong, THRESHOLD_PERCENTILES)
+    order = np.argsort(wrong, kind="stable")
+    cumulative = np.cumsum(weights[order], dtype=np.float64)
+    return np.interp(THRESHOLD_PERCENTILES / 100 * cumulative[-1], cumulative, wrong[order])
 
 
 def tail_ratio(given: np.ndarray, wrong: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> float:

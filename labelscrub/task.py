@@ -260,12 +260,13 @@ class Task:
                                   class_sizes=np.bincount(self.labels[self.eligible], minlength=self.num_classes),
                                   num_classes=self.num_classes,
                                   ended_early=evidence if epoch < evidence[-1] else None)
+        samples = dataclasses.replace(samples, noise=estimate, given_depths=None, decoy_depths=None)
         if estimate.doubt is not None and config.rho_max == "auto":
-            counted_later = estimate.only_still_falling and len(confusion_epochs(config.epochs, estimate.epoch))
+            counted_later = estimate.only_still_falling and len(self.confusion_window(samples))
             more = " unless the plausible mistakes counted in mid-training are more" if counted_later else ""
             self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: {estimate.doubt}; "
                                f"dropping at most {estimate.overall:.1%}{more}")
-        return dataclasses.replace(samples, noise=estimate, given_depths=None, decoy_depths=None)
+        return samples
 
     def _add_to_confusion_window(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
         window = self.confusion_window(samples)
