@@ -94,6 +94,13 @@ def count_is_used(noise: NoiseEstimate, mistakes: MistakeEstimate | None) -> boo
     return mistakes is not None and trusted and noise.overall >= MIN_RANDOM_SHARE
 
 
+def doubt_is_settled(noise: NoiseEstimate, mistakes: MistakeEstimate | None) -> bool:
+    """Whether a doubted decoy estimate no longer stands for the final one: the plausible-mistake count was read
+    for some class and used past the doubt (`count_is_used`), so run.json and the console need not warn."""
+    return (noise.doubt is not None and count_is_used(noise, mistakes)
+            and not bool(np.isnan(mistakes.per_class).all()))
+
+
 def combined_rates(noise: NoiseEstimate, mistakes: MistakeEstimate | None) -> np.ndarray:
     """Per class the estimated share of wrong labels: the decoy estimate, raised to the plausible-mistake share
     where that is read and used (`count_is_used`)."""

@@ -139,6 +139,9 @@ def closing_summary(result) -> str:
         if noise.get("estimate_doubt"):
             lines.append(f"warning: the noise estimate cannot be trusted ({noise['estimate_doubt']}): it read "
                          f"{noise['uncapped_noise_rate']:.1%}, capped at {noise['spread_noise_rate']:.1%}")
+        elif noise.get("spread_doubt"):
+            lines.append(f"the estimate of labels wrong at random was doubted ({noise['spread_doubt']}); the "
+                         f"plausible mistakes counted in mid-training set the estimate instead")
         confused = [f"{name} from {entry['confused_with']} {entry['confused_share']:.0%}"
                     for name, entry in noise["classes"].items() if entry.get("confused_with")]
         if confused:

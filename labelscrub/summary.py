@@ -25,7 +25,7 @@ import numpy as np
 from labelscrub.apply import run_manifest
 from labelscrub.config import CleanConfig
 from labelscrub.measurement import TrainingOutcome
-from labelscrub.mistakes import MistakeEstimate, combined_rates
+from labelscrub.mistakes import MistakeEstimate, combined_rates, doubt_is_settled
 from labelscrub.schedule import rho_schedule
 from labelscrub.sources import LabeledImages
 from labelscrub.version import __version__
@@ -193,8 +193,11 @@ def noise_summary(*, estimate: NoiseEstimate | None, mistakes: MistakeEstimate |
         "spread_noise_rate": None if estimate is None else estimate.overall,
         # the plausible-mistake count (mistakes.py), size-weighted over the classes it read; None: not read
         "mistake_noise_rate": _mistake_rate(mistakes, labels, eligible),
-        # why the estimate was not trusted and capped (None: trusted), and what it read before the cap
-        "estimate_doubt": None if estimate is None else estimate.doubt,
+        # why the decoy estimate was not trusted and capped (None: trusted), and what it read before the cap
+        "spread_doubt": None if estimate is None else estimate.doubt,
+        # why the final estimate is in doubt: the decoy estimate's doubt, unless the plausible-mistake count
+        # replaced it (a decoy estimate doubted only for still falling: mistakes.count_is_used)
+        "estimate_doubt": None if estimate is None or doubt_is_settled(estimate, mistakes) else estimate.doubt,
         "uncapped_noise_rate": None if estimate is None else estimate.uncapped,
         "confusion_after_epoch": None if confusion is None else confusion.epoch,
         # per sample the classes besides its label the confusion estimate read, where every class's probability

@@ -7,7 +7,7 @@ from test_confusion import window
 
 import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import top_count
-from labelscrub.mistakes import MistakeEstimate, combined_rates, estimate_mistakes
+from labelscrub.mistakes import MistakeEstimate, combined_rates, doubt_is_settled, estimate_mistakes
 from labelscrub.noise import NoiseEstimate, smallest_tail_ratio
 
 CLASSES, PER_CLASS = 6, 1000
@@ -93,6 +93,18 @@ def test_a_decoy_estimate_doubted_only_for_still_falling_is_raised_to_the_count(
     falling = NoiseEstimate(0.04, np.array([0.04, 0.05, 0.03]), 5, doubt="it was still falling (26% ...)",
                             uncapped=0.04, only_still_falling=True)
     np.testing.assert_array_equal(combined_rates(falling, mistakes), [0.2, 0.05, 0.03])
+
+
+def test_only_a_count_read_past_a_still_falling_doubt_settles_it():
+    """run.json warns about the final estimate only while the doubted decoy estimate still stands for it."""
+    falling = NoiseEstimate(0.04, np.array([0.04, 0.05, 0.03]), 5, doubt="it was still falling (26% ...)",
+                            uncapped=0.04, only_still_falling=True)
+    near_chance = NoiseEstimate(0.05, np.full(3, 0.05), 5, doubt="near chance", uncapped=0.5)
+    read, unread = MistakeEstimate(np.array([0.2, np.nan, 0.01]), 16), MistakeEstimate(np.full(3, np.nan), 16)
+    assert doubt_is_settled(falling, read)
+    assert not doubt_is_settled(falling, unread) and not doubt_is_settled(falling, None)
+    assert not doubt_is_settled(near_chance, read)
+    assert not doubt_is_settled(NoiseEstimate(0.05, np.full(3, 0.05), 5), read)
 
 
 def test_data_whose_decoys_find_almost_nothing_wrong_is_not_raised_to_the_count():

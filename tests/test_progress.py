@@ -24,6 +24,16 @@ def test_the_closing_summary_says_the_estimate_was_doubted_and_what_it_read():
     assert "read 21.5%, capped at 10.0%" in text
 
 
+def test_the_closing_summary_does_not_warn_where_the_count_replaced_a_doubted_estimate():
+    result = doubted_result()
+    noise = result.summary["noise"]
+    noise["spread_doubt"], noise["estimate_doubt"] = noise["estimate_doubt"], None
+    text = closing_summary(result)
+    assert "cannot be trusted" not in text
+    assert ("the estimate of labels wrong at random was doubted (it was still falling (32% over the last epoch)); "
+            "the plausible mistakes counted in mid-training set the estimate instead") in text
+
+
 def test_a_note_reaches_the_console_as_a_warning_line():
     stream = io.StringIO()
     ConsoleProgress(stream).note("the noise estimate is still falling")

@@ -65,6 +65,20 @@ def test_plausible_mistakes_raise_a_class_above_its_decoy_estimate_unless_that_e
     assert trusted["mistake_noise_rate"] == pytest.approx(0.3)  # over the classes it read
     doubted = summarise("the network is near chance")
     assert doubted["classes"]["cat"]["estimated_noise_rate"] == 0.05
+    assert doubted["estimate_doubt"] == doubted["spread_doubt"] == "the network is near chance"
+
+
+def test_a_count_read_past_a_still_falling_decoy_estimate_leaves_no_doubt_on_the_final_estimate():
+    labels = np.repeat([0, 1], [100, 300])
+    nothing = np.zeros(len(labels), bool)
+    falling = NoiseEstimate(0.03, np.array([0.03, 0.03]), 5, "it was still falling (30% over the last epoch)",
+                            uncapped=0.03, only_still_falling=True)
+    summary = noise_summary(estimate=falling, mistakes=MistakeEstimate(np.array([0.3, 0.1]), 16), confusion=None,
+                            rho_max=0.15, labels=labels, predicted=labels, eligible=np.ones(len(labels), bool),
+                            dropped=nothing, relabelled=nothing, class_names=["cat", "dog"])
+    assert summary["estimate_doubt"] is None
+    assert summary["spread_doubt"] == "it was still falling (30% over the last epoch)"
+    assert summary["estimated_noise_rate"] == pytest.approx((100 * 0.3 + 300 * 0.1) / 400)
 
 
 def test_the_score_meaning_names_what_each_method_ranks_by():
