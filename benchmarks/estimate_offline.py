@@ -35,7 +35,7 @@ import numpy as np
 
 import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import confusion_epochs, estimate_confusion
-from labelscrub.mistakes import combined_rates, estimate_mistakes
+from labelscrub.mistakes import combined_rates, count_mistakes, estimate_mistakes
 from labelscrub.noise import (
     NoiseEstimate,
     best_depth,
@@ -91,7 +91,7 @@ def clean_rule(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total_epo
         return float("nan")
     usable = np.ones(len(noisy), bool)
     mean = mean_log_probs(epochs, window)
-    mistakes = estimate_mistakes(mean, noisy, usable, len(spread.per_class), epoch=window[-1])
+    mistakes = count_mistakes(mean, noisy, usable, len(spread.per_class), spread, epoch=window[-1])
     rates = combined_rates(spread, mistakes)
     confusion = estimate_confusion(mean, noisy, usable, rates, epoch=window[-1])
     return overall_rate(np.fmax(rates, confusion.share), np.bincount(noisy, minlength=len(rates)))

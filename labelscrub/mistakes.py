@@ -34,12 +34,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labelscrub.noise import MIN_DECOYS, NoiseEstimate, smallest_tail_ratio
+from labelscrub.noise import MIN_DECOYS, NoiseEstimate, overall_rate, smallest_tail_ratio
 
 # The exponent of p(c) in the reference weights: 0 is the decoy estimate's uniform reference, 1 the network's own
 # belief. Chosen on CIFAR-10N (worst, random1, aggre) and planted noise (40% symmetric, the digits sample): 0.95
 # reads worst within 7 points instead of 11, but 40% symmetric noise 7 points over; docs/METHOD.md.
 PLAUSIBILITY = 0.85
+
+# Where the decoys see at most MOSTLY_PLAUSIBLE of what the count at PLAUSIBILITY reads, most wrong labels are
+# plausible mistakes, people's rather than random ones, and the count reads again with the reference at
+# HUMAN_PLAUSIBILITY, closer to the network's own belief; from WRONG_AT_RANDOM on it stays at PLAUSIBILITY, and in
+# between the exponent falls linearly (`plausibility_for`). Chosen on seed 0 of CIFAR-10N dev (worst, random1,
+# aggre) and the planted 40% symmetric noise: the decoys see 44% of the count on worst, 28% on random1 and 76% at
+# sym40, and the count at 0.95 reads worst 33% instead of 29% (40% wrong), random1 20% instead of 16% (17%) and
+# leaves sym40 at 43% (40%); docs/METHOD.md.
+HUMAN_PLAUSIBILITY = 0.975
+MOSTLY_PLAUSIBLE = 0.5
+WRONG_AT_RANDOM = 0.7
 
 # The least share of labels the decoy estimate must find wrong at random for the count to be used. On CIFAR-10N it
 # reads 2-15% where 9-40% are wrong; on clean CIFAR-10 0.2%, where the count reads 2.1% of right labels.
@@ -50,23 +61,52 @@ MIN_RANDOM_SHARE = 0.005
 class MistakeEstimate:
     per_class: np.ndarray  # (classes,) float64 share of plausible mistakes per given class; NaN where not read
     epoch: int  # the epoch (0-based) after which it was made
+    plausibility: float = PLAUSIBILITY  # the exponent of p(c) in the reference it was read with
 
     def to_state(self) -> dict:
-        return {"mistakes_per_class": self.per_class, "mistakes_epoch": self.epoch}
+        return {"mistakes_per_class": self.per_class, "mistakes_epoch": self.epoch,
+                "mistakes_plausibility": self.plausibility}
 
     @classmethod
     def from_state(cls, state: dict) -> MistakeEstimate | None:
         if "mistakes_per_class" not in state:
             return None
-        return cls(np.asarray(state["mistakes_per_class"], np.float64), int(state["mistakes_epoch"]))
+        return cls(np.asarray(state["mistakes_per_class"], np.float64), int(state["mistakes_epoch"]),
+                   float(state.get("mistakes_plausibility", PLAUSIBILITY)))
+
+
+def count_mistakes(log_probs, labels: np.ndarray, usable: np.ndarray, num_classes: int, noise: NoiseEstimate, *,
+                   epoch: int) -> MistakeEstimate:
+    """The plausible-mistake count as `clean` uses it: read at PLAUSIBILITY and, where the decoy estimate `noise`
+    sees too little of it for the mistakes to be mostly random ones, read again closer to the network's belief
+    (`plausibility_for`). Arguments as `estimate_mistakes`."""
+    first = estimate_mistakes(log_probs, labels, usable, num_classes, epoch=epoch)
+    sizes = np.bincount(labels[np.asarray(usable, bool) & (labels >= 0)], minlength=num_classes)
+    plausibility = plausibility_for(noise, first, sizes)
+    if plausibility == first.plausibility:
+        return first
+    return estimate_mistakes(log_probs, labels, usable, num_classes, epoch=epoch, plausibility=plausibility)
+
+
+def plausibility_for(noise: NoiseEstimate, first: MistakeEstimate, sizes: np.ndarray) -> float:
+    """The reference's exponent for this data: HUMAN_PLAUSIBILITY where the decoy estimate is at most
+    MOSTLY_PLAUSIBLE of the count `first` (read at PLAUSIBILITY, each class raised to it as `combined_rates` does),
+    PLAUSIBILITY from WRONG_AT_RANDOM on, linear in between; PLAUSIBILITY where the count is not used."""
+    if not count_is_used(noise, first) or np.isnan(first.per_class).all():
+        return PLAUSIBILITY
+    counted = overall_rate(combined_rates(noise, first), sizes)
+    seen_at_random = noise.overall / counted if counted > 0 else 1.0
+    towards_human = np.clip((WRONG_AT_RANDOM - seen_at_random) / (WRONG_AT_RANDOM - MOSTLY_PLAUSIBLE), 0.0, 1.0)
+    return float(PLAUSIBILITY + towards_human * (HUMAN_PLAUSIBILITY - PLAUSIBILITY))
 
 
 def estimate_mistakes(log_probs, labels: np.ndarray, usable: np.ndarray, num_classes: int, *,
-                      epoch: int) -> MistakeEstimate:
+                      epoch: int, plausibility: float = PLAUSIBILITY) -> MistakeEstimate:
     """Per given class, the share of labels that look like plausible mistakes, from the window's mean
     log-probabilities `log_probs`: an (N, classes) array, or confusion.TopLogProbs, whose classes outside those read
     per sample weigh nothing (each is less likely than every read one). Samples not `usable`, or with NaN, take no
-    part; a class with fewer than MIN_DECOYS members, or whose reference weighs nothing, is NaN."""
+    part; a class with fewer than MIN_DECOYS members, or whose reference weighs nothing, is NaN. `plausibility`:
+    the exponent of p(c) in the reference weights."""
     every = isinstance(log_probs, np.ndarray)
     label_log_probs = _label_log_probs(log_probs, labels) if every else log_probs.label
     read = log_probs if every else log_probs.top
@@ -75,11 +115,12 @@ def estimate_mistakes(log_probs, labels: np.ndarray, usable: np.ndarray, num_cla
     depth_given = likeliest - label_log_probs
     references = _every_class_reference if every else _read_class_reference
     per_class = np.full(num_classes, np.nan)
-    for label, (depth, weight) in enumerate(references(log_probs, labels, usable, likeliest, num_classes)):
+    cells = references(log_probs, labels, usable, likeliest, num_classes, plausibility)
+    for label, (depth, weight) in enumerate(cells):
         members = usable & (labels == label)
         if members.sum() >= MIN_DECOYS and len(weight) and weight.sum() > 0:
             per_class[label] = smallest_tail_ratio(depth_given[members], depth, weight)
-    return MistakeEstimate(per_class, epoch)
+    return MistakeEstimate(per_class, epoch, plausibility)
 
 
 def count_is_used(noise: NoiseEstimate, mistakes: MistakeEstimate | None) -> bool:
@@ -109,22 +150,23 @@ def combined_rates(noise: NoiseEstimate, mistakes: MistakeEstimate | None) -> np
     return np.where(np.isnan(mistakes.per_class), noise.per_class, np.fmax(noise.per_class, mistakes.per_class))
 
 
-def _reference(depth: np.ndarray, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Depths and weights p^PLAUSIBILITY of the cells that count: depth 0 is the likeliest class, left out, and
+def _reference(depth: np.ndarray, log_probs: np.ndarray, plausibility: float) -> tuple[np.ndarray, np.ndarray]:
+    """Depths and weights p^plausibility of the cells that count: depth 0 is the likeliest class, left out, and
     an infinite depth is a class that holds nothing (a stand-in for no unread class)."""
     counts = (depth > 0) & np.isfinite(depth)
-    return depth[counts], np.exp(PLAUSIBILITY * log_probs[counts].astype(np.float64))
+    return depth[counts], np.exp(plausibility * log_probs[counts].astype(np.float64))
 
 
 def _every_class_reference(log_probs: np.ndarray, labels: np.ndarray, usable: np.ndarray, likeliest: np.ndarray,
-                           num_classes: int):
+                           num_classes: int, plausibility: float):
     """Per class c, the reference cells of the samples not labelled c: a column at a time, O(N) memory."""
     for label in range(num_classes):
         others = usable & (labels != label)
-        yield _reference(likeliest[others] - log_probs[others, label], log_probs[others, label])
+        yield _reference(likeliest[others] - log_probs[others, label], log_probs[others, label], plausibility)
 
 
-def _read_class_reference(top, labels: np.ndarray, usable: np.ndarray, likeliest: np.ndarray, num_classes: int):
+def _read_class_reference(top, labels: np.ndarray, usable: np.ndarray, likeliest: np.ndarray, num_classes: int,
+                          plausibility: float):
     """Per class c, the reference cells of the samples whose read classes include c (TopLogProbs never reads a
     sample's label among them), plus every sample's unread classes at their stand-in log-probability (`rest`):
     a class outside a sample's read ones is one of its unread, so each sample's stand-in cell counts for every
@@ -132,7 +174,7 @@ def _read_class_reference(top, labels: np.ndarray, usable: np.ndarray, likeliest
     left out, the reference would lack its deep tail and the count would read far too high."""
     read_count = top.classes.shape[1]
     unread_share = max(0, num_classes - 1 - read_count) / max(1, num_classes - 1)
-    rest_depth, rest_weight = _reference(likeliest[usable] - top.rest[usable], top.rest[usable])
+    rest_depth, rest_weight = _reference(likeliest[usable] - top.rest[usable], top.rest[usable], plausibility)
     rest_weight = rest_weight * unread_share
     classes = np.where(usable[:, None], top.classes, -1).ravel()
     order = np.argsort(classes, kind="stable")
@@ -141,7 +183,7 @@ def _read_class_reference(top, labels: np.ndarray, usable: np.ndarray, likeliest
     depth = (likeliest[:, None] - top.top).ravel()
     for label in range(num_classes):
         cells = order[starts[label]:starts[label + 1]]
-        read_depth, read_weight = _reference(depth[cells], log_probs[cells])
+        read_depth, read_weight = _reference(depth[cells], log_probs[cells], plausibility)
         yield np.concatenate([read_depth, rest_depth]), np.concatenate([read_weight, rest_weight])
 
 

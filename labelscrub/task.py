@@ -29,7 +29,7 @@ from labelscrub.confusion import (
 )
 from labelscrub.distributed import Processes
 from labelscrub.measurement import Probe, TopClasses
-from labelscrub.mistakes import MistakeEstimate, combined_rates, count_is_used, estimate_mistakes
+from labelscrub.mistakes import MistakeEstimate, combined_rates, count_is_used, count_mistakes
 from labelscrub.noise import (
     EVIDENCE_EPOCHS,
     NoiseEstimate,
@@ -293,7 +293,7 @@ class Task:
         samples; the window let go. A confusion counts, and its samples are left out, only beyond the noise rate
         the loss ranking already leaves out (mistakes.combined_rates), the plausible mistakes included: they are
         often the same labels."""
-        mistakes = estimate_mistakes(mean, self.labels, self.eligible, self.num_classes, epoch=epoch)
+        mistakes = count_mistakes(mean, self.labels, self.eligible, self.num_classes, samples.noise, epoch=epoch)
         samples = dataclasses.replace(samples, mistakes=mistakes)
         rates = combined_rates(samples.noise, mistakes)
         estimate = estimate_confusion(mean, self.labels, self.eligible, rates, epoch=epoch)

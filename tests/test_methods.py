@@ -283,8 +283,8 @@ def test_auto_waits_for_its_plausible_mistakes_then_drops_each_class_its_rate_an
     monkeypatch.setattr(task_module, "doubt_estimate", lambda estimate, **_: estimate)  # 10 per class: trusted
     # the decoys find nothing wrong at random here; test_mistakes.py tests that guard for clean-looking data
     monkeypatch.setattr(mistakes_module, "MIN_RANDOM_SHARE", 0.0)
-    monkeypatch.setattr(task_module, "estimate_mistakes",
-                        lambda log_probs, labels, usable, num_classes, *, epoch: MistakeEstimate(mistakes, epoch))
+    monkeypatch.setattr(task_module, "count_mistakes",
+                        lambda *_, epoch: MistakeEstimate(mistakes, epoch))
     outcome, _ = run(dataclasses.replace(CONFIG, rho_max="auto", select="per-class", epochs=16, warmup=1))
     rates = np.where(np.isnan(mistakes), outcome.noise.per_class, np.fmax(outcome.noise.per_class, mistakes))
     assert outcome.mistakes.epoch == outcome.confusion.epoch == 8

@@ -7,7 +7,16 @@ from test_confusion import window
 
 import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import top_count
-from labelscrub.mistakes import MistakeEstimate, combined_rates, doubt_is_settled, estimate_mistakes
+from labelscrub.mistakes import (
+    HUMAN_PLAUSIBILITY,
+    PLAUSIBILITY,
+    MistakeEstimate,
+    combined_rates,
+    count_mistakes,
+    doubt_is_settled,
+    estimate_mistakes,
+    plausibility_for,
+)
 from labelscrub.noise import NoiseEstimate, smallest_tail_ratio
 
 CLASSES, PER_CLASS = 6, 1000
@@ -39,15 +48,15 @@ def overall(estimate, given):
     return float(np.average(estimate.per_class, weights=np.bincount(given, minlength=CLASSES)))
 
 
-def test_plausible_mistakes_are_mostly_counted_where_a_uniform_reference_sees_almost_none(monkeypatch):
+def test_plausible_mistakes_are_mostly_counted_where_a_uniform_reference_sees_almost_none():
     log_probs, given, wrong = annotated(0.3)
     usable = np.ones(len(given), bool)
     counted = overall(estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16), given)
     assert wrong.mean() == pytest.approx(0.3, abs=0.02)
     # the annotator's mistakes whose class the network puts first look right: those are not counted
     assert 0.18 <= counted <= 0.32
-    monkeypatch.setattr(mistakes_module, "PLAUSIBILITY", 0.0)  # every other class alike, as the decoys are
-    assert overall(estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16), given) <= 0.05
+    # every other class alike, as the decoys are
+    assert overall(estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16, plausibility=0.0), given) <= 0.05
 
 
 def test_clean_labels_count_no_mistakes():
@@ -118,10 +127,58 @@ def test_data_whose_decoys_find_almost_nothing_wrong_is_not_raised_to_the_count(
 
 
 def test_the_estimate_round_trips_through_a_checkpoint_state():
-    estimate = MistakeEstimate(np.array([0.3, np.nan, 0.01]), 16)
+    estimate = MistakeEstimate(np.array([0.3, np.nan, 0.01]), 16, plausibility=0.9)
     restored = MistakeEstimate.from_state(estimate.to_state())
     np.testing.assert_array_equal(restored.per_class, estimate.per_class)
-    assert restored.epoch == 16 and MistakeEstimate.from_state({}) is None
+    assert restored.epoch == 16 and restored.plausibility == 0.9 and MistakeEstimate.from_state({}) is None
+    # a checkpoint from before the exponent was recorded was read at PLAUSIBILITY
+    older = {key: value for key, value in estimate.to_state().items() if key != "mistakes_plausibility"}
+    assert MistakeEstimate.from_state(older).plausibility == PLAUSIBILITY
+
+
+@pytest.mark.parametrize(("decoy_share", "expected"), [
+    (0.1, HUMAN_PLAUSIBILITY),  # the decoys see a tenth of the count: people's mistakes
+    (0.5, HUMAN_PLAUSIBILITY),
+    (0.6, (PLAUSIBILITY + HUMAN_PLAUSIBILITY) / 2),
+    (0.7, PLAUSIBILITY),  # the decoys see most of it: labels wrong at random
+    (1.0, PLAUSIBILITY),
+])
+def test_the_reference_leans_to_the_network_where_the_decoys_see_little_of_the_count(decoy_share, expected):
+    count = MistakeEstimate(np.array([0.4, 0.2, np.nan]), 16)
+    sizes = np.array([100, 100, 200])
+    # the count raises classes 0 and 1; class 2, not read, keeps its decoy estimate
+    decoy = np.array([0.0, 0.0, 0.3 * decoy_share / 0.25])
+    combined = (0.4 * 100 + 0.2 * 100 + decoy[2] * 200) / 400
+    noise = NoiseEstimate(decoy_share * combined, decoy, 5)
+    assert plausibility_for(noise, count, sizes) == pytest.approx(expected)
+
+
+def test_where_the_count_is_not_used_the_reference_stays_at_its_usual_exponent():
+    count = MistakeEstimate(np.array([0.4, 0.2, 0.1]), 16)
+    sizes = np.full(3, 100)
+    clean_looking = NoiseEstimate(0.002, np.full(3, 0.002), 5)
+    near_chance = NoiseEstimate(0.05, np.full(3, 0.05), 5, doubt="near chance", uncapped=0.5)
+    unread = MistakeEstimate(np.full(3, np.nan), 16)
+    some_random = NoiseEstimate(0.02, np.full(3, 0.02), 5)
+    assert plausibility_for(clean_looking, count, sizes) == PLAUSIBILITY
+    assert plausibility_for(near_chance, count, sizes) == PLAUSIBILITY
+    assert plausibility_for(some_random, unread, sizes) == PLAUSIBILITY
+    assert plausibility_for(some_random, count, sizes) == HUMAN_PLAUSIBILITY
+
+
+def test_people_s_mistakes_the_decoys_barely_see_are_counted_closer_to_their_number():
+    log_probs, given, wrong = annotated(0.3)
+    usable = np.ones(len(given), bool)
+    first = estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16)
+    few_at_random = NoiseEstimate(0.03, np.full(CLASSES, 0.03), 5)
+    counted = count_mistakes(log_probs, given, usable, CLASSES, few_at_random, epoch=16)
+    assert counted.plausibility == HUMAN_PLAUSIBILITY and counted.epoch == 16
+    assert overall(first, given) < overall(counted, given) <= wrong.mean() + 0.02
+    # where the decoys see about as many as the count, the mistakes look random and the first reading stands
+    mostly_random = NoiseEstimate(overall(first, given), first.per_class, 5)
+    again = count_mistakes(log_probs, given, usable, CLASSES, mostly_random, epoch=16)
+    assert again.plausibility == PLAUSIBILITY
+    np.testing.assert_array_equal(again.per_class, first.per_class)
 
 
 def test_unit_weights_give_the_unweighted_tail_ratio():
