@@ -45,9 +45,10 @@ PLAUSIBILITY = 0.85
 # plausible mistakes, people's rather than random ones, and the count reads again with the reference at
 # HUMAN_PLAUSIBILITY, closer to the network's own belief; from WRONG_AT_RANDOM on it stays at PLAUSIBILITY, and in
 # between the exponent falls linearly (`plausibility_for`). Chosen on seed 0 of CIFAR-10N dev (worst, random1,
-# aggre) and the planted 40% symmetric noise: the decoys see 44% of the count on worst, 28% on random1 and 76% at
-# sym40, and the count at 0.95 reads worst 33% instead of 29% (40% wrong), random1 20% instead of 16% (17%) and
-# leaves sym40 at 43% (40%); docs/METHOD.md.
+# aggre) and the planted 40% symmetric noise: the decoys see 44% of the count on worst, 28% on random1, 39% on
+# aggre and 76% at sym40; at 0.975 the count reads worst 34.4% instead of 28.9% (40.2% wrong), random1 20.6%
+# instead of 16.3% (17.1%), aggre 10.2% instead of 7.0% (8.7%), and leaves sym40 at 43.4% (40%). At 1, random1
+# reads 21.8%, near the 5 points over that a user would notice; docs/METHOD.md.
 HUMAN_PLAUSIBILITY = 0.975
 MOSTLY_PLAUSIBLE = 0.5
 WRONG_AT_RANDOM = 0.7
