@@ -22,8 +22,10 @@ Per given class the share is the smallest tail ratio against that reference, as 
 larger of it and the decoy estimate (`combined_rates`): where the labels are wrong at random, the decoys are the
 better reference and this count reads lower. PLAUSIBILITY below 1 weights the reference a little towards the less
 likely classes: at 1 the count takes more right labels of hard images for mistakes, and labels wrong at random
-for plausible ones. Even so, on clean data it reads the right labels of the hardest images (clean CIFAR-10: 2.1%,
-most of it cats, birds, deer and dogs), so it counts only where the decoys see some labels wrong at random
+for plausible ones. Where the decoys see little of the count, though, the wrong labels are mostly people's, and
+the count reads again closer to the network's belief (`count_mistakes`, `plausibility_for`). Even so, on clean
+data it reads the right labels of the hardest images (clean CIFAR-10: 2.1%, most of it cats, birds, deer and
+dogs), so it counts only where the decoys see some labels wrong at random
 (`count_is_used`): people also slip at random, and on CIFAR-10N's labels the decoys see a quarter to two fifths
 of the mistakes. docs/METHOD.md, "Plausible mistakes", has the measurements.
 """

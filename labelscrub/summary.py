@@ -193,6 +193,9 @@ def noise_summary(*, estimate: NoiseEstimate | None, mistakes: MistakeEstimate |
         "spread_noise_rate": None if estimate is None else estimate.overall,
         # the plausible-mistake count (mistakes.py), size-weighted over the classes it read; None: not read
         "mistake_noise_rate": _mistake_rate(mistakes, labels, eligible),
+        # the exponent of p(c) the count's reference was read with: higher where the decoys saw little of it
+        # (people's mistakes rather than random ones; mistakes.plausibility_for)
+        "mistake_plausibility": None if mistakes is None else mistakes.plausibility,
         # why the decoy estimate was not trusted and capped (None: trusted), and what it read before the cap
         "spread_doubt": None if estimate is None else estimate.doubt,
         # why the final estimate is in doubt: the decoy estimate's doubt, unless the plausible-mistake count
