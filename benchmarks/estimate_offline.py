@@ -115,7 +115,7 @@ def _weighted_reference(exponent: float, top_weight, weigh_every_cell: bool = Fa
     """A stand-in for mistakes._every_class_reference: weights p(c)^exponent, times the belief in each image's own
     label, p(own label) / p(likeliest), for every cell with `weigh_every_cell`, and times `top_weight(label,
     belief)` for the likeliest-class cells (kept only with `top_cells`)."""
-    def reference(log_probs, labels, usable, likeliest, num_classes, _plausibility=None):  # the exponent's own
+    def reference(log_probs, labels, usable, likeliest, num_classes, _plausibility=None):  # weighs by `exponent`
         own = log_probs[np.arange(len(labels)), np.maximum(labels, 0)]
         for label in range(num_classes):
             others = usable & (labels != label)

@@ -147,8 +147,8 @@ def test_the_reference_leans_to_the_network_where_the_decoys_see_little_of_the_c
     count = MistakeEstimate(np.array([0.4, 0.2, np.nan]), 16)
     sizes = np.array([100, 100, 200])
     # the count raises classes 0 and 1; class 2, not read, keeps its decoy estimate
-    decoy = np.array([0.0, 0.0, 0.3 * decoy_share / 0.25])
-    combined = (0.4 * 100 + 0.2 * 100 + decoy[2] * 200) / 400
+    decoy = np.array([0.0, 0.0, 0.1])
+    combined = (0.4 * 100 + 0.2 * 100 + 0.1 * 200) / 400
     noise = NoiseEstimate(decoy_share * combined, decoy, 5)
     assert plausibility_for(noise, count, sizes) == pytest.approx(expected)
 
