@@ -67,8 +67,10 @@ class CleanConfig:
     ramp: int | None = None  # epochs over which rho rises linearly to rho_max; None = 20% of epochs
     loss_pass: str = "train"  # "train": losses from the training forward pass; "probe": a separate eval pass
     select: str = "global"  # "global": drop the highest scores overall; "per-class": the same share of every class
-    rank_by: str = "loss"  # "loss": cross-entropy of the given label; "margin": best other class over the given one
-    smoothing: float = 0.5  # score = smoothing x previous score + (1 - smoothing) x this epoch's value
+    # "margin": best other class over the given one (ranks people's mistakes better than the loss, BENCHMARKS.md);
+    # "loss": cross-entropy of the given label
+    rank_by: str = "margin"
+    smoothing: float = 0.8  # score = smoothing x previous score + (1 - smoothing) x this epoch's value
     # --- run ---
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     compile: bool = False  # torch.compile the network (CUDA: faster steps after a minute or so of compiling)

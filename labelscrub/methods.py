@@ -2,7 +2,7 @@
 
 Every method measures every readable sample in every epoch (so each report has the same loss trajectories; how
 is `CleanConfig.loss_pass`, see train.py) and ends with a keep mask, the final selection, and a ranking score. For
-stepe, erm and truncation the score is `ranking.updated_score` of the measurements (a moving average of the losses
+stepe, erm and truncation the score is `ranking.updated_score` of the measurements (a moving average of the margins
 by default); spl and oneshot rank by their own losses (below). The selection rule is `schedule.select_kept`, over
 all samples or per class (`CleanConfig.select`):
 
