@@ -129,7 +129,7 @@ def cli() -> None:
 @click.option("--select", type=click.Choice(SELECTIONS), default=DEFAULTS.select, show_default=True,
               help="Drop the highest scores overall, or the same share of every class.")
 @click.option("--rank-by", type=click.Choice(RANKINGS), default=DEFAULTS.rank_by, show_default=True,
-              help="Score: loss of the given label, or margin of the best other class over it.")
+              help="Score: margin of the best other class over the given label, or the loss of that label.")
 @click.option("--smoothing", type=float, default=DEFAULTS.smoothing, show_default=True,
               help="Average the score across epochs: weight of the previous epochs' score, 0 = last epoch only.")
 @click.option("--loss-pass", type=click.Choice(LOSS_PASSES), default=DEFAULTS.loss_pass, show_default=True,
