@@ -22,6 +22,9 @@ With --count-variants, `clean`'s estimate with other references for the plausibl
 - two-reference a: per class the members' depth tail fitted (non-negative least squares, thresholds at percentiles
   50-95 of the plausible reference) as r_random x the uniform reference's tail + r_plausible x the p^a one.
 
+With --switches LOW-HIGH ..., `clean`'s estimate with the exponent's switch (mistakes.MOSTLY_PLAUSIBLE and
+WRONG_AT_RANDOM) moved to each pair, beside the share of the first count the decoys see.
+
 Rules tried here and rejected (BENCHMARKS.md, "What was tried and rejected") are in this file's git history.
 """
 
@@ -111,6 +114,29 @@ def confident_joint(probs: np.ndarray, noisy: np.ndarray, classes: int) -> float
     return float((joint.sum() - np.trace(joint)) / joint.sum())
 
 
+def switch_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total: int,
+                    switches: list[str]) -> dict:
+    """`clean`'s final estimate with the exponent's switch at each LOW-HIGH pair of `switches`, and the share of
+    the first count (at PLAUSIBILITY) the decoy estimate sees, which the switch reads; empty if the dumps end
+    before the count's window."""
+    classes = len(spread.per_class)
+    window = confusion_epochs(total, spread.epoch)
+    if not len(window) or window[-1] >= len(epochs):
+        return {}
+    first = estimate_mistakes(mean_log_probs(epochs, window), noisy, np.ones(len(noisy), bool), classes, epoch=0)
+    counted = overall_rate(combined_rates(spread, first), np.bincount(noisy, minlength=classes))
+    row = {"decoys see": spread.overall / counted}
+    original = mistakes_module.MOSTLY_PLAUSIBLE, mistakes_module.WRONG_AT_RANDOM
+    try:
+        for switch in switches:
+            low, high = (float(part) for part in switch.split("-"))
+            mistakes_module.MOSTLY_PLAUSIBLE, mistakes_module.WRONG_AT_RANDOM = low, high
+            row[switch] = clean_rule(epochs, noisy, spread, total)
+    finally:
+        mistakes_module.MOSTLY_PLAUSIBLE, mistakes_module.WRONG_AT_RANDOM = original
+    return row
+
+
 def _weighted_reference(exponent: float, top_weight, weigh_every_cell: bool = False, top_cells: bool = True):
     """A stand-in for mistakes._every_class_reference: weights p(c)^exponent, times the belief in each image's own
     label, p(own label) / p(likeliest), for every cell with `weigh_every_cell`, and times `top_weight(label,
@@ -185,6 +211,8 @@ def main() -> None:
     parser.add_argument("--windows", nargs="*", default=None, help="FIRST-LAST epochs (0-based); default: clean's")
     parser.add_argument("--epochs", type=int, default=None, help="the run's length (default: the dumps')")
     parser.add_argument("--count-variants", action="store_true", help="clean's estimate with other references")
+    parser.add_argument("--switches", nargs="*", default=[], metavar="LOW-HIGH",
+                        help="clean's estimate with the exponent's switch at these shares the decoys see")
     args = parser.parse_args()
     for run in args.runs:
         labels, epochs = load(run)
@@ -200,6 +228,9 @@ def main() -> None:
         if args.count_variants:
             variants = count_variants(epochs, noisy, spread, total)
             print("  count variants: " + json.dumps({k: round(v, 3) for k, v in variants.items()}))
+        if args.switches:
+            variants = switch_variants(epochs, noisy, spread, total, args.switches)
+            print("  switches: " + json.dumps({k: round(v, 3) for k, v in variants.items()}))
         for window in windows:
             if window[-1] >= len(epochs):
                 continue
