@@ -83,9 +83,7 @@ class CleanConfig:
     loader_workers: int | None = None
     eval_batch_size: int = 512  # samples per forward pass in the probe and held-out passes
     manifest_format: str | None = None  # csv | jsonl | parquet; None = parquet for Parquet input, csv otherwise
-    # the manifest keeps dropped samples that have a suggested label, under that label: on CIFAR-10N's worst labels
-    # it retrained 0.1-0.7 points above the kept samples alone (3 seeds), and level with them on random1 and aggre
-    relabel: bool = True
+    relabel: bool = False  # the manifest keeps dropped samples that have a suggested label, under that label
     # a suggested label needs at least this (moving-average) probability of its class; lower thresholds suggest
     # more wrong classes
     suggest_confidence: float = 0.8
@@ -150,8 +148,6 @@ class CleanConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CleanConfig:
         known = {field.name for field in dataclasses.fields(cls)}
-        # A run saved before --relabel existed wrote its manifest without relabelling: today's default would not.
-        values = {"relabel": False, **values}
         return cls(**{key: value for key, value in values.items() if key in known})
 
 
