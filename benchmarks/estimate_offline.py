@@ -38,7 +38,7 @@ import numpy as np
 
 import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import confusion_epochs, estimate_confusion
-from labelscrub.mistakes import combined_rates, count_mistakes, estimate_mistakes
+from labelscrub.mistakes import combined_rates, count_mistakes, decoy_share, estimate_mistakes
 from labelscrub.noise import (
     NoiseEstimate,
     best_depth,
@@ -124,8 +124,7 @@ def switch_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, tota
     if not len(window) or window[-1] >= len(epochs):
         return {}
     first = estimate_mistakes(mean_log_probs(epochs, window), noisy, np.ones(len(noisy), bool), classes, epoch=0)
-    counted = overall_rate(combined_rates(spread, first), np.bincount(noisy, minlength=classes))
-    row = {"decoys see": spread.overall / counted}
+    row = {"decoys see": decoy_share(spread, first, np.bincount(noisy, minlength=classes))}
     original = mistakes_module.MOSTLY_PLAUSIBLE, mistakes_module.WRONG_AT_RANDOM
     try:
         for switch in switches:

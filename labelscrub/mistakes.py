@@ -97,10 +97,16 @@ def plausibility_for(noise: NoiseEstimate, first: MistakeEstimate, sizes: np.nda
     PLAUSIBILITY from WRONG_AT_RANDOM on, linear in between; PLAUSIBILITY where the count is not used."""
     if not count_is_used(noise, first) or np.isnan(first.per_class).all():
         return PLAUSIBILITY
-    counted = overall_rate(combined_rates(noise, first), sizes)
-    seen_at_random = noise.overall / counted if counted > 0 else 1.0
+    seen_at_random = decoy_share(noise, first, sizes)
     towards_human = np.clip((WRONG_AT_RANDOM - seen_at_random) / (WRONG_AT_RANDOM - MOSTLY_PLAUSIBLE), 0.0, 1.0)
     return float(PLAUSIBILITY + towards_human * (HUMAN_PLAUSIBILITY - PLAUSIBILITY))
+
+
+def decoy_share(noise: NoiseEstimate, first: MistakeEstimate, sizes: np.ndarray) -> float:
+    """The share of the count `first` (each class raised to it as `combined_rates` does, weighted by the class
+    `sizes`) that the decoy estimate `noise` sees as wrong at random: what `plausibility_for` switches on."""
+    counted = overall_rate(combined_rates(noise, first), sizes)
+    return noise.overall / counted if counted > 0 else 1.0
 
 
 def estimate_mistakes(log_probs, labels: np.ndarray, usable: np.ndarray, num_classes: int, *,
