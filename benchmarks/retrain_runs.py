@@ -12,6 +12,8 @@ Manifests (--manifest), from the report's `dropped` and `suggested_label` column
 - drop+relabel: also the dropped samples with a confident suggested label, under that label (`clean --relabel`).
 - relabel: every sample, each with a confident suggestion under that label; nothing dropped.
 With --equal-steps the epochs are scaled by all samples / manifest samples, as `retrain --equal-steps` does.
+With --relabel-confidence C a suggestion counts only at a confidence of C or more (the run's own floor is
+`suggest_confidence`, 0.8 by default): which relabels pay.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main() -> None:
     parser.add_argument("--manifest", nargs="+", default=["drop"], choices=MANIFESTS)
     parser.add_argument("--equal-steps", action="store_true",
                         help="train each manifest for as many SGD steps as all samples get in the run's epochs")
+    parser.add_argument("--relabel-confidence", type=float, default=None,
+                        help="relabel only with suggestions at least this confident (default: every suggestion)")
     parser.add_argument("--retrain-seed", type=int, default=None,
                         help="seed of the retraining only (default: the run's own): how much a retrain varies")
     args = parser.parse_args()
@@ -45,7 +49,7 @@ def main() -> None:
             config = json.loads((run / "run.json").read_text())["config"]
             if config["seed"] != args.seed:
                 raise SystemExit(f"{run}: cleaned with seed {config['seed']}, not {args.seed}")
-            dropped, suggested = read_outcome(run, len(noisy))
+            dropped, suggested = read_outcome(run, len(noisy), args.relabel_confidence)
             for name in args.manifest:
                 kept, labels = build_manifest(name, noisy, dropped, suggested)
                 recipe = {key: config[key] for key in ("epochs", "stem", "image_size", "device", "seed", "precision")
@@ -55,23 +59,31 @@ def main() -> None:
                 if args.equal_steps:
                     recipe["epochs"] = max(recipe["epochs"], round(recipe["epochs"] * len(noisy) / kept.sum()))
                 folder = name.replace("+", "-") + ("-equal-steps" if args.equal_steps else "") + \
-                    ("" if args.retrain_seed is None else f"-seed{args.retrain_seed}")
+                    ("" if args.retrain_seed is None else f"-seed{args.retrain_seed}") + \
+                    ("" if args.relabel_confidence is None or name == "drop" else f"-conf{args.relabel_confidence}")
                 accuracy = retrain_kept(data, kept, recipe, run / folder, labels)
                 right = labels[kept] == true_labels[kept]
                 print(json.dumps({"run": str(run), "noise": args.noise, "manifest": name,
-                                  "equal_steps": args.equal_steps, "epochs": recipe["epochs"],
+                                  "equal_steps": args.equal_steps, "relabel_confidence": args.relabel_confidence,
+                                  "epochs": recipe["epochs"],
                                   "samples": int(kept.sum()), "right_labels": float(right.mean()),
                                   "retrain_seed": recipe["seed"], "retrain_accuracy": accuracy}), flush=True)
 
 
-def read_outcome(run: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dropped, suggested label or -1) per row of data/train.parquet, from the run's report."""
-    report = pq.read_table(run / "report.parquet", columns=["sample_id", "dropped", "suggested_label"])
+def read_outcome(run: Path, count: int, min_confidence: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(dropped, suggested label or -1) per row of data/train.parquet, from the run's report; suggestions below
+    `min_confidence` read -1."""
+    report = pq.read_table(run / "report.parquet",
+                           columns=["sample_id", "dropped", "suggested_label", "suggestion_confidence"])
     rows = report_rows(report)
     dropped = np.zeros(count, bool)
     dropped[rows] = report.column("dropped").to_numpy(zero_copy_only=False)
+    suggestion = report.column("suggested_label").fill_null(-1).to_numpy()
+    if min_confidence is not None:
+        confidence = report.column("suggestion_confidence").fill_null(0.0).to_numpy()
+        suggestion = np.where(confidence >= min_confidence, suggestion, -1)
     suggested = np.full(count, -1, np.int64)
-    suggested[rows] = report.column("suggested_label").fill_null(-1).to_numpy()
+    suggested[rows] = suggestion
     return dropped, suggested
 
 

@@ -15,6 +15,7 @@ Outputs in OUT (default RUN_DIR/applied), written together or not at all, and on
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ class _Run:
     labels: np.ndarray  # given class index, -1 where the sample has none
     dropped: np.ndarray
     suggested: np.ndarray  # suggested class index, -1 where none
+    confidence: np.ndarray  # float32 confidence of the suggestion, NaN where none
     problems: list[str | None]  # why the sample cannot be in a manifest; None where it can
     metadata: dict[str, Any]  # the report's `labelscrub` metadata: data, config, class_names, ...
 
@@ -71,9 +73,9 @@ def apply_decisions(run_dir: str | Path, decisions: str | Path, *, out: str | Pa
     config, class_names = CleanConfig.from_dict(run.metadata["config"]), run.metadata["class_names"]
     chosen = read_decisions(decisions_path, sample_ids=run.sample_ids, labels=run.labels.tolist(),
                             class_names=class_names, problems=run.problems)
-    in_manifest, labels = run_manifest(run.labels, run.dropped, run.suggested,
+    in_manifest, labels = run_manifest(run.labels, run.dropped, run.suggested, run.confidence,
                                        usable=np.array([problem is None for problem in run.problems]),
-                                       relabel=config.relabel)
+                                       relabel=config.relabel, relabel_confidence=config.relabel_confidence)
     in_manifest, labels = with_decisions(in_manifest, labels, run.labels, chosen)
 
     data_path = Path(run.metadata["data"])
@@ -105,11 +107,14 @@ def apply_decisions(run_dir: str | Path, decisions: str | Path, *, out: str | Pa
     return AppliedResult(out_dir=out_dir, manifest_path=manifest_path, record_path=record_path, counts=counts)
 
 
-def run_manifest(labels: np.ndarray, dropped: np.ndarray, suggested: np.ndarray, *, usable: np.ndarray,
-                 relabel: bool) -> tuple[np.ndarray, np.ndarray]:
+def run_manifest(labels: np.ndarray, dropped: np.ndarray, suggested: np.ndarray, confidence: np.ndarray, *,
+                 usable: np.ndarray, relabel: bool, relabel_confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Which samples the clean run's manifest holds and under which class index, as `clean` wrote it: the kept
-    usable samples under their given label and, with `relabel`, the dropped samples with a suggestion under it."""
-    rescued = dropped & (suggested >= 0) if relabel else np.zeros_like(dropped)
+    usable samples under their given label and, with `relabel`, the dropped samples whose suggestion is at least
+    `relabel_confidence` sure, under it."""
+    # compared in float32, as the run stored the confidence, so the run, its report and apply agree to the bit
+    sure = np.nan_to_num(confidence.astype(np.float32), nan=-1.0) >= np.float32(relabel_confidence)
+    rescued = dropped & (suggested >= 0) & sure if relabel else np.zeros_like(dropped)
     return (~dropped & usable) | rescued, np.where(rescued, suggested, labels)
 
 
@@ -147,13 +152,15 @@ def _read_run(run_dir: Path) -> _Run:
     if not {"data", "config", "class_names"} <= set(metadata):
         raise LabelscrubError(f"{report_path}: no labelscrub run metadata in it; pass the --out folder of "
                               "`labelscrub clean`")
-    table = pq.read_table(report_path, columns=["sample_id", "label", "dropped", "suggested_label", "error"])
+    table = pq.read_table(report_path, columns=["sample_id", "label", "dropped", "suggested_label",
+                                                "suggestion_confidence", "error"])
     labels = np.array(table.column("label").fill_null(-1).to_pylist(), dtype=np.int64)
     errors = table.column("error").to_pylist()
     return _Run(
         sample_ids=table.column("sample_id").to_pylist(), labels=labels,
         dropped=np.array(table.column("dropped").to_pylist(), dtype=bool),
         suggested=np.array(table.column("suggested_label").fill_null(-1).to_pylist(), dtype=np.int64),
+        confidence=np.array(table.column("suggestion_confidence").fill_null(math.nan).to_pylist(), dtype=np.float32),
         problems=[error if error is not None else ("it has no label" if label < 0 else None)
                   for error, label in zip(errors, labels.tolist())],
         metadata=metadata)

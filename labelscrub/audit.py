@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from labelscrub.apply import run_manifest
 from labelscrub.atomic import write_text
 from labelscrub.audit_page import render_page
+from labelscrub.config import CleanConfig
 from labelscrub.errors import LabelscrubError
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, open_data
@@ -320,8 +321,10 @@ def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int,
     ranks = at_least / max(1, len(ascending))
     # what the run's manifest did with each sample, as `clean` wrote it (`clean --relabel` keeps dropped samples
     # that have a suggestion, under it)
+    run_config = CleanConfig.from_dict(config)
     in_manifest, manifest_labels = run_manifest(report["label"], report["dropped"], report["suggested"],
-                                                usable=readable, relabel=bool(config.get("relabel")))
+                                                report["confidence"], usable=readable, relabel=run_config.relabel,
+                                                relabel_confidence=run_config.relabel_confidence)
     cards = []
     for row, rank in zip(shown.tolist(), ranks.tolist()):
         suggested = int(report["suggested"][row])

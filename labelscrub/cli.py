@@ -149,9 +149,12 @@ def cli() -> None:
               help="Stop before training when more than this share of the samples cannot be read.")
 @click.option("--image-memory-gb", type=float, default=DEFAULTS.image_memory_gb, show_default=True,
               help="Decoded images beyond this size are kept in a memory-mapped file in --out instead of RAM.")
-@click.option("--relabel", is_flag=True, default=DEFAULTS.relabel,
-              help="Keep dropped samples that have a confident suggested label in the manifest, under that label "
-              "(the others are still dropped).")
+@click.option("--relabel/--no-relabel", default=DEFAULTS.relabel, show_default=True,
+              help="Keep dropped samples that have a sure suggested label in the manifest, under that label "
+              "(the others are still dropped); --no-relabel: the manifest holds only the kept samples, under their "
+              "given labels.")
+@click.option("--relabel-confidence", type=float, default=DEFAULTS.relabel_confidence, show_default=True,
+              help="How sure a suggestion must be for --relabel to write it to the manifest.")
 @click.option("--suggest-confidence", type=float, default=DEFAULTS.suggest_confidence, show_default=True,
               help=f"Probability the model must give a class, over the last {SUGGEST_EPOCHS} epochs, to suggest it "
               "as the label.")

@@ -99,7 +99,8 @@ def clean(data: str | Path, out: str | Path, *, overwrite: bool = False, resume:
             processes=processes, started=started)
         if not processes.is_main:
             return None
-    selection = Selection.of(outcome, images.labels, eligible, relabel=config.relabel)
+    selection = Selection.of(outcome, images.labels, eligible, relabel=config.relabel,
+                             relabel_confidence=config.relabel_confidence)
     paths, summary = _write_outputs(run, outcome, selection, manifest_format, out_dir, load_seconds, started,
                                     distributed=processes.summary(config))
     audit_page = _write_audit(out_dir, progress) if audit else None

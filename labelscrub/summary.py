@@ -55,16 +55,18 @@ class Selection:
 
     eligible: np.ndarray  # readable and labelled: trained and measured
     dropped: np.ndarray  # eligible and left out of the final selection
-    rescued: np.ndarray  # dropped, but written to the manifest (--relabel, a confident suggestion)
+    rescued: np.ndarray  # dropped, but written to the manifest (relabelling, a suggestion sure enough)
     relabelled: np.ndarray  # rescued under a suggested label other than the given one
     in_manifest: np.ndarray
     manifest_labels: np.ndarray  # int64 class index each sample is written under
 
     @classmethod
-    def of(cls, outcome: TrainingOutcome, labels: np.ndarray, eligible: np.ndarray, *, relabel: bool) -> Selection:
+    def of(cls, outcome: TrainingOutcome, labels: np.ndarray, eligible: np.ndarray, *, relabel: bool,
+           relabel_confidence: float) -> Selection:
         dropped = eligible & ~outcome.final_kept
-        in_manifest, manifest_labels = run_manifest(labels, dropped, outcome.suggested, usable=eligible,
-                                                    relabel=relabel)
+        in_manifest, manifest_labels = run_manifest(labels, dropped, outcome.suggested, outcome.suggestion_confidence,
+                                                    usable=eligible, relabel=relabel,
+                                                    relabel_confidence=relabel_confidence)
         rescued = dropped & in_manifest
         return cls(eligible=eligible, dropped=dropped, rescued=rescued,
                    relabelled=rescued & (manifest_labels != labels), in_manifest=in_manifest,

@@ -2,6 +2,7 @@
 report and run.json say exactly what a test chose, and a tiny copy of the sample digits for real runs."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,12 +18,12 @@ from labelscrub.sources import open_data
 def fake_run(run_dir: Path, data: Path, *, dropped: list[str], suggested: dict[str, int] | None = None,
              unreadable: tuple[str, ...] = (), relabel: bool = False, scores: dict[str, float] | None = None,
              with_run_json: bool = False, id_column: str | None = None,
-             p_label: dict[str, float] | None = None) -> Path:
+             p_label: dict[str, float] | None = None, confidence: dict[str, float] | None = None) -> Path:
     """A clean run's folder: the report of `data` with the `dropped` sample ids left out and, per sample id, a
     suggested class index and a score (default 0). With `with_run_json`, also the run.json such a run writes
     (the counts, per-class rows and noise matrix that follow from the report, three epochs of curves). `id_column`:
     the Parquet column of sample ids, as `clean --id-column` takes it; `p_label`: per sample id, the probability of
-    its label (default 0)."""
+    its label (default 0); `confidence`: per suggested sample id, how sure the suggestion is (default 0.99)."""
     images = open_data(data, id_column=id_column).train
     count = len(images)
     zeros = np.zeros(count, np.float32)
@@ -37,7 +38,8 @@ def fake_run(run_dir: Path, data: Path, *, dropped: list[str], suggested: dict[s
         p_label=np.array([(p_label or {}).get(i, 0.0) for i in images.sample_ids], np.float32),
         loss_history=np.tile(np.arange(3, dtype=np.float32)[:, None], (1, count)),
         kept_history=np.ones((3, count), bool), suggested=np.array([suggestions.get(i, -1) for i in images.sample_ids]),
-        suggestion_confidence=zeros)
+        suggestion_confidence=np.array([(confidence or {}).get(i, 0.99) if i in suggestions else math.nan
+                                        for i in images.sample_ids], np.float32))
     report = build_report(images, measured, dropped=is_dropped, confused_with=np.full(count, -1), errors=errors,
                           metadata=metadata)
     run_dir.mkdir(parents=True)

@@ -67,12 +67,17 @@ def test_keep_drop_relabel_change_a_csv_manifest_exactly_as_asked(tmp_path, fold
         (5, "cat/5.png", "drop", None)]
 
 
-def test_keep_drop_relabel_change_a_parquet_manifest_on_top_of_the_runs_relabels(tmp_path):
-    data = write_parquet(tmp_path / "data" / "train.parquet", {
+def six_rows(tmp_path):
+    """train.parquet of 6 images labelled a, b, c, a, b, c, with a `note` column naming each row."""
+    return write_parquet(tmp_path / "data" / "train.parquet", {
         "image": [encode(colour_for(index)) for index in range(6)],
         "label": [index % 3 for index in range(6)],
         "note": [f"row {index}" for index in range(6)],
     }, labels_names=["a", "b", "c"], row_group_size=2)
+
+
+def test_keep_drop_relabel_change_a_parquet_manifest_on_top_of_the_runs_relabels(tmp_path):
+    data = six_rows(tmp_path)
     # --relabel run: row 4 (b) was dropped and put back as a; row 1 was dropped without a suggestion
     run = fake_run(tmp_path / "run", data, dropped=["train.parquet:1", "train.parquet:4"],
                    suggested={"train.parquet:4": 0}, relabel=True)
@@ -91,6 +96,18 @@ def test_keep_drop_relabel_change_a_parquet_manifest_on_top_of_the_runs_relabels
     decisions = write_decisions(tmp_path, HEADER + "train.parquet:4,keep,\n")
     result = labelscrub.apply_decisions(run, decisions, out=tmp_path / "reviewed", overwrite=True)
     assert pq.read_table(result.manifest_path).column("label").to_pylist() == [0, 2, 0, 1, 2]
+
+
+def test_the_runs_relabels_are_its_suggestions_sure_enough(tmp_path):
+    data = six_rows(tmp_path)
+    # both dropped with a suggestion; only row 4's reaches --relabel-confidence (0.95 by default)
+    run = fake_run(tmp_path / "run", data, dropped=["train.parquet:1", "train.parquet:4"],
+                   suggested={"train.parquet:1": 2, "train.parquet:4": 0},
+                   confidence={"train.parquet:1": 0.9, "train.parquet:4": 0.97}, relabel=True)
+    result = labelscrub.apply_decisions(run, write_decisions(tmp_path, HEADER))
+    table = pq.read_table(result.manifest_path)
+    assert table.column("note").to_pylist() == ["row 0", "row 2", "row 3", "row 4", "row 5"]
+    assert table.column("label").to_pylist() == [0, 2, 0, 0, 2]
 
 
 def test_a_header_alone_gives_the_runs_manifest_and_the_file_format_is_tolerant(tmp_path, folder_data, folder_run):

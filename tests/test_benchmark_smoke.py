@@ -82,6 +82,13 @@ def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path, bench_data):
         assert manifest["epochs"] == max(EPOCHS, round(EPOCHS * 120 / manifest["samples"]))
         assert 0.0 <= manifest["retrain_accuracy"] <= 1.0 and 0.0 <= manifest["right_labels"] <= 1.0
 
+    # no suggestion is that sure: relabelling adds nothing to the kept samples
+    strict = script("retrain_runs.py", str(out / "run"), "--noise", "idn20", "--manifest", "drop+relabel",
+                    "--relabel-confidence", "1.01", data=data, cache=cache)
+    assert strict.returncode == 0, strict.stderr
+    assert json.loads(strict.stdout.splitlines()[-1])["samples"] == kept
+    assert (out / "run" / "drop-relabel-conf1.01").is_dir()
+
 
 @pytest.mark.e2e
 def test_instance_dependent_noise_from_a_reference_trained_on_other_images(bench_data):

@@ -105,10 +105,11 @@ def test_parquet_input_gives_a_parquet_manifest_with_the_input_schema(tmp_path):
     for split, rows in (("train", 200), ("val", 50)):  # the first rows of the sample's files, schema metadata kept
         pq.write_table(pq.read_table(DIGITS_PARQUET / f"{split}.parquet").slice(0, rows), data / f"{split}.parquet")
     result = CliRunner().invoke(cli, ["clean", str(data), "--out", str(out), "--epochs", "3",
-                                      "--warmup", "1", "--ramp", "1", "--rho-max", "0.1", "--quiet"])
+                                      "--warmup", "1", "--ramp", "1", "--rho-max", "0.1", "--no-relabel", "--quiet"])
     assert result.exit_code == 0, result.output
     report = pq.read_table(out / "report.parquet").to_pylist()
     assert report[0]["sample_id"] == "train.parquet:0" and len(report) == 200
+    assert json.loads((out / "run.json").read_text())["config"]["relabel"] is False  # --no-relabel: kept rows only
     manifest = pq.read_table(out / "manifest.parquet")
     source = pq.read_table(DIGITS_PARQUET / "train.parquet")
     assert manifest.schema.remove_metadata().equals(source.schema.remove_metadata())

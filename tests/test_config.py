@@ -53,3 +53,17 @@ def test_rho_max_auto_is_left_to_the_estimate_and_survives_the_round_trip_throug
         config = CleanConfig(rho_max=given).resolve(typical_side=32)
         assert config.rho_max == given  # resolving looks at the images; the noise estimate fills auto later
         assert CleanConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_a_run_saved_before_relabel_confidence_reads_back_with_what_its_manifest_did():
+    saved = CleanConfig(epochs=7, relabel=True).to_dict()
+    del saved["relabel_confidence"]  # its --relabel wrote every suggestion
+    assert CleanConfig.from_dict(saved).relabel_confidence == 0.0
+    assert CleanConfig.from_dict(CleanConfig(relabel=True).to_dict()).relabel_confidence == 0.95
+
+
+def test_relabel_is_on_by_default_but_a_run_saved_before_the_option_read_back_without_it():
+    assert CleanConfig().relabel
+    saved = CleanConfig(epochs=7).to_dict()
+    del saved["relabel"]  # what run.json held before --relabel existed: its manifest relabelled nothing
+    assert not CleanConfig.from_dict(saved).relabel

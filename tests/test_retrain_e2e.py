@@ -93,5 +93,6 @@ def test_every_method_writes_the_same_outputs(method, digits, tmp_path):
         assert dropped == math.ceil(PLANTED_NOISE * 120)
     metadata = read_report_metadata(tmp_path / "report.parquet")
     assert metadata["method"] == method and metadata["config"]["method"] == method
-    kept_rows = sum(1 for _ in (tmp_path / "manifest.csv").open()) - 1
-    assert kept_rows == 120 - dropped
+    manifest_rows = sum(1 for _ in (tmp_path / "manifest.csv").open()) - 1
+    counts = json.loads((tmp_path / "run.json").read_text())["counts"]  # relabel is on: some dropped may be back
+    assert manifest_rows == counts["in_manifest"] == 120 - dropped + counts["relabelled"] + counts["restored"]
