@@ -62,21 +62,27 @@ def test_report_has_one_row_per_sample_with_the_documented_schema(folder_run):
 
 
 def test_manifest_holds_the_kept_samples_and_the_relabelled_ones_and_reads_back_as_input(folder_run):
-    """--relabel: a dropped sample with a confident suggestion stays in the manifest under the suggested label."""
+    """--relabel: a dropped sample with a suggestion at least --relabel-confidence (0.95) sure stays in the manifest
+    under the suggested label; one less sure does not."""
     out, output = folder_run
     report = pq.read_table(out / "report.parquet").to_pylist()
-    expected = {}
+    expected, unsure = {}, 0
     for row in report:
         path = str((DIGITS / row["sample_id"]).resolve())
         if not row["dropped"]:
             expected[path] = row["label_name"]
         elif row["suggested_name"] is not None:
-            expected[path] = row["suggested_name"]
+            if np.float32(row["suggestion_confidence"]) >= np.float32(0.95):
+                expected[path] = row["suggested_name"]
+            else:
+                unsure += 1
+    assert unsure > 0  # the floor left some suggestions out
     reread = open_data(out / "manifest.csv").train
     assert sorted((str(path), reread.class_names[label]) for path, label in zip(reread.paths, reread.labels)) == \
         sorted(expected.items())
     run = json.loads((out / "run.json").read_text())
-    relabelled = sum(row["dropped"] and row["suggested_name"] not in (None, row["label_name"]) for row in report)
+    relabelled = sum(row["dropped"] and row["suggested_name"] not in (None, row["label_name"])
+                     and np.float32(row["suggestion_confidence"]) >= np.float32(0.95) for row in report)
     assert run["counts"]["relabelled"] == relabelled > 0
     assert run["counts"]["in_manifest"] == len(expected)
     assert f"relabelled {relabelled} dropped samples" in output
