@@ -37,7 +37,7 @@ SPARKLINE_QUANTILE = 99  # sparklines share one scale: this percentile of the sh
 REPORT_COLUMNS = ["sample_id", "label", "predicted", "p_label", "loss", "loss_trajectory", "dropped",
                   "first_dropped_epoch", "score", "confused_with", "suggested_label", "suggestion_confidence", "error"]
 SHOWN_OPTIONS = ["epochs", "warmup", "ramp", "rho_max", "select", "rank_by", "smoothing", "loss_pass", "stem",
-                 "image_size", "batch_size", "lr", "seed", "relabel"]
+                 "image_size", "batch_size", "lr", "seed", "relabel", "relabel_confidence"]
 # What the page reads from run.json, so a file of another shape is refused in one line instead of a traceback
 RUN_COUNTS = ("samples", "classes", "dropped", "in_manifest", "unreadable")
 RUN_SECTIONS = {"config": dict, "noise": dict, "epochs": list, "unreadable_samples": list, "dropped_by_class": dict}

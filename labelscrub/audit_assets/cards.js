@@ -89,7 +89,7 @@ function cardView(card, page) {
   let why = "kept (score in the top " + Math.max(1, Math.round(100 * card.rank)) + "%)";
   if (card.dropped) {
     why = card.confused ? "dropped: labels confused with " + card.confused :
-      "dropped: loss ranking (top " + Math.max(1, Math.round(100 * card.rank)) + "%)";
+      "dropped: score ranking (top " + Math.max(1, Math.round(100 * card.rank)) + "%)";
   }
   node.appendChild(element("div", card.dropped ? "why" : "why kept", why));
   node.appendChild(exampleStrip("labelled", card.given, card, page));
