@@ -319,8 +319,8 @@ def _cards(report: dict[str, np.ndarray], shown: np.ndarray, pictures: dict[int,
     ascending = np.sort(scores[readable])
     at_least = len(ascending) - np.searchsorted(ascending, scores[shown], side="left")
     ranks = at_least / max(1, len(ascending))
-    # what the run's manifest did with each sample, as `clean` wrote it (`clean --relabel` keeps dropped samples
-    # that have a suggestion, under it)
+    # what the run's manifest did with each sample, as `clean` wrote it (relabelling keeps dropped samples that
+    # have a sure suggestion, under it)
     run_config = CleanConfig.from_dict(config)
     in_manifest, manifest_labels = run_manifest(report["label"], report["dropped"], report["suggested"],
                                                 report["confidence"], usable=readable, relabel=run_config.relabel,
