@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 from noise_benchmark import NOISE_SETTINGS, add_protocol_arguments, plant, report_rows, retrain_kept
+
+from labelscrub.apply import sure_suggestions
 
 MANIFESTS = ("drop", "drop+relabel", "relabel")
 
@@ -79,9 +82,9 @@ def read_outcome(run: Path, count: int, min_confidence: float | None = None) -> 
     dropped = np.zeros(count, bool)
     dropped[rows] = report.column("dropped").to_numpy(zero_copy_only=False)
     suggestion = report.column("suggested_label").fill_null(-1).to_numpy()
-    if min_confidence is not None:
-        confidence = report.column("suggestion_confidence").fill_null(0.0).to_numpy()
-        suggestion = np.where(confidence >= min_confidence, suggestion, -1)
+    if min_confidence is not None:  # the floor as `clean --relabel-confidence` applies it
+        suggestion = sure_suggestions(suggestion, report.column("suggestion_confidence").fill_null(math.nan).to_numpy(),
+                                      min_confidence)
     suggested = np.full(count, -1, np.int64)
     suggested[rows] = suggestion
     return dropped, suggested

@@ -112,10 +112,16 @@ def run_manifest(labels: np.ndarray, dropped: np.ndarray, suggested: np.ndarray,
     """Which samples the clean run's manifest holds and under which class index, as `clean` wrote it: the kept
     usable samples under their given label and, with `relabel`, the dropped samples whose suggestion is at least
     `relabel_confidence` sure, under it."""
+    sure = sure_suggestions(suggested, confidence, relabel_confidence)
+    rescued = dropped & (sure >= 0) if relabel else np.zeros_like(dropped)
+    return (~dropped & usable) | rescued, np.where(rescued, sure, labels)
+
+
+def sure_suggestions(suggested: np.ndarray, confidence: np.ndarray, floor: float) -> np.ndarray:
+    """The suggested class where the suggestion is at least `floor` sure, else -1."""
     # compared in float32, as the run stored the confidence, so the run, its report and apply agree to the bit
-    sure = np.nan_to_num(confidence.astype(np.float32), nan=-1.0) >= np.float32(relabel_confidence)
-    rescued = dropped & (suggested >= 0) & sure if relabel else np.zeros_like(dropped)
-    return (~dropped & usable) | rescued, np.where(rescued, suggested, labels)
+    sure = np.nan_to_num(np.asarray(confidence, np.float32), nan=-1.0) >= np.float32(floor)
+    return np.where(sure & (suggested >= 0), suggested, -1)
 
 
 def with_decisions(in_manifest: np.ndarray, labels: np.ndarray, given: np.ndarray,
