@@ -40,6 +40,7 @@ class EpochSummary:
     # when none were): how far apart the two groups are (the audit page draws both)
     kept_loss: float | None = None
     left_out_loss: float | None = None
+    skipped_steps: int = 0  # training steps left out because a gradient was not finite
 
 
 @dataclass

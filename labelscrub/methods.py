@@ -144,7 +144,7 @@ def _recorded(task: Task, phase: _Phase, epoch: int, kept: np.ndarray, measured:
         probe_seconds=measured.probe_seconds, train_images_per_second=trained / max(training.seconds, 1e-9),
         probe_images_per_second=readable / measured.probe_seconds if measured.probe_seconds else 0.0,
         phase=phase.name, kept_loss=_mean_loss(last.losses, task.eligible & kept),
-        left_out_loss=_mean_loss(last.losses, task.eligible & ~kept))
+        left_out_loss=_mean_loss(last.losses, task.eligible & ~kept), skipped_steps=training.skipped_steps)
     phase.history.losses.append(last.losses)
     phase.history.kept.append(kept)
     phase.history.summaries.append(summary)

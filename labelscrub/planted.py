@@ -62,6 +62,9 @@ def instance_dependent_noise(labels: np.ndarray, reference: np.ndarray, *, rate:
         raise ValueError(f"rate must be in [0, 1], not {rate}")
     if reference.ndim != 2 or reference.shape[0] != len(labels) or reference.shape[1] < 2:
         raise ValueError(f"reference must hold (samples, classes >= 2) probabilities, not shape {reference.shape}")
+    if not np.isfinite(reference).all():
+        raise ValueError(f"reference holds {int((~np.isfinite(reference)).sum())} values that are not finite: "
+                         "the reference network diverged; compute it again")
     wrong = reference.copy()
     wrong[np.arange(len(labels)), labels] = -np.inf
     target = wrong.argmax(axis=1)

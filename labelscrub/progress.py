@@ -113,6 +113,8 @@ def describe_epoch(summary: EpochSummary, epochs: int) -> str:
     if summary.heldout_accuracy is not None:
         parts.append(f"held-out acc {summary.heldout_accuracy:.1%}")
     parts.append(f"({summary.train_seconds + summary.probe_seconds:.1f}s)")
+    if summary.skipped_steps:
+        parts.append(f"[{summary.skipped_steps} steps skipped: gradient not finite]")
     return "  ".join(parts)
 
 

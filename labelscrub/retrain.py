@@ -304,7 +304,7 @@ def _fit_and_measure(images: LabeledImages, config: CleanConfig, processes: Proc
             epoch=epoch, rho=0.0, trained=int(eligible.sum()), dropped=0, train_loss=train_loss,
             probe_loss=float("nan"), heldout_accuracy=None, train_seconds=seconds, probe_seconds=0.0,
             train_images_per_second=int(eligible.sum()) / max(seconds, 1e-9), probe_images_per_second=0.0,
-            phase="retrain"), config.epochs)
+            phase="retrain", skipped_steps=training.skipped_steps), config.epochs)
     test_pixels, test_labels = test
     readable = np.flatnonzero(test_labels >= 0)
     predicted = probe(setup, test_pixels, test_labels, readable).predicted[readable]

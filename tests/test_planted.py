@@ -89,6 +89,10 @@ def test_instance_dependent_noise_checks_its_inputs():
         instance_dependent_noise(labels, np.ones(10), rate=0.2, seed=0)
     with pytest.raises(ValueError, match="rate"):
         instance_dependent_noise(labels, np.ones((10, 2)) / 2, rate=1.5, seed=0)
+    diverged = np.ones((10, 2)) / 2
+    diverged[3] = np.nan
+    with pytest.raises(ValueError, match="2 values that are not finite"):
+        instance_dependent_noise(labels, diverged, rate=0.2, seed=0)
     np.testing.assert_array_equal(instance_dependent_noise(labels, np.ones((10, 2)) / 2, rate=0.0, seed=0), labels)
 
 

@@ -1,10 +1,11 @@
-"""What the user reads: the decoding count, the console warning while a run goes on and the closing summary's
-doubted estimate."""
+"""What the user reads: the decoding count, the epoch line, the console warning while a run goes on and the closing
+summary's doubted estimate."""
 
 import io
 from types import SimpleNamespace
 
-from labelscrub.progress import REDRAW_SECONDS, ConsoleProgress, closing_summary, decoding
+from labelscrub.measurement import EpochSummary
+from labelscrub.progress import REDRAW_SECONDS, ConsoleProgress, closing_summary, decoding, describe_epoch
 
 
 def doubted_result():
@@ -67,3 +68,12 @@ def test_decoding_on_a_terminal_redraws_one_line_in_place_and_ends_it():
     middle = "decoding train images 500/1,000  500 images/s  0:01"
     last = "decoded 1,000 train images in 0:02 (500 images/s)"
     assert terminal.getvalue() == f"\r{first}\r{middle}\r{last.ljust(len(middle))}\n"
+
+
+def test_the_epoch_line_says_when_steps_were_skipped_for_a_gradient_that_was_not_finite():
+    summary = EpochSummary(epoch=0, rho=0.0, trained=10, dropped=0, train_loss=1.0, probe_loss=1.0,
+                           heldout_accuracy=None, train_seconds=1.0, probe_seconds=0.0, train_images_per_second=10.0,
+                           probe_images_per_second=0.0)
+    assert "skipped" not in describe_epoch(summary, 3)
+    summary.skipped_steps = 2
+    assert describe_epoch(summary, 3).endswith("[2 steps skipped: gradient not finite]")

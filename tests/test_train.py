@@ -69,3 +69,21 @@ def test_no_training_batch_is_a_small_tail_and_every_kept_sample_trains_once():
         assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(kept_count))
         if len(batches) > 1:
             assert min(len(batch) for batch in batches) >= 64
+
+
+def test_a_step_with_a_nan_gradient_is_skipped_and_the_weights_stay_finite():
+    # what the CPU's oneDNN convolution has done now and then for small feature maps
+    setup, _ = fresh_setup()
+    first_conv = setup.model.conv1.weight
+    poisoned = {"steps": 0}
+
+    def nan_on_the_first_two_steps(gradient):
+        poisoned["steps"] += 1
+        return torch.full_like(gradient, float("nan")) if poisoned["steps"] <= 2 else gradient
+
+    first_conv.register_hook(nan_on_the_first_two_steps)
+    before = first_conv.detach().clone()
+    training = train_epoch(setup, np.ones(N, dtype=bool), 0, schedule_epochs=3)
+    assert training.skipped_steps == 2 and poisoned["steps"] > 2  # the later steps trained
+    assert all(torch.isfinite(parameter).all() for parameter in setup.model.parameters())
+    assert not torch.equal(first_conv.detach(), before)
