@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import labelscrub.mistakes as mistakes_module
-from labelscrub.confusion import confusion_epochs, estimate_confusion
+from labelscrub.confusion import confusion_epochs, count_epochs, estimate_confusion
 from labelscrub.mistakes import combined_rates, count_mistakes, decoy_share, estimate_mistakes
 from labelscrub.noise import (
     NoiseEstimate,
@@ -89,14 +89,16 @@ def clean_rule(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total_epo
                window: range | None = None) -> float:
     """`clean`'s final estimate from the warm-up's decoy estimate `spread`; NaN if the dumps end too early.
     `window`: the epochs of the count and the confusion estimate, if not clean's."""
-    window = window or confusion_epochs(total_epochs, spread.epoch)
-    if not len(window) or window[-1] >= len(epochs):
+    count_window = window or count_epochs(total_epochs, spread.epoch)
+    confusion_window = window or confusion_epochs(total_epochs, spread.epoch)
+    if not len(count_window) or count_window[-1] >= len(epochs):
         return float("nan")
     usable = np.ones(len(noisy), bool)
-    mean = mean_log_probs(epochs, window)
-    mistakes = count_mistakes(mean, noisy, usable, len(spread.per_class), spread, epoch=window[-1])
+    mistakes = count_mistakes(mean_log_probs(epochs, count_window), noisy, usable, len(spread.per_class), spread,
+                              epoch=count_window[-1])
     rates = combined_rates(spread, mistakes)
-    confusion = estimate_confusion(mean, noisy, usable, rates, epoch=window[-1])
+    confusion = estimate_confusion(mean_log_probs(epochs, confusion_window), noisy, usable, rates,
+                                   epoch=confusion_window[-1])
     return overall_rate(np.fmax(rates, confusion.share), np.bincount(noisy, minlength=len(rates)))
 
 
@@ -120,7 +122,7 @@ def switch_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, tota
     the first count (at PLAUSIBILITY) the decoy estimate sees, which the switch reads; empty if the dumps end
     before the count's window."""
     classes = len(spread.per_class)
-    window = confusion_epochs(total, spread.epoch)
+    window = count_epochs(total, spread.epoch)
     if not len(window) or window[-1] >= len(epochs):
         return {}
     first = estimate_mistakes(mean_log_probs(epochs, window), noisy, np.ones(len(noisy), bool), classes, epoch=0)
@@ -161,7 +163,7 @@ def count_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total
     """`clean`'s final estimate under each reference variant of the module docstring."""
     original = mistakes_module._every_class_reference, mistakes_module.PLAUSIBILITY
     classes = len(spread.per_class)
-    window = confusion_epochs(total, spread.epoch)
+    window = count_epochs(total, spread.epoch)
     mean = mean_log_probs(epochs, window)
     base = estimate_mistakes(mean, noisy, np.ones(len(noisy), bool), classes, epoch=0)
     missed = np.nan_to_num(np.clip(1 - spread.per_class / np.maximum(base.per_class, 1e-9), 0, 1) ** 2)

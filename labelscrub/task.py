@@ -20,11 +20,14 @@ import labelscrub.checkpoint as checkpoint
 from labelscrub.config import CleanConfig
 from labelscrub.confusion import (
     ConfusionEstimate,
+    ConfusionReading,
     TopLogProbs,
     confused_samples,
+    confusion_beyond,
     confusion_epochs,
-    estimate_confusion,
+    count_epochs,
     fits_in_memory,
+    read_confusion,
     top_count,
 )
 from labelscrub.distributed import Processes
@@ -65,10 +68,13 @@ class SampleState:
     given_depths: np.ndarray | None = None
     decoy_depths: np.ndarray | None = None
     noise: NoiseEstimate | None = None  # made from the warm-up epochs
-    confusion_log_probs: np.ndarray | None = None  # (N, classes) float32 sum over the confusion window so far
+    # (N, classes) float32 sum of the log-probabilities over the window read so far: the confusion estimate's, then
+    # the plausible-mistake count's (the same window in a short run)
+    confusion_log_probs: np.ndarray | None = None
     confusion_top: TopLogProbs | None = None  # the same beyond confusion.MAX_CELLS: a few classes per sample
-    mistakes: MistakeEstimate | None = None  # plausible mistakes, read with the confusion estimate
-    confusion: ConfusionEstimate | None = None  # made in the middle of training, with --rho-max auto only
+    confusion_reading: ConfusionReading | None = None  # what the confusion window showed, until the count is read
+    mistakes: MistakeEstimate | None = None  # plausible mistakes, read in the middle of training
+    confusion: ConfusionEstimate | None = None  # made with the count, with --rho-max auto only
     confused: np.ndarray | None = None  # bool: left out as confused, once the confusion estimate is made
     spl_threshold: tuple[float, ...] = ()  # spl: lambda_t of each epoch after the warm-up
     ranking_losses: np.ndarray | None = None  # oneshot: the ranking model's losses, its score
@@ -86,7 +92,7 @@ class SampleState:
     def to_state(self) -> dict:
         state = {"score": self.score, **self.suggestions.to_state(), "spl_threshold": list(self.spl_threshold)}
         state.update({name: getattr(self, name) for name in _OPTIONAL_ARRAYS if getattr(self, name) is not None})
-        for estimate in (self.noise, self.mistakes, self.confusion, self.confusion_top):
+        for estimate in (self.noise, self.mistakes, self.confusion, self.confusion_top, self.confusion_reading):
             if estimate is not None:
                 state.update(estimate.to_state())
         return state
@@ -97,6 +103,7 @@ class SampleState:
                    noise=NoiseEstimate.from_state(state), mistakes=MistakeEstimate.from_state(state),
                    confusion=ConfusionEstimate.from_state(state),
                    confusion_top=TopLogProbs.from_state(state),
+                   confusion_reading=ConfusionReading.from_state(state),
                    spl_threshold=tuple(state.get("spl_threshold", ())),
                    **{name: state.get(name) for name in _OPTIONAL_ARRAYS})
 
@@ -137,26 +144,38 @@ class Task:
     def confusion_window(self, samples: SampleState) -> range:
         """The epochs the confusion estimate reads: with --rho-max auto only, and only if they come after the noise
         estimate."""
+        return self._mid_training_window(samples, confusion_epochs)
+
+    def count_window(self, samples: SampleState) -> range:
+        """The epochs the plausible-mistake count reads, under the same conditions; from its last on, auto drops."""
+        return self._mid_training_window(samples, count_epochs)
+
+    def _mid_training_window(self, samples: SampleState, epochs_of: Callable[[int, int], range]) -> range:
         config = self.config
         if config.rho_max != "auto":
             return range(0)
         read_after = samples.noise.epoch if samples.noise is not None else last_read_epoch(config.warmup)
-        return confusion_epochs(config.epochs, read_after)
+        return epochs_of(config.epochs, read_after)
+
+    def _summed_window(self, samples: SampleState) -> range:
+        """The window whose log-probabilities are being summed: the confusion estimate's until it is read, then the
+        count's."""
+        return self.confusion_window(samples) if samples.confusion_reading is None else self.count_window(samples)
 
     def wants_probabilities(self, samples: SampleState, epoch: int) -> bool:
-        """Whether epoch `epoch` measures every class's probability: in the confusion window, where they fit."""
-        return self._in_confusion_window(samples, epoch) and self._keeps_every_class()
+        """Whether epoch `epoch` measures every class's probability: in a mid-training window, where they fit."""
+        return self._in_summed_window(samples, epoch) and self._keeps_every_class()
 
     def wants_top_classes(self, samples: SampleState, epoch: int) -> TopClasses | None:
-        """What epoch `epoch` measures of a few classes per sample: in the confusion window, where every class's
+        """What epoch `epoch` measures of a few classes per sample: in a mid-training window, where every class's
         probability would not fit; at the same classes as the window's first epoch."""
-        if not self._in_confusion_window(samples, epoch) or self._keeps_every_class():
+        if not self._in_summed_window(samples, epoch) or self._keeps_every_class():
             return None
         chosen = None if samples.confusion_top is None else samples.confusion_top.classes
         return TopClasses(top_count(self.num_classes), chosen)
 
-    def _in_confusion_window(self, samples: SampleState, epoch: int) -> bool:
-        return samples.confusion is None and epoch in self.confusion_window(samples)
+    def _in_summed_window(self, samples: SampleState, epoch: int) -> bool:
+        return samples.confusion is None and epoch in self._summed_window(samples)
 
     def _keeps_every_class(self) -> bool:
         return fits_in_memory(len(self.labels), self.num_classes)
@@ -189,7 +208,7 @@ class Task:
         the wrong labels left in training are the ones that look right (mistakes.py). A run too short for the
         window drops from the warm-up on, by the decoy estimate alone."""
         return (self.config.rho_max == "auto" and self.config.method in WAIT_FOR_THE_COUNT
-                and samples.mistakes is None and len(self.confusion_window(samples)) > 0)
+                and samples.mistakes is None and len(self.count_window(samples)) > 0)
 
     def select(self, scores: np.ndarray, share: float, samples: SampleState) -> np.ndarray:
         """Keep mask leaving out the highest `scores`: `share` (a ramp share, 1 = the plateau) of rho_max overall,
@@ -220,8 +239,8 @@ class Task:
             score=updated_score(samples.score, measured, rank_by=config.rank_by, smoothing=config.smoothing))
         if samples.noise is None:  # the noise estimate's inputs: the evidence epochs of the warm-up, and later
             samples = self._read_noise(samples, epoch, measured)
-        if self._in_confusion_window(samples, epoch):
-            samples = self._add_to_confusion_window(samples, epoch, measured)
+        if self._in_summed_window(samples, epoch):
+            samples = self._add_to_window(samples, epoch, measured)
         return samples
 
     def _read_noise(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
@@ -262,16 +281,16 @@ class Task:
                                   ended_early=evidence if epoch < evidence[-1] else None)
         samples = dataclasses.replace(samples, noise=estimate, given_depths=None, decoy_depths=None)
         if estimate.doubt is not None and config.rho_max == "auto":
-            counted_later = estimate.only_still_falling and len(self.confusion_window(samples))
+            counted_later = estimate.only_still_falling and len(self.count_window(samples))
             more = " unless the plausible mistakes counted in mid-training are more" if counted_later else ""
             self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: {estimate.doubt}; "
                                f"dropping at most {estimate.overall:.1%}{more}")
         return samples
 
-    def _add_to_confusion_window(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
-        window = self.confusion_window(samples)
+    def _add_to_window(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
+        window = self._summed_window(samples)
         if not self._keeps_every_class():
-            if epoch == window[0]:
+            if epoch == window[0] and samples.confusion_reading is None:
                 every = len(self.labels) * self.num_classes * 4 / 2**30  # float32 bytes, in GiB
                 self.progress.note(
                     f"the confusion estimate reads each sample's {top_count(self.num_classes)} most likely other "
@@ -280,26 +299,37 @@ class Task:
             top = top if epoch == window[0] else samples.confusion_top.plus(top)
             if epoch < window[-1]:
                 return dataclasses.replace(samples, confusion_top=top)
-            return self._confusion_read(samples, epoch, top.mean(len(window)))
+            return self._window_read(samples, epoch, top.mean(len(window)))
         # NaN (not measured) stays NaN; the floor keeps a probability that underflowed to 0 finite.
         log_probs = np.log(np.maximum(measured.probabilities, np.float32(1e-30)))
         total = log_probs if epoch == window[0] else samples.confusion_log_probs + log_probs
         if epoch < window[-1]:
             return dataclasses.replace(samples, confusion_log_probs=total)
-        return self._confusion_read(samples, epoch, total / len(window))
+        return self._window_read(samples, epoch, total / len(window))
 
-    def _confusion_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs) -> SampleState:
-        """The plausible-mistake and confusion estimates from the window's mean log-probabilities, and the confused
-        samples; the window let go. A confusion counts, and its samples are left out, only beyond the noise rate
-        the loss ranking already leaves out (mistakes.combined_rates), the plausible mistakes included: they are
-        often the same labels."""
+    def _window_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs) -> SampleState:
+        """At a window's last epoch: the confusion estimate's reading, then (in a short run, at once) the count;
+        the window let go."""
+        samples = dataclasses.replace(samples, confusion_log_probs=None, confusion_top=None)
+        if samples.confusion_reading is None:
+            reading = read_confusion(mean, self.labels, self.eligible, self.num_classes, epoch=epoch)
+            samples = dataclasses.replace(samples, confusion_reading=reading)
+            if epoch < self.count_window(samples)[-1]:
+                return samples
+        return self._count_read(samples, epoch, mean)
+
+    def _count_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs) -> SampleState:
+        """The plausible-mistake count from the window's mean log-probabilities, then which classes the confusion
+        reading found confused, and their samples. A confusion counts, and its samples are left out, only beyond
+        the noise rate the loss ranking already leaves out (mistakes.combined_rates), the plausible mistakes
+        included: they are often the same labels."""
         mistakes = count_mistakes(mean, self.labels, self.eligible, self.num_classes, samples.noise, epoch=epoch)
-        samples = dataclasses.replace(samples, mistakes=mistakes)
         rates = combined_rates(samples.noise, mistakes)
-        estimate = estimate_confusion(mean, self.labels, self.eligible, rates, epoch=epoch)
-        confused = confused_samples(mean, self.labels, self.eligible, self.sample_ids, estimate, rates)
-        return dataclasses.replace(samples, confusion_log_probs=None, confusion_top=None, confusion=estimate,
-                                   confused=confused)
+        reading = samples.confusion_reading
+        estimate = confusion_beyond(reading, rates)
+        confused = confused_samples(reading, self.labels, self.eligible, self.sample_ids, estimate, rates)
+        return dataclasses.replace(samples, mistakes=mistakes, confusion=estimate, confused=confused,
+                                   confusion_reading=None)
 
 
 def _top_log_probs(measured: Probe) -> TopLogProbs:

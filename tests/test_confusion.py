@@ -8,11 +8,15 @@ from labelscrub.confusion import (
     MAX_CELLS,
     MIN_CONFUSED_SHARE,
     ConfusionEstimate,
+    ConfusionReading,
     TopLogProbs,
     confused_samples,
+    confusion_beyond,
     confusion_epochs,
+    count_epochs,
     estimate_confusion,
     fits_in_memory,
+    read_confusion,
     spread_floor,
     top_count,
 )
@@ -58,19 +62,33 @@ def window(epochs_log_probs, given, count):
     return top.mean(len(epochs_log_probs))
 
 
+def reading(log_probs, given, usable):
+    """The confusion window's reading of the mean log-probabilities `log_probs` (an array, or TopLogProbs)."""
+    classes = log_probs.shape[1] if isinstance(log_probs, np.ndarray) else int(given.max()) + 1
+    return read_confusion(log_probs, given, usable, classes, epoch=11)
+
+
+def confused_in(log_probs, given, usable, estimate, spread):
+    """The confused samples `estimate` leaves out, ranked by the reading of `log_probs`."""
+    return confused_samples(reading(log_probs, given, usable), given, usable, ids(len(given)), estimate, spread)
+
+
 def ids(count):
     return [f"s{index:04d}" for index in range(count)]
 
 
-@pytest.mark.parametrize("epochs, after, expected", [
-    (30, 5, range(14, 17)),  # ends at 55% of the training
-    (60, 5, range(30, 33)),
-    (8, 1, range(2, 5)),
-    (4, 1, range(0)),  # too short: the window would overlap the warm-up's estimate
-    (6, 2, range(0)),
+@pytest.mark.parametrize("epochs, after, confusion, count", [
+    (30, 5, range(9, 12), range(14, 17)),  # the confusion estimate's ends at 40% of the training, the count's at 55%
+    (60, 5, range(21, 24), range(30, 33)),
+    (20, 4, range(5, 8), range(8, 11)),
+    (16, 5, range(6, 9), range(6, 9)),  # 40% would not end before 55% starts: both read the count's window
+    (20, 5, range(8, 11), range(8, 11)),  # 40% would overlap the warm-up's estimate
+    (8, 1, range(2, 5), range(2, 5)),
+    (4, 1, range(0), range(0)),  # too short: the window would overlap the warm-up's estimate
+    (6, 2, range(0), range(0)),
 ])
-def test_the_window_ends_at_55_percent_of_the_training_after_the_warm_up_estimate(epochs, after, expected):
-    assert confusion_epochs(epochs, after) == expected
+def test_the_confusion_window_comes_before_the_count_where_the_run_is_long_enough(epochs, after, confusion, count):
+    assert confusion_epochs(epochs, after) == confusion and count_epochs(epochs, after) == count
 
 
 def test_a_one_way_move_is_found_with_its_source_and_its_share():
@@ -130,7 +148,7 @@ def test_the_confused_samples_are_the_moved_ones():
     log_probs, given, true = network_view(moved_share=0.4)
     usable = np.ones(len(given), bool)
     estimate = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16)
-    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, np.zeros(CLASSES))
+    confused = confused_in(log_probs, given, usable, estimate, np.zeros(CLASSES))
     assert confused.sum() == drop_count(estimate.share[1], (given == 1).sum())
     assert (given[confused] == 1).all()
     assert (true[confused] == 0).mean() >= 0.9
@@ -141,7 +159,7 @@ def test_the_share_the_loss_ranking_already_leaves_out_is_not_confused_twice():
     usable = np.ones(len(given), bool)
     estimate = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16)
     spread = np.array([0.0, 0.1, 0.0, 0.0])
-    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, spread)
+    confused = confused_in(log_probs, given, usable, estimate, spread)
     assert confused.sum() == drop_count(estimate.share[1] - 0.1, (given == 1).sum())
 
 
@@ -151,7 +169,7 @@ def test_unusable_or_unmeasured_samples_are_never_confused_nor_counted():
     usable[:10] = False
     log_probs[10:20] = np.nan
     estimate = estimate_confusion(log_probs, given, usable, np.zeros(CLASSES), epoch=16)
-    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, np.zeros(CLASSES))
+    confused = confused_in(log_probs, given, usable, estimate, np.zeros(CLASSES))
     assert not confused[:20].any() and estimate.source[1] == 0
 
 
@@ -160,6 +178,21 @@ def test_the_state_round_trips_and_is_absent_before_the_estimate():
     again = ConfusionEstimate.from_state(estimate.to_state())
     assert again.source.tolist() == [-1, 0] and again.share.tolist() == [0.0, 0.3] and again.epoch == 16
     assert ConfusionEstimate.from_state({}) is None
+
+
+def test_the_reading_round_trips_through_the_state_and_gives_the_estimate_it_would_have_given_at_once():
+    log_probs, given, _ = network_view(moved_share=0.4)
+    usable = np.ones(len(given), bool)
+    usable[:5] = False
+    again = ConfusionReading.from_state({"other": 1, **reading(log_probs, given, usable).to_state()})
+    spread = np.array([0.0, 0.1, 0.0, 0.0])
+    at_once = estimate_confusion(log_probs, given, usable, spread, epoch=11)
+    later = confusion_beyond(again, spread)
+    assert later.source.tolist() == at_once.source.tolist() == [-1, 0, -1, -1] and later.epoch == 11
+    np.testing.assert_array_equal(later.share, at_once.share)
+    assert np.isnan(again.score[:5]).all() and not confused_samples(again, given, usable, ids(len(given)), later,
+                                                                     spread)[:5].any()
+    assert ConfusionReading.from_state({}) is None
 
 
 def test_the_memory_bound_on_kept_probabilities():
@@ -177,7 +210,7 @@ def test_under_heavy_spread_noise_only_the_confusion_beyond_the_mean_decoy_estim
     # class 1's own decoy estimate is low, the others' high: the floor is their mean, 0.225, not 0.0
     spread = np.array([0.3, 0.0, 0.3, 0.3])
     estimate = estimate_confusion(log_probs, given, usable, spread, epoch=16)
-    confused = confused_samples(log_probs, given, usable, ids(len(given)), estimate, spread)
+    confused = confused_in(log_probs, given, usable, estimate, spread)
     assert estimate.source[1] == 0
     assert confused.sum() == drop_count(estimate.share[1] - 0.225, (given == 1).sum())
 
@@ -197,15 +230,15 @@ def test_a_few_classes_per_sample_find_the_confusion_every_class_finds_and_nearl
         epochs.append(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
     every = np.mean(epochs, axis=0).astype(np.float32)
     few = window(epochs, given, 2)
-    usable, spread, sample_ids = np.ones(len(given), bool), np.zeros(20), ids(len(given))
+    usable, spread = np.ones(len(given), bool), np.zeros(20)
     exact = estimate_confusion(every, given, usable, spread, epoch=16)
     estimate = estimate_confusion(few, given, usable, spread, epoch=16)
     assert estimate.source.tolist() == exact.source.tolist() and estimate.classes_read == 2
     np.testing.assert_allclose(estimate.share, exact.share, atol=0.02)
-    confused = confused_samples(few, given, usable, sample_ids, estimate, spread)
+    confused = confused_in(few, given, usable, estimate, spread)
     if moved:
         assert exact.source[1] == 0
-        assert jaccard(confused, confused_samples(every, given, usable, sample_ids, exact, spread)) >= 0.9
+        assert jaccard(confused, confused_in(every, given, usable, exact, spread)) >= 0.9
         assert (true[confused] == 0).mean() >= 0.9
     else:
         assert (estimate.source == -1).all() and not confused.any()

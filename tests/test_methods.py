@@ -238,18 +238,25 @@ def test_every_method_reports_a_noise_estimate_and_suggestions():
 
 @pytest.fixture
 def planted_confusion(monkeypatch):
-    """The confusion estimate replaced by one that always finds class 1's labels beyond its decoy estimate, plus
-    0.3, moved there from class 0; returns what it was called with."""
+    """The confusion estimate replaced by one that always finds class 1's labels moved there from class 0, beyond
+    its noise rate by 0.3; returns what its reading was called with, and the reading."""
     import labelscrub.task as task_module
-    from labelscrub.confusion import ConfusionEstimate
+    from labelscrub.confusion import ConfusionEstimate, ConfusionReading, source_scores
 
     seen = {}
 
-    def fake_estimate(log_probs, labels, usable, spread, *, epoch):
+    def fake_read(log_probs, labels, usable, num_classes, *, epoch):
+        source = np.array([-1, 0, -1, -1])
         seen["log_probs"], seen["epoch"] = log_probs, epoch
-        return ConfusionEstimate(np.array([0.0, spread[1] + 0.3, 0.0, 0.0]), np.array([-1, 0, -1, -1]), epoch)
+        seen["reading"] = ConfusionReading(np.array([0.0, 0.9, 0.0, 0.0]), source,
+                                           source_scores(log_probs, labels, usable, source), epoch)
+        return seen["reading"]
 
-    monkeypatch.setattr(task_module, "estimate_confusion", fake_estimate)
+    def fake_beyond(reading, spread):
+        return ConfusionEstimate(np.array([0.0, spread[1] + 0.3, 0.0, 0.0]), reading.source, reading.epoch)
+
+    monkeypatch.setattr(task_module, "read_confusion", fake_read)
+    monkeypatch.setattr(task_module, "confusion_beyond", fake_beyond)
     return seen
 
 
@@ -265,13 +272,45 @@ def test_auto_reads_the_confusion_window_and_leaves_the_confused_samples_out_fro
         assert seen["epoch"] == 8 and outcome.confusion.epoch == 8 and outcome.confusion.source[1] == 0
         assert seen["log_probs"].shape == (N, CLASSES) and (seen["log_probs"] <= 0).all()
         labels = np.arange(N) % CLASSES
-        confused = confused_samples(seen["log_probs"], labels, np.ones(N, bool), ids, outcome.confusion,
+        confused = confused_samples(seen["reading"], labels, np.ones(N, bool), ids, outcome.confusion,
                                     outcome.noise.per_class)
         # Class 1's share beyond its decoy estimate, the samples scoring most like class 0, are left out of every
         # later epoch and of the manifest.
         assert confused.sum() == drop_count(0.3, 10) and (labels[confused] == 1).all()
         assert not outcome.kept_history[9:][:, confused].any() and not outcome.final_kept[confused].any()
         np.testing.assert_array_equal(outcome.confused, confused)
+
+
+def test_in_a_longer_run_the_confusion_is_read_before_the_count_and_its_samples_left_out_from_the_count_on(
+        planted_confusion, tmp_path):
+    from labelscrub import checkpoint
+    from labelscrub.confusion import confused_samples
+    from labelscrub.mistakes import combined_rates
+
+    _, labels, ids = tiny_data()
+    fingerprint = checkpoint.fingerprint(data="tiny", config={}, sample_ids=ids, labels=labels)
+    auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=24, warmup=1)
+
+    def save_between_the_windows(payload):
+        if payload["epoch"] == 11:
+            checkpoint.save(tmp_path, payload)
+
+    outcome, ids = run(auto, on_checkpoint=save_between_the_windows, fingerprint=fingerprint)
+    # 24 epochs: the confusion estimate reads epochs 7-9 (ending at 40%), the count epochs 11-13 (55%)
+    assert planted_confusion["epoch"] == 9 and outcome.confusion.epoch == 9 and outcome.mistakes.epoch == 13
+    confused = confused_samples(planted_confusion["reading"], labels, np.ones(N, bool), ids, outcome.confusion,
+                                combined_rates(outcome.noise, outcome.mistakes))
+    assert confused.any()
+    np.testing.assert_array_equal(outcome.confused, confused)
+    # nothing dropped until the count; the confused samples left out from then on
+    assert outcome.kept_history[:14].all() and not outcome.kept_history[14:][:, confused].any()
+    saved = checkpoint.load(tmp_path, fingerprint)
+    assert checkpoint.method_state(saved)["confusion_read_epoch"] == 9
+    planted_confusion.clear()
+    resumed, _ = run(auto, resume=saved, fingerprint=fingerprint)
+    assert "epoch" not in planted_confusion  # the reading came back from the checkpoint, not read again
+    np.testing.assert_array_equal(resumed.confused, outcome.confused)
+    assert resumed.confusion.epoch == 9 and resumed.mistakes.epoch == 13
 
 
 def test_auto_waits_for_its_plausible_mistakes_then_drops_each_class_its_rate_and_confusion_only_beyond(
