@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import labelscrub.mistakes as mistakes_module
-from labelscrub.confusion import confusion_epochs, count_epochs, estimate_confusion
+from labelscrub.confusion import confusion_beyond, confusion_epochs, count_epochs, read_confusion, stronger_reading
 from labelscrub.mistakes import combined_rates, count_mistakes, decoy_share, estimate_mistakes
 from labelscrub.noise import (
     NoiseEstimate,
@@ -93,12 +93,15 @@ def clean_rule(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total_epo
     confusion_window = window or confusion_epochs(total_epochs, spread.epoch)
     if not len(count_window) or count_window[-1] >= len(epochs):
         return float("nan")
-    usable = np.ones(len(noisy), bool)
-    mistakes = count_mistakes(mean_log_probs(epochs, count_window), noisy, usable, len(spread.per_class), spread,
-                              epoch=count_window[-1])
-    rates = combined_rates(spread, mistakes)
-    confusion = estimate_confusion(mean_log_probs(epochs, confusion_window), noisy, usable, rates,
-                                   epoch=confusion_window[-1])
+    usable, classes = np.ones(len(noisy), bool), len(spread.per_class)
+    late = mean_log_probs(epochs, count_window)
+    rates = combined_rates(spread, count_mistakes(late, noisy, usable, classes, spread, epoch=count_window[-1]))
+    reading = read_confusion(late, noisy, usable, classes, epoch=count_window[-1])
+    if confusion_window != count_window:
+        early = read_confusion(mean_log_probs(epochs, confusion_window), noisy, usable, classes,
+                               epoch=confusion_window[-1])
+        reading = stronger_reading(early, reading, noisy)
+    confusion = confusion_beyond(reading, rates)
     return overall_rate(np.fmax(rates, confusion.share), np.bincount(noisy, minlength=len(rates)))
 
 

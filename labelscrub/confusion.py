@@ -8,10 +8,11 @@ no longer score like the images labelled k. Labels moved from k to c are fitted 
 of k that look like them carry the label k: they keep scoring like the images labelled k.
 
 So for each given class c and a candidate source class k, with the score log p(k) - log p(c) averaged over the
-WINDOW_EPOCHS epochs ending at CONFUSION_AT of the training, the share of the images labelled c that score like
-those labelled k is estimated as in noise.py (the smallest ratio of tail shares, Scott 2015), the images labelled
-k standing for images of k (`read_confusion`). The largest share over the candidates is the class's confused share
-if it sums with the reverse share (k scoring like c) to under 1 and, once the noise rate is known (the decoy
+WINDOW_EPOCHS epochs ending at CONFUSION_AT of the training, and again at COUNT_AT, the share of the images
+labelled c that score like those labelled k is estimated as in noise.py (the smallest ratio of tail shares, Scott
+2015), the images labelled k standing for images of k (`read_confusion`). The largest share over the candidates
+and the two readings (`stronger_reading`) is the class's confused share if it sums with the reverse share (k
+scoring like c) to under 1 and, once the noise rate is known (the decoy
 estimate raised to the plausible mistakes counted at COUNT_AT, floored at the mean of the classes' rates,
 `spread_floor`), exceeds it by MIN_CONFUSED_SHARE or more (`confusion_beyond`). Its confused samples, left out of
 training from then on, are the images labelled c that scored most like k, as many as the share exceeds that floor
@@ -34,12 +35,13 @@ import numpy as np
 from labelscrub.noise import MIN_DECOYS, smallest_tail_ratio
 from labelscrub.schedule import select_kept
 
-# The confusion estimate reads the epochs ending at this share of the training. Earlier, clean data still shows
-# natural confusions the network has not resolved yet; later, the moved labels are being fitted and look right.
-# On the CPU protocol (32 px, 30 epochs, seed 0, offline on the dumps of plain training) 40% of trucks labelled
-# automobile, birds airplane and deer horse, cats and dogs swapped (20% wrong) read 18.8% with the window ending at
-# 40%, 15.7% at 43%, 11.1% at 55%; clean CIFAR-10 reads 0% at 40% (0.6% at 33%); CIFAR-10N's human labels read the
-# same at 37-40% as at 55%. docs/METHOD.md, "Labels confused with one other class".
+# The confusion estimate reads the epochs ending at this share of the training, and again with the count (COUNT_AT),
+# each class taking the stronger reading. Earlier, clean data still shows natural confusions the network has not
+# resolved yet; later, the moved labels are being fitted and look right. On the CPU protocol (32 px, 30 epochs,
+# offline on the dumps of plain training) 40% of trucks labelled automobile, birds airplane and deer horse, cats and
+# dogs swapped (20% wrong) read 18.8% and 11.9% (seeds 0 and 1) with the window ending at 40%, 11.1% and 11.9% at
+# 55%, 18.8% and 15.9% with both; clean CIFAR-10 reads 0% at 40% (0.6% at 33%); CIFAR-10N's human labels read the
+# same with both as at 55% alone. docs/METHOD.md, "Labels confused with one other class".
 CONFUSION_AT = 0.4
 # The plausible-mistake count (mistakes.py) reads the epochs ending here: by then the network has fitted the right
 # labels of hard images and not yet memorised the wrong ones. Step-E with auto drops nothing until then, confused
@@ -65,7 +67,7 @@ TOP_CLASSES = 16
 class ConfusionEstimate:
     share: np.ndarray  # (classes,) float64 share of each given class moved there from `source`; 0 = none found
     source: np.ndarray  # (classes,) int64 the class its confused labels came from; -1 = none
-    epoch: int  # the last epoch (0-based) of the window it was read in; it counts from the plausible-mistake count on
+    epoch: int  # the epoch (0-based) after which it was made
     classes_read: int | None = None  # beyond MAX_CELLS, the classes read per sample (TopLogProbs); None: every class
 
     def to_state(self) -> dict:
@@ -82,16 +84,16 @@ class ConfusionEstimate:
 
 @dataclass(frozen=True)
 class ConfusionReading:
-    """What the confusion window showed, kept until the noise rate it must exceed is known (the plausible-mistake
-    count, read later): per given class its largest share scoring like one candidate source, and per sample its
-    score for its class's source."""
+    """What a window of mid-training epochs showed: per given class its largest share scoring like one candidate
+    source, and per sample its score for its class's source. The confusion window's is kept until the count's
+    window, read again, gives the noise rate a confusion must exceed (`stronger_reading`, `confusion_beyond`)."""
 
     share: np.ndarray  # (classes,) float64; 0 where no source was tried, or the two classes cannot be told apart
     source: np.ndarray  # (classes,) int64; -1 = none
     # (N,) float32 log p(source) - log p(label), averaged over the window: -inf where the sample's class has no
     # source, NaN where the sample was not measured every epoch of the window or is not usable
     score: np.ndarray
-    epoch: int  # the window's last epoch (0-based)
+    epoch: int  # the epoch (0-based) after which it was read
     classes_read: int | None = None  # as in ConfusionEstimate
 
     def to_state(self) -> dict:
@@ -260,6 +262,18 @@ def source_scores(log_probs: np.ndarray | TopLogProbs, labels: np.ndarray, usabl
                      - window.at(rows, safe_labels, safe_labels), -np.inf).astype(np.float32)
     score[~_measured(window, usable)] = np.nan
     return score
+
+
+def stronger_reading(early: ConfusionReading, late: ConfusionReading, labels: np.ndarray) -> ConfusionReading:
+    """Per class, the reading that finds the larger share, with its source and its samples' scores; made after the
+    later one. Moved labels fade as the network fits them and natural confusions as it learns, so either window can
+    see more: 40% of cats and dogs swapped read as two classes the network cannot tell apart at 40% of the training
+    (one seed of two) and as a swap at 55%, while by then the other moved classes were half fitted."""
+    takes_late = late.share > early.share
+    per_sample = takes_late[np.where(labels >= 0, labels, 0)]
+    return ConfusionReading(np.where(takes_late, late.share, early.share),
+                            np.where(takes_late, late.source, early.source),
+                            np.where(per_sample, late.score, early.score), late.epoch, late.classes_read)
 
 
 def confusion_beyond(reading: ConfusionReading, spread: np.ndarray) -> ConfusionEstimate:

@@ -28,6 +28,7 @@ from labelscrub.confusion import (
     count_epochs,
     fits_in_memory,
     read_confusion,
+    stronger_reading,
     top_count,
 )
 from labelscrub.distributed import Processes
@@ -72,7 +73,7 @@ class SampleState:
     # the plausible-mistake count's (the same window in a short run)
     confusion_log_probs: np.ndarray | None = None
     confusion_top: TopLogProbs | None = None  # the same beyond confusion.MAX_CELLS: a few classes per sample
-    confusion_reading: ConfusionReading | None = None  # what the confusion window showed, until the count is read
+    confusion_reading: ConfusionReading | None = None  # what the confusion window showed, until the count's
     mistakes: MistakeEstimate | None = None  # plausible mistakes, read in the middle of training
     confusion: ConfusionEstimate | None = None  # made with the count, with --rho-max auto only
     confused: np.ndarray | None = None  # bool: left out as confused, once the confusion estimate is made
@@ -308,24 +309,26 @@ class Task:
         return self._window_read(samples, epoch, total / len(window))
 
     def _window_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs) -> SampleState:
-        """At a window's last epoch: the confusion estimate's reading, then (in a short run, at once) the count;
-        the window let go."""
+        """At a window's last epoch: the confusion reading; at the count's (in a short run, the same window), the
+        count too, and the stronger of the two readings per class. The window let go."""
         samples = dataclasses.replace(samples, confusion_log_probs=None, confusion_top=None)
+        reading = read_confusion(mean, self.labels, self.eligible, self.num_classes, epoch=epoch)
         if samples.confusion_reading is None:
-            reading = read_confusion(mean, self.labels, self.eligible, self.num_classes, epoch=epoch)
             samples = dataclasses.replace(samples, confusion_reading=reading)
             if epoch < self.count_window(samples)[-1]:
                 return samples
-        return self._count_read(samples, epoch, mean)
+        else:
+            reading = stronger_reading(samples.confusion_reading, reading, self.labels)
+        return self._count_read(samples, epoch, mean, reading)
 
-    def _count_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs) -> SampleState:
-        """The plausible-mistake count from the window's mean log-probabilities, then which classes the confusion
-        reading found confused, and their samples. A confusion counts, and its samples are left out, only beyond
-        the noise rate the loss ranking already leaves out (mistakes.combined_rates), the plausible mistakes
-        included: they are often the same labels."""
+    def _count_read(self, samples: SampleState, epoch: int, mean: np.ndarray | TopLogProbs,
+                    reading: ConfusionReading) -> SampleState:
+        """The plausible-mistake count from the window's mean log-probabilities, then which classes `reading` finds
+        confused, and their samples. A confusion counts, and its samples are left out, only beyond the noise rate
+        the loss ranking already leaves out (mistakes.combined_rates), the plausible mistakes included: they are
+        often the same labels."""
         mistakes = count_mistakes(mean, self.labels, self.eligible, self.num_classes, samples.noise, epoch=epoch)
         rates = combined_rates(samples.noise, mistakes)
-        reading = samples.confusion_reading
         estimate = confusion_beyond(reading, rates)
         confused = confused_samples(reading, self.labels, self.eligible, self.sample_ids, estimate, rates)
         return dataclasses.replace(samples, mistakes=mistakes, confusion=estimate, confused=confused,

@@ -18,6 +18,7 @@ from labelscrub.confusion import (
     fits_in_memory,
     read_confusion,
     spread_floor,
+    stronger_reading,
     top_count,
 )
 from labelscrub.measurement import TopClasses
@@ -193,6 +194,19 @@ def test_the_reading_round_trips_through_the_state_and_gives_the_estimate_it_wou
     assert np.isnan(again.score[:5]).all() and not confused_samples(again, given, usable, ids(len(given)), later,
                                                                      spread)[:5].any()
     assert ConfusionReading.from_state({}) is None
+
+
+def test_each_class_takes_the_reading_that_finds_more_with_its_source_and_its_samples_scores():
+    given = np.array([0, 1, 2, 1, 2, 0])
+    early = ConfusionReading(np.array([0.0, 0.4, 0.1]), np.array([-1, 0, 1]),
+                             np.array([-np.inf, 1.0, 2.0, 3.0, np.nan, -np.inf], np.float32), 11)
+    late = ConfusionReading(np.array([0.0, 0.2, 0.3]), np.array([-1, 2, 0]),
+                            np.array([-np.inf, 5.0, 6.0, 7.0, 8.0, -np.inf], np.float32), 16)
+    stronger = stronger_reading(early, late, given)
+    assert stronger.share.tolist() == [0.0, 0.4, 0.3] and stronger.source.tolist() == [-1, 0, 0]
+    # class 1's samples keep the early scores, class 2's take the late ones
+    np.testing.assert_array_equal(stronger.score, np.array([-np.inf, 1.0, 6.0, 3.0, 8.0, -np.inf], np.float32))
+    assert stronger.epoch == 16
 
 
 def test_the_memory_bound_on_kept_probabilities():
