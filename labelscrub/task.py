@@ -158,10 +158,14 @@ class Task:
         read_after = samples.noise.epoch if samples.noise is not None else last_read_epoch(config.warmup)
         return epochs_of(config.epochs, read_after)
 
-    def _summed_window(self, samples: SampleState) -> range:
-        """The window whose log-probabilities are being summed: the confusion estimate's until it is read, then the
-        count's."""
-        return self.confusion_window(samples) if samples.confusion_reading is None else self.count_window(samples)
+    def _summed_window(self, samples: SampleState, epoch: int) -> range:
+        """The window whose log-probabilities are summed at epoch `epoch`: the confusion estimate's until it is read,
+        then the count's. A run resumed past the first window without its reading (from a checkpoint of a version
+        that read once) reads once, in the count's."""
+        early = self.confusion_window(samples)
+        if samples.confusion_reading is None and len(early) and epoch <= early[-1]:
+            return early
+        return self.count_window(samples)
 
     def wants_probabilities(self, samples: SampleState, epoch: int) -> bool:
         """Whether epoch `epoch` measures every class's probability: in a mid-training window, where they fit."""
@@ -176,7 +180,7 @@ class Task:
         return TopClasses(top_count(self.num_classes), chosen)
 
     def _in_summed_window(self, samples: SampleState, epoch: int) -> bool:
-        return samples.confusion is None and epoch in self._summed_window(samples)
+        return samples.confusion is None and epoch in self._summed_window(samples, epoch)
 
     def _keeps_every_class(self) -> bool:
         return fits_in_memory(len(self.labels), self.num_classes)
@@ -289,7 +293,7 @@ class Task:
         return samples
 
     def _add_to_window(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
-        window = self._summed_window(samples)
+        window = self._summed_window(samples, epoch)
         if not self._keeps_every_class():
             if epoch == window[0] and samples.confusion_reading is None:
                 every = len(self.labels) * self.num_classes * 4 / 2**30  # float32 bytes, in GiB

@@ -305,6 +305,11 @@ def test_in_a_longer_run_the_confusion_is_read_before_the_count_and_again_with_i
     resumed, _ = run(auto, resume=saved, fingerprint=fingerprint)
     assert planted_confusion["epochs"] == [13]  # the early reading came back from the checkpoint
     np.testing.assert_array_equal(resumed.confused, outcome.confused)
+    # a checkpoint without the early reading (an earlier version read once) reads once, with the count
+    saved["state"] = {key: value for key, value in saved["state"].items() if not key.startswith("confusion_read")}
+    planted_confusion.clear()
+    once, _ = run(auto, resume=saved, fingerprint=fingerprint)
+    assert planted_confusion["epochs"] == [13] and once.confusion.source[1] == 0 and once.confused.any()
 
 
 def test_auto_waits_for_its_plausible_mistakes_then_drops_each_class_its_rate_and_confusion_only_beyond(
