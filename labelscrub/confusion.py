@@ -39,9 +39,9 @@ from labelscrub.schedule import select_kept
 # each class taking the stronger reading. Earlier, clean data still shows natural confusions the network has not
 # resolved yet; later, the moved labels are being fitted and look right. On the CPU protocol (32 px, 30 epochs,
 # offline on the dumps of plain training) 40% of trucks labelled automobile, birds airplane and deer horse, cats and
-# dogs swapped (20% wrong) read 18.8% and 11.9% (seeds 0 and 1) with the window ending at 40%, 11.1% and 11.9% at
-# 55%, 18.8% and 15.9% with both; clean CIFAR-10 reads 0% at 40% (0.6% at 33%); CIFAR-10N's human labels read the
-# same with both as at 55% alone. docs/METHOD.md, "Labels confused with one other class".
+# dogs swapped (20% wrong) read 18.8%, 11.9% and 11.5% (seeds 0-2) with the window ending at 40%, 11.1%, 11.9%
+# and 11.8% at 55%, 18.8%, 15.9% and 15.5% with both; clean CIFAR-10 reads 0% at 40% (0.6% at 33%); CIFAR-10N's
+# human labels read the same with both as at 55% alone. docs/METHOD.md, "Labels confused with one other class".
 CONFUSION_AT = 0.4
 # The plausible-mistake count (mistakes.py) reads the epochs ending here: by then the network has fitted the right
 # labels of hard images and not yet memorised the wrong ones. Step-E with auto drops nothing until then, confused
