@@ -160,10 +160,12 @@ class Task:
 
     def _summed_window(self, samples: SampleState, epoch: int) -> range:
         """The window whose log-probabilities are summed at epoch `epoch`: the confusion estimate's until it is read,
-        then the count's. A run resumed past the first window without its reading (from a checkpoint of a version
-        that read once) reads once, in the count's."""
+        then the count's. A run resumed inside or past the first window without its sum or reading (from a
+        checkpoint of a version that read once) reads once, in the count's."""
         early = self.confusion_window(samples)
-        if samples.confusion_reading is None and len(early) and epoch <= early[-1]:
+        summing = samples.confusion_log_probs is not None or samples.confusion_top is not None
+        if samples.confusion_reading is None and len(early) and (epoch <= early[0] or
+                                                                 (summing and epoch <= early[-1])):
             return early
         return self.count_window(samples)
 

@@ -290,8 +290,9 @@ def test_in_a_longer_run_the_confusion_is_read_before_the_count_and_again_with_i
     auto = dataclasses.replace(CONFIG, rho_max="auto", epochs=24, warmup=1)
 
     def save_between_the_windows(payload):
-        if payload["epoch"] == 11:
-            checkpoint.save(tmp_path, payload)
+        if payload["epoch"] in (8, 11):
+            (tmp_path / str(payload["epoch"])).mkdir()
+            checkpoint.save(tmp_path / str(payload["epoch"]), payload)
 
     outcome, ids = run(auto, on_checkpoint=save_between_the_windows, fingerprint=fingerprint)
     # 24 epochs: the confusion estimate reads epochs 7-9 (ending at 40%), then with the count epochs 11-13 (55%)
@@ -299,7 +300,7 @@ def test_in_a_longer_run_the_confusion_is_read_before_the_count_and_again_with_i
     assert outcome.confusion.source[1] == 0 and outcome.confused.sum() == drop_count(0.3, 10)
     # nothing dropped until the count; the confused samples left out from then on
     assert outcome.kept_history[:14].all() and not outcome.kept_history[14:][:, outcome.confused].any()
-    saved = checkpoint.load(tmp_path, fingerprint)
+    saved = checkpoint.load(tmp_path / "11", fingerprint)
     assert checkpoint.method_state(saved)["confusion_read_epoch"] == 9
     planted_confusion.clear()
     resumed, _ = run(auto, resume=saved, fingerprint=fingerprint)
@@ -310,6 +311,13 @@ def test_in_a_longer_run_the_confusion_is_read_before_the_count_and_again_with_i
     planted_confusion.clear()
     once, _ = run(auto, resume=saved, fingerprint=fingerprint)
     assert planted_confusion["epochs"] == [13] and once.confusion.source[1] == 0 and once.confused.any()
+    # ...and one saved inside the first window without its sum so far
+    inside = checkpoint.load(tmp_path / "8", fingerprint)
+    assert "confusion_log_probs" in inside["state"]
+    inside["state"] = {key: value for key, value in inside["state"].items() if key != "confusion_log_probs"}
+    planted_confusion.clear()
+    once, _ = run(auto, resume=inside, fingerprint=fingerprint)
+    assert planted_confusion["epochs"] == [13] and once.confusion.source[1] == 0
 
 
 def test_auto_waits_for_its_plausible_mistakes_then_drops_each_class_its_rate_and_confusion_only_beyond(
