@@ -268,7 +268,7 @@ def stronger_reading(early: ConfusionReading, late: ConfusionReading, labels: np
     """Per class, the reading that finds the larger share, with its source and its samples' scores; made after the
     later one. Moved labels fade as the network fits them and natural confusions as it learns, so either window can
     see more: 40% of cats and dogs swapped read as two classes the network cannot tell apart at 40% of the training
-    (one seed of two) and as a swap at 55%, while by then the other moved classes were half fitted."""
+    (two seeds of three) and as a swap at 55%, while by then the other moved classes were half fitted."""
     takes_late = late.share > early.share
     per_sample = takes_late[np.where(labels >= 0, labels, 0)]
     return ConfusionReading(np.where(takes_late, late.share, early.share),
