@@ -89,6 +89,9 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
                         help="c10n-* settings: CIFAR-10N's labels (columns row, worst, aggre, random1..3)")
     parser.add_argument("--human-rows", type=int, default=10_000,
                         help="c10n-* settings: how many of the rows the labels cover, the first in order")
+    parser.add_argument("--human-skip", type=int, default=0,
+                        help="c10n-* settings: covered rows to pass over first; 10000 takes the next slice (rows "
+                        "35,000 to 44,999 of the development half), one no constant was chosen on")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--stem", default="imagenet")
     parser.add_argument("--image-size", type=int, default=32)
@@ -186,10 +189,11 @@ def training_rows(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 
 
 def human_rows(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """(row numbers, true labels) of the CIFAR-10N protocol: the first --human-rows rows that --human-labels covers,
-    in order (rows 25,000 to 34,999 of CIFAR-10's training split for the development half)."""
+    """(row numbers, true labels) of the CIFAR-10N protocol: --human-rows of the rows that --human-labels covers, in
+    order, after the first --human-skip (rows 25,000 to 34,999 of CIFAR-10's training split for the development
+    half, by default)."""
     covered = pq.read_table(args.human_labels, columns=["row"]).column("row").to_numpy()
-    rows = np.sort(covered)[: args.human_rows]
+    rows = np.sort(covered)[args.human_skip: args.human_skip + args.human_rows]
     labels = pq.read_table(Path(args.data) / "train.parquet", columns=["label"]).column("label").to_numpy()
     return rows, labels[rows]
 

@@ -264,3 +264,27 @@ def test_dumps_can_stop_early_on_the_full_schedule(tmp_path, bench_data):
     assert sorted(path.name for path in (out / "dumps").glob("epoch-*.npz")) == ["epoch-00.npz", "epoch-01.npz"]
     row = json.loads((out / "row.json").read_text())
     assert row["epochs_dumped"] == 2 and row["planted"] == pytest.approx(0.4, abs=0.05)
+
+
+def test_the_human_noise_protocol_takes_its_rows_in_order_after_the_skipped_ones(tmp_path, monkeypatch):
+    import argparse
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from noise_benchmark import add_protocol_arguments, human_labels, human_rows
+
+    pq.write_table(pa.table({"label": [0, 1, 2, 3, 4, 5, 6, 7]}), tmp_path / "train.parquet")
+    pq.write_table(pa.table({"row": [7, 3, 5, 2, 6, 4], "worst": [17, 13, 15, 12, 16, 14]}), tmp_path / "n.parquet")
+    parser = argparse.ArgumentParser()
+    add_protocol_arguments(parser)
+    common = ["--data", str(tmp_path), "--human-labels", str(tmp_path / "n.parquet"), "--human-rows", "3"]
+
+    first = parser.parse_args(common)
+    second = parser.parse_args([*common, "--human-skip", "3"])
+
+    rows, true = human_rows(first)
+    assert rows.tolist() == [2, 3, 4] and true.tolist() == [2, 3, 4]
+    rows, true = human_rows(second)
+    assert rows.tolist() == [5, 6, 7] and human_labels(second, rows, column="worst").tolist() == [15, 16, 17]
