@@ -3,6 +3,7 @@ on a stand-in for CIFAR-10 (the digits sample laid out as train.parquet and test
 for a few epochs. The GPU shell scripts are checked without running them: their syntax, and that every option
 they pass a script is one that script takes."""
 
+import argparse
 import importlib.util
 import json
 import math
@@ -13,6 +14,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import DIGITS_PARQUET, ROOT
 
@@ -267,11 +270,6 @@ def test_dumps_can_stop_early_on_the_full_schedule(tmp_path, bench_data):
 
 
 def test_the_human_noise_protocol_takes_its_rows_in_order_after_the_skipped_ones(tmp_path, monkeypatch):
-    import argparse
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from noise_benchmark import add_protocol_arguments, human_labels, human_rows
 
