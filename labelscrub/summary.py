@@ -198,6 +198,9 @@ def noise_summary(*, estimate: NoiseEstimate | None, mistakes: MistakeEstimate |
         # the exponent of p(c) the count's reference was read with: higher where the decoys saw little of it
         # (people's mistakes rather than random ones; mistakes.plausibility_for)
         "mistake_plausibility": None if mistakes is None else mistakes.plausibility,
+        # how evenly the labels the network disagreed with in the count's window spread over the classes: low
+        # where they gather on look-alike classes, as people's mistakes do (mistakes.disagreement_evenness)
+        "disagreement_evenness": None if mistakes is None or np.isnan(mistakes.evenness) else float(mistakes.evenness),
         # why the decoy estimate was not trusted and capped (None: trusted), and what it read before the cap
         "spread_doubt": None if estimate is None else estimate.doubt,
         # why the final estimate is in doubt: the decoy estimate's doubt, unless the plausible-mistake count

@@ -9,10 +9,13 @@ import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import top_count
 from labelscrub.mistakes import (
     HUMAN_PLAUSIBILITY,
+    PEOPLE_S_EVENNESS,
     PLAUSIBILITY,
+    WRONG_AT_RANDOM_EVENNESS,
     MistakeEstimate,
     combined_rates,
     count_mistakes,
+    disagreement_evenness,
     doubt_is_settled,
     estimate_mistakes,
     plausibility_for,
@@ -127,13 +130,16 @@ def test_data_whose_decoys_find_almost_nothing_wrong_is_not_raised_to_the_count(
 
 
 def test_the_estimate_round_trips_through_a_checkpoint_state():
-    estimate = MistakeEstimate(np.array([0.3, np.nan, 0.01]), 16, plausibility=0.9)
+    estimate = MistakeEstimate(np.array([0.3, np.nan, 0.01]), 16, plausibility=0.9, evenness=0.87)
     restored = MistakeEstimate.from_state(estimate.to_state())
     np.testing.assert_array_equal(restored.per_class, estimate.per_class)
     assert restored.epoch == 16 and restored.plausibility == 0.9 and MistakeEstimate.from_state({}) is None
-    # a checkpoint from before the exponent was recorded was read at PLAUSIBILITY
-    older = {key: value for key, value in estimate.to_state().items() if key != "mistakes_plausibility"}
+    assert restored.evenness == 0.87
+    # a checkpoint from before the exponent was recorded was read at PLAUSIBILITY, and the evenness not at all
+    older = {key: value for key, value in estimate.to_state().items()
+             if key not in ("mistakes_plausibility", "mistakes_evenness")}
     assert MistakeEstimate.from_state(older).plausibility == PLAUSIBILITY
+    assert np.isnan(MistakeEstimate.from_state(older).evenness)
 
 
 @pytest.mark.parametrize(("decoy_share", "expected"), [
@@ -151,6 +157,56 @@ def test_the_reference_leans_to_the_network_where_the_decoys_see_little_of_the_c
     combined = (0.4 * 100 + 0.2 * 100 + 0.1 * 200) / 400
     noise = NoiseEstimate(decoy_share * combined, decoy, 5)
     assert plausibility_for(noise, count, sizes) == pytest.approx(expected)
+
+
+def mislabelled(rate, look_alike_share, seed=0):
+    """Labels of the annotated images' true classes, `rate` of them wrong: `look_alike_share` of the wrong ones the
+    image's look-alike class (0 and 1, 2 and 3, ...), the rest any other class drawn uniformly."""
+    generator = np.random.default_rng(seed)
+    true = np.repeat(np.arange(CLASSES), PER_CLASS)
+    anywhere = (true + generator.integers(1, CLASSES, len(true))) % CLASSES
+    wrong_class = np.where(generator.uniform(0.0, 1.0, len(true)) < look_alike_share, true ^ 1, anywhere)
+    return np.where(generator.uniform(0.0, 1.0, len(true)) < rate, wrong_class, true)
+
+
+def test_people_s_mistakes_gather_on_look_alike_classes_where_random_flips_spread_evenly():
+    log_probs, _, _ = annotated(0.3)
+    usable = np.ones(len(log_probs), bool)
+    people, at_random = mislabelled(0.3, look_alike_share=0.6), mislabelled(0.3, look_alike_share=0.0)
+    gathered = disagreement_evenness(log_probs, people, usable, CLASSES)
+    assert gathered <= PEOPLE_S_EVENNESS
+    assert disagreement_evenness(log_probs, at_random, usable, CLASSES) >= WRONG_AT_RANDOM_EVENNESS
+    # read from a few classes per sample (TopLogProbs) it is the same where every class is read
+    assert disagreement_evenness(window([log_probs], people, top_count(CLASSES)), people, usable,
+                                 CLASSES) == pytest.approx(gathered, abs=1e-6)
+    # nothing to read: every label agrees with the network
+    assert np.isnan(disagreement_evenness(log_probs, log_probs.argmax(axis=1), usable, CLASSES))
+
+
+@pytest.mark.parametrize(("evenness", "expected"), [
+    (0.5, HUMAN_PLAUSIBILITY),  # the disagreements gather on a few classes: people's mistakes
+    (PEOPLE_S_EVENNESS, HUMAN_PLAUSIBILITY),
+    (0.75 * PEOPLE_S_EVENNESS + 0.25 * WRONG_AT_RANDOM_EVENNESS, 0.25 * PLAUSIBILITY + 0.75 * HUMAN_PLAUSIBILITY),
+    (WRONG_AT_RANDOM_EVENNESS, PLAUSIBILITY),  # spread evenly: labels wrong at random
+    (0.99, PLAUSIBILITY),
+    (float("nan"), (PLAUSIBILITY + HUMAN_PLAUSIBILITY) / 2),  # not known: the decoy share's half way stands
+])
+def test_where_the_decoy_share_does_not_tell_where_the_disagreements_go_decides(evenness, expected):
+    count = MistakeEstimate(np.array([0.4, 0.2, np.nan]), 16)
+    sizes = np.array([100, 100, 200])
+    combined = (0.4 * 100 + 0.2 * 100 + 0.1 * 200) / 400
+    halfway = NoiseEstimate(0.6 * combined, np.array([0.0, 0.0, 0.1]), 5)  # the decoys see 0.6 of the count
+    assert plausibility_for(halfway, count, sizes, evenness) == pytest.approx(expected)
+
+
+def test_beyond_the_decoy_share_s_two_ends_the_share_decides_however_the_disagreements_go():
+    count = MistakeEstimate(np.array([0.4, 0.2, np.nan]), 16)
+    sizes = np.array([100, 100, 200])
+    combined = (0.4 * 100 + 0.2 * 100 + 0.1 * 200) / 400
+    mostly_random = NoiseEstimate(0.75 * combined, np.array([0.0, 0.0, 0.1]), 5)
+    mostly_people = NoiseEstimate(0.3 * combined, np.array([0.0, 0.0, 0.1]), 5)
+    assert plausibility_for(mostly_random, count, sizes, 0.5) == PLAUSIBILITY
+    assert plausibility_for(mostly_people, count, sizes, 0.99) == HUMAN_PLAUSIBILITY
 
 
 def test_where_the_count_is_not_used_the_reference_stays_at_its_usual_exponent():

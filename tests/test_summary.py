@@ -53,7 +53,7 @@ def test_plausible_mistakes_raise_a_class_above_its_decoy_estimate_unless_that_e
     def summarise(doubt):
         return noise_summary(
             estimate=NoiseEstimate(0.05, np.array([0.05, 0.05]), 5, doubt), mistakes=MistakeEstimate(
-                np.array([0.3, np.nan]), 16, plausibility=0.975),
+                np.array([0.3, np.nan]), 16, plausibility=0.975, evenness=0.87),
             confusion=None, rho_max=0.05, labels=labels, predicted=labels, eligible=np.ones(len(labels), bool),
             dropped=nothing, relabelled=nothing, class_names=["cat", "dog"])
 
@@ -63,7 +63,7 @@ def test_plausible_mistakes_raise_a_class_above_its_decoy_estimate_unless_that_e
     assert trusted["classes"]["dog"]["estimated_noise_rate"] == 0.05  # not read: the decoy estimate stands
     assert trusted["estimated_noise_rate"] == pytest.approx((100 * 0.3 + 300 * 0.05) / 400)
     assert trusted["mistake_noise_rate"] == pytest.approx(0.3)  # over the classes it read
-    assert trusted["mistake_plausibility"] == 0.975
+    assert trusted["mistake_plausibility"] == 0.975 and trusted["disagreement_evenness"] == 0.87
     doubted = summarise("the network is near chance")
     assert doubted["classes"]["cat"]["estimated_noise_rate"] == 0.05
     assert doubted["estimate_doubt"] == doubted["spread_doubt"] == "the network is near chance"
