@@ -134,13 +134,11 @@ def disagreement_evenness(log_probs, labels: np.ndarray, usable: np.ndarray, num
     symmetric noise on CIFAR-10: 0.974), lower where they gather on look-alike classes, as people's mistakes do
     (CIFAR-10N: 0.81-0.88) and as the network's own errors on hard images do (clean CIFAR-10: 0.78). NaN where
     no sample is read or there are fewer than 3 classes."""
-    every = isinstance(log_probs, np.ndarray)
-    label_log_probs = _label_log_probs(log_probs, labels) if every else log_probs.label
-    read = log_probs if every else log_probs.top
-    usable = np.asarray(usable, bool) & (labels >= 0) & ~np.isnan(label_log_probs) & ~np.isnan(read).any(axis=1)
+    label_log_probs, read, usable = _read_window(log_probs, labels, usable)
     best = read.argmax(axis=1)
+    every = isinstance(log_probs, np.ndarray)
     likeliest = best if every else np.take_along_axis(log_probs.classes, best[:, None], axis=1)[:, 0]
-    disagree = usable & (read.max(axis=1) > label_log_probs) & (likeliest != labels)
+    disagree = usable & (labels >= 0) & (read.max(axis=1) > label_log_probs) & (likeliest != labels)
     if num_classes < 3 or not disagree.any():
         return float("nan")
     cells = np.zeros((num_classes, num_classes))
@@ -167,9 +165,7 @@ def estimate_mistakes(log_probs, labels: np.ndarray, usable: np.ndarray, num_cla
     part; a class with fewer than MIN_DECOYS members, or whose reference weighs nothing, is NaN. `plausibility`:
     the exponent of p(c) in the reference weights."""
     every = isinstance(log_probs, np.ndarray)
-    label_log_probs = _label_log_probs(log_probs, labels) if every else log_probs.label
-    read = log_probs if every else log_probs.top
-    usable = np.asarray(usable, bool) & ~np.isnan(label_log_probs) & ~np.isnan(read).any(axis=1)
+    label_log_probs, read, usable = _read_window(log_probs, labels, usable)
     likeliest = np.maximum(read.max(axis=1), label_log_probs)
     depth_given = likeliest - label_log_probs
     references = _every_class_reference if every else _read_class_reference
@@ -244,6 +240,16 @@ def _read_class_reference(top, labels: np.ndarray, usable: np.ndarray, likeliest
         cells = order[starts[label]:starts[label + 1]]
         read_depth, read_weight = _reference(depth[cells], log_probs[cells], plausibility)
         yield np.concatenate([read_depth, rest_depth]), np.concatenate([read_weight, rest_weight])
+
+
+def _read_window(log_probs, labels: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From the window's mean log-probabilities (an (N, classes) array, or TopLogProbs): each sample's given label's
+    log-probability, the log-probabilities read beside it (every class, or the read ones), and `usable` narrowed to
+    the samples with no NaN in either."""
+    every = isinstance(log_probs, np.ndarray)
+    label_log_probs = _label_log_probs(log_probs, labels) if every else log_probs.label
+    read = log_probs if every else log_probs.top
+    return label_log_probs, read, np.asarray(usable, bool) & ~np.isnan(label_log_probs) & ~np.isnan(read).any(axis=1)
 
 
 def _label_log_probs(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

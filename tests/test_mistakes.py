@@ -150,13 +150,16 @@ def test_the_estimate_round_trips_through_a_checkpoint_state():
     (1.0, PLAUSIBILITY),
 ])
 def test_the_reference_leans_to_the_network_where_the_decoys_see_little_of_the_count(decoy_share, expected):
+    assert plausibility_for(*decoys_seeing(decoy_share)) == pytest.approx(expected)
+
+
+def decoys_seeing(decoy_share):
+    """(decoy estimate, count, class sizes) where the decoy estimate is `decoy_share` of what the count reads: the
+    count raises classes 0 and 1; class 2, not read, keeps its decoy estimate."""
     count = MistakeEstimate(np.array([0.4, 0.2, np.nan]), 16)
     sizes = np.array([100, 100, 200])
-    # the count raises classes 0 and 1; class 2, not read, keeps its decoy estimate
-    decoy = np.array([0.0, 0.0, 0.1])
     combined = (0.4 * 100 + 0.2 * 100 + 0.1 * 200) / 400
-    noise = NoiseEstimate(decoy_share * combined, decoy, 5)
-    assert plausibility_for(noise, count, sizes) == pytest.approx(expected)
+    return NoiseEstimate(decoy_share * combined, np.array([0.0, 0.0, 0.1]), 5), count, sizes
 
 
 def mislabelled(rate, look_alike_share, seed=0):
@@ -192,21 +195,13 @@ def test_people_s_mistakes_gather_on_look_alike_classes_where_random_flips_sprea
     (float("nan"), (PLAUSIBILITY + HUMAN_PLAUSIBILITY) / 2),  # not known: the decoy share's half way stands
 ])
 def test_where_the_decoy_share_does_not_tell_where_the_disagreements_go_decides(evenness, expected):
-    count = MistakeEstimate(np.array([0.4, 0.2, np.nan]), 16)
-    sizes = np.array([100, 100, 200])
-    combined = (0.4 * 100 + 0.2 * 100 + 0.1 * 200) / 400
-    halfway = NoiseEstimate(0.6 * combined, np.array([0.0, 0.0, 0.1]), 5)  # the decoys see 0.6 of the count
-    assert plausibility_for(halfway, count, sizes, evenness) == pytest.approx(expected)
+    # the decoys see 0.6 of the count
+    assert plausibility_for(*decoys_seeing(0.6), evenness) == pytest.approx(expected)
 
 
 def test_beyond_the_decoy_share_s_two_ends_the_share_decides_however_the_disagreements_go():
-    count = MistakeEstimate(np.array([0.4, 0.2, np.nan]), 16)
-    sizes = np.array([100, 100, 200])
-    combined = (0.4 * 100 + 0.2 * 100 + 0.1 * 200) / 400
-    mostly_random = NoiseEstimate(0.75 * combined, np.array([0.0, 0.0, 0.1]), 5)
-    mostly_people = NoiseEstimate(0.3 * combined, np.array([0.0, 0.0, 0.1]), 5)
-    assert plausibility_for(mostly_random, count, sizes, 0.5) == PLAUSIBILITY
-    assert plausibility_for(mostly_people, count, sizes, 0.99) == HUMAN_PLAUSIBILITY
+    assert plausibility_for(*decoys_seeing(0.75), 0.5) == PLAUSIBILITY
+    assert plausibility_for(*decoys_seeing(0.3), 0.99) == HUMAN_PLAUSIBILITY
 
 
 def test_where_the_count_is_not_used_the_reference_stays_at_its_usual_exponent():
