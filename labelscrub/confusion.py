@@ -118,6 +118,14 @@ def count_epochs(epochs: int, after: int) -> range:
     return _window_ending(COUNT_AT, epochs, after)
 
 
+def epochs_to_count(after: int) -> int:
+    """The fewest epochs a run needs for the count's window (`count_epochs`) to start after epoch `after`."""
+    epochs = after + 1
+    while not len(count_epochs(epochs, after)):
+        epochs += 1
+    return epochs
+
+
 def confusion_epochs(epochs: int, after: int) -> range:
     """The epochs (0-based) the confusion estimate averages: those ending at CONFUSION_AT of the training where
     they start after epoch `after` and end before the count's window starts, else the count's window (a short run

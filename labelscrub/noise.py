@@ -171,16 +171,24 @@ def read_estimate(given_depths: np.ndarray, decoy_depths: np.ndarray, labels: np
 
 
 def doubt_estimate(estimate: NoiseEstimate, *, fall: float, agreement: float, class_sizes: np.ndarray,
-                   num_classes: int, ended_early: range | None = None) -> NoiseEstimate:
+                   num_classes: int, ended_early: range | None = None,
+                   epochs_to_count: int | None = None) -> NoiseEstimate:
     """The estimate as it may be used: unchanged when it can be trusted, else capped at DOUBTED_CAP with the
     reason. `fall` is how much it fell over its last epoch (relative); `agreement` the share of the samples whose
     given label the network predicted in its last epoch; `class_sizes` the eligible samples per given class;
-    `ended_early`, the evidence epochs (0-based) when the run ended before the last of them."""
+    `ended_early`, the evidence epochs (0-based) when the run ended before the last of them; `epochs_to_count`,
+    the epochs a run would need for the plausible-mistake count (mistakes.py) when this one is too short for it."""
     reasons = []
     still_falling = fall > MAX_FALL
     if ended_early is not None:
         reasons.append(f"the run ended after epoch {estimate.epoch + 1}, before the epochs the estimate reads "
                        f"({ended_early[0] + 1}-{ended_early[-1] + 1}); train longer (--epochs) or set --rho-max")
+    elif epochs_to_count is not None:
+        # the decoys see labels wrong at random only; people's mistakes, which they miss, are counted in
+        # mid-training, and a run without a middle after the estimate would drop as if there were none
+        reasons.append(f"the run is too short to count mistakes that look plausible (that needs at least "
+                       f"{epochs_to_count} epochs), so only labels wrong at random are counted; train longer "
+                       "(--epochs) or set --rho-max")
     if still_falling:
         reasons.append(f"it was still falling ({fall:.0%} over the last epoch): the network is still learning "
                        "the right labels; train longer (--epochs) or set --rho-max")

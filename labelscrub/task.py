@@ -26,6 +26,7 @@ from labelscrub.confusion import (
     confusion_beyond,
     confusion_epochs,
     count_epochs,
+    epochs_to_count,
     fits_in_memory,
     read_confusion,
     stronger_reading,
@@ -285,7 +286,8 @@ class Task:
         estimate = doubt_estimate(estimate, fall=fall, agreement=agreement,
                                   class_sizes=np.bincount(self.labels[self.eligible], minlength=self.num_classes),
                                   num_classes=self.num_classes,
-                                  ended_early=evidence if epoch < evidence[-1] else None)
+                                  ended_early=evidence if epoch < evidence[-1] else None,
+                                  epochs_to_count=self._epochs_to_count(epoch))
         samples = dataclasses.replace(samples, noise=estimate, given_depths=None, decoy_depths=None)
         if estimate.doubt is not None and config.rho_max == "auto":
             counted_later = estimate.only_still_falling and len(self.count_window(samples))
@@ -293,6 +295,14 @@ class Task:
             self.progress.note(f"the noise estimate ({estimate.uncapped:.1%}) cannot be trusted: {estimate.doubt}; "
                                f"dropping at most {estimate.overall:.1%}{more}")
         return samples
+
+    def _epochs_to_count(self, estimate_epoch: int) -> int | None:
+        """The epochs a run needs for the plausible-mistake count after an estimate read at `estimate_epoch`, where
+        auto would count and this run is too short; else None."""
+        config = self.config
+        if config.rho_max != "auto" or len(count_epochs(config.epochs, estimate_epoch)):
+            return None
+        return epochs_to_count(estimate_epoch)
 
     def _add_to_window(self, samples: SampleState, epoch: int, measured: Probe) -> SampleState:
         window = self._summed_window(samples, epoch)

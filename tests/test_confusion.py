@@ -14,6 +14,7 @@ from labelscrub.confusion import (
     confusion_beyond,
     confusion_epochs,
     count_epochs,
+    epochs_to_count,
     estimate_confusion,
     fits_in_memory,
     read_confusion,
@@ -90,6 +91,12 @@ def ids(count):
 ])
 def test_the_confusion_window_comes_before_the_count_where_the_run_is_long_enough(epochs, after, confusion, count):
     assert confusion_epochs(epochs, after) == confusion and count_epochs(epochs, after) == count
+
+
+@pytest.mark.parametrize("after, needed", [(3, 11), (4, 13), (5, 15)])
+def test_a_run_too_short_for_the_count_is_told_the_fewest_epochs_that_would_read_it(after, needed):
+    assert len(count_epochs(needed, after)) and not len(count_epochs(needed - 1, after))
+    assert epochs_to_count(after) == needed
 
 
 def test_a_one_way_move_is_found_with_its_source_and_its_share():

@@ -146,6 +146,15 @@ def test_an_estimate_read_before_its_evidence_epochs_is_doubted_with_the_epochs_
     assert doubted.overall == DOUBTED_CAP and doubted.uncapped == 0.5
 
 
+def test_an_estimate_in_a_run_too_short_for_the_plausible_mistake_count_is_doubted_with_the_epochs_it_needs():
+    # the short run of BENCHMARKS.md: 8 epochs, its estimate read after the 5th, where the count needs 13
+    estimate = NoiseEstimate(0.113, np.array([0.1, 0.126]), epoch=4)
+    doubted = doubt_estimate(estimate, fall=0.1, agreement=0.3, class_sizes=np.array([200, 200]), num_classes=10,
+                             epochs_to_count=13)
+    assert "too short to count mistakes that look plausible (that needs at least 13 epochs)" in doubted.doubt
+    assert doubted.overall == DOUBTED_CAP and doubted.uncapped == 0.113 and not doubted.only_still_falling
+
+
 def settling(noise_rate: float, right_still_wrong: list[float], n: int = 4000):
     """Per-epoch depths where a share of the right labels still looks like decoys, shrinking epoch by epoch."""
     rng = np.random.default_rng(0)
