@@ -22,8 +22,9 @@ With --count-variants, `clean`'s estimate with other references for the plausibl
 - two-reference a: per class the members' depth tail fitted (non-negative least squares, thresholds at percentiles
   50-95 of the plausible reference) as r_random x the uniform reference's tail + r_plausible x the p^a one.
 
-With --switches LOW-HIGH ..., `clean`'s estimate with the exponent's switch (mistakes.MOSTLY_PLAUSIBLE and
-WRONG_AT_RANDOM) moved to each pair, beside the share of the first count the decoys see.
+With --switches LOW-HIGH ..., `clean`'s estimate with the ends of the evenness that tells people's mistakes from
+random ones (mistakes.PEOPLE_S_EVENNESS and WRONG_AT_RANDOM_EVENNESS) moved to each pair, beside that evenness and
+the share of the first count the decoys see (which tells where the evenness cannot be read).
 
 Rules tried here and rejected (BENCHMARKS.md, "What was tried and rejected") are in this file's git history.
 """
@@ -38,7 +39,13 @@ import numpy as np
 
 import labelscrub.mistakes as mistakes_module
 from labelscrub.confusion import confusion_beyond, confusion_epochs, count_epochs, read_confusion, stronger_reading
-from labelscrub.mistakes import combined_rates, count_mistakes, decoy_share, estimate_mistakes
+from labelscrub.mistakes import (
+    combined_rates,
+    count_mistakes,
+    decoy_share,
+    disagreement_evenness,
+    estimate_mistakes,
+)
 from labelscrub.noise import (
     NoiseEstimate,
     best_depth,
@@ -121,23 +128,25 @@ def confident_joint(probs: np.ndarray, noisy: np.ndarray, classes: int) -> float
 
 def switch_variants(epochs: list, noisy: np.ndarray, spread: NoiseEstimate, total: int,
                     switches: list[str]) -> dict:
-    """`clean`'s final estimate with the exponent's switch at each LOW-HIGH pair of `switches`, and the share of
-    the first count (at PLAUSIBILITY) the decoy estimate sees, which the switch reads; empty if the dumps end
-    before the count's window."""
+    """`clean`'s final estimate with the evenness ends at each LOW-HIGH pair of `switches`, the evenness of the
+    count's window and the share of the first count (at PLAUSIBILITY) the decoy estimate sees; empty if the dumps
+    end before the count's window."""
     classes = len(spread.per_class)
     window = count_epochs(total, spread.epoch)
     if not len(window) or window[-1] >= len(epochs):
         return {}
-    first = estimate_mistakes(mean_log_probs(epochs, window), noisy, np.ones(len(noisy), bool), classes, epoch=0)
-    row = {"decoys see": decoy_share(spread, first, np.bincount(noisy, minlength=classes))}
-    original = mistakes_module.MOSTLY_PLAUSIBLE, mistakes_module.WRONG_AT_RANDOM
+    log_probs, usable = mean_log_probs(epochs, window), np.ones(len(noisy), bool)
+    first = estimate_mistakes(log_probs, noisy, usable, classes, epoch=0)
+    row = {"decoys see": decoy_share(spread, first, np.bincount(noisy, minlength=classes)),
+           "evenness": disagreement_evenness(log_probs, noisy, usable, classes)}
+    original = mistakes_module.PEOPLE_S_EVENNESS, mistakes_module.WRONG_AT_RANDOM_EVENNESS
     try:
         for switch in switches:
             low, high = (float(part) for part in switch.split("-"))
-            mistakes_module.MOSTLY_PLAUSIBLE, mistakes_module.WRONG_AT_RANDOM = low, high
+            mistakes_module.PEOPLE_S_EVENNESS, mistakes_module.WRONG_AT_RANDOM_EVENNESS = low, high
             row[switch] = clean_rule(epochs, noisy, spread, total)
     finally:
-        mistakes_module.MOSTLY_PLAUSIBLE, mistakes_module.WRONG_AT_RANDOM = original
+        mistakes_module.PEOPLE_S_EVENNESS, mistakes_module.WRONG_AT_RANDOM_EVENNESS = original
     return row
 
 
@@ -216,7 +225,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="the run's length (default: the dumps')")
     parser.add_argument("--count-variants", action="store_true", help="clean's estimate with other references")
     parser.add_argument("--switches", nargs="*", default=[], metavar="LOW-HIGH",
-                        help="clean's estimate with the exponent's switch at these shares the decoys see")
+                        help="clean's estimate with the evenness ends (people's mistakes-random ones) at these")
     args = parser.parse_args()
     for run in args.runs:
         labels, epochs = load(run)

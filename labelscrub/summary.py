@@ -195,11 +195,11 @@ def noise_summary(*, estimate: NoiseEstimate | None, mistakes: MistakeEstimate |
         "spread_noise_rate": None if estimate is None else estimate.overall,
         # the plausible-mistake count (mistakes.py), size-weighted over the classes it read; None: not read
         "mistake_noise_rate": _mistake_rate(mistakes, labels, eligible),
-        # the exponent of p(c) the count's reference was read with: higher where the decoys saw little of it
-        # (people's mistakes rather than random ones; mistakes.plausibility_for)
+        # the exponent of p(c) the count's reference was read with: higher where the wrong labels look like
+        # people's mistakes rather than random ones (mistakes.towards_people)
         "mistake_plausibility": None if mistakes is None else mistakes.plausibility,
-        # how evenly the labels the network disagreed with in the count's window spread over the classes: low
-        # where they gather on look-alike classes, as people's mistakes do (mistakes.disagreement_evenness)
+        # how evenly the labels the network confidently disagreed with in the count's window spread over the
+        # classes: low where they gather on look-alike classes, as people's mistakes do (mistakes.disagreement_evenness)
         "disagreement_evenness": None if mistakes is None or np.isnan(mistakes.evenness) else float(mistakes.evenness),
         # why the decoy estimate was not trusted and capped (None: trusted), and what it read before the cap
         "spread_doubt": None if estimate is None else estimate.doubt,

@@ -65,7 +65,7 @@ def test_instance_dependent_noise_dumps_and_offline_rules(tmp_path, bench_data):
     assert (labels["true"] != labels["noisy"]).sum() == 24
 
     rules = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "estimate_offline.py"), str(out),
-                            "--windows", "1-3", "--switches", "0.5-0.7"], capture_output=True, text=True, cwd=ROOT,
+                            "--windows", "1-3", "--switches", "0.82-0.87"], capture_output=True, text=True, cwd=ROOT,
                            timeout=600)
     assert rules.returncode == 0, rules.stderr
     assert "switches: {}" in rules.stdout  # 5 epochs end before the count's window: nothing to switch

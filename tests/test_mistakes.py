@@ -18,7 +18,7 @@ from labelscrub.mistakes import (
     disagreement_evenness,
     doubt_is_settled,
     estimate_mistakes,
-    plausibility_for,
+    towards_people,
 )
 from labelscrub.noise import NoiseEstimate, smallest_tail_ratio
 
@@ -35,7 +35,7 @@ def annotated(mistake_rate, seed=0):
     rows = np.arange(len(true))
     logits = generator.normal(0.0, 1.0, (len(true), CLASSES))
     logits[rows, true] += 4.0
-    logits[rows, true ^ 1] += 2.0 * generator.uniform(0.0, 1.0, len(true))
+    logits[rows, true ^ 1] += 4.0 * generator.uniform(0.0, 1.0, len(true))
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     slip = np.exp(0.85 * log_probs)
     slip[rows, true] = 0.0
@@ -143,14 +143,14 @@ def test_the_estimate_round_trips_through_a_checkpoint_state():
 
 
 @pytest.mark.parametrize(("decoy_share", "expected"), [
-    (0.1, HUMAN_PLAUSIBILITY),  # the decoys see a tenth of the count: people's mistakes
-    (0.5, HUMAN_PLAUSIBILITY),
-    (0.6, (PLAUSIBILITY + HUMAN_PLAUSIBILITY) / 2),
-    (0.7, PLAUSIBILITY),  # the decoys see most of it: labels wrong at random
-    (1.0, PLAUSIBILITY),
+    (0.1, 1.0),  # the decoys see a tenth of the count: people's mistakes
+    (0.5, 1.0),
+    (0.6, 0.5),
+    (0.7, 0.0),  # the decoys see most of it: labels wrong at random
+    (1.0, 0.0),
 ])
-def test_the_reference_leans_to_the_network_where_the_decoys_see_little_of_the_count(decoy_share, expected):
-    assert plausibility_for(*decoys_seeing(decoy_share)) == pytest.approx(expected)
+def test_where_the_disagreements_cannot_be_read_the_decoy_share_tells_people_s_mistakes(decoy_share, expected):
+    assert towards_people(*decoys_seeing(decoy_share)) == pytest.approx(expected)
 
 
 def decoys_seeing(decoy_share):
@@ -187,34 +187,27 @@ def test_people_s_mistakes_gather_on_look_alike_classes_where_random_flips_sprea
 
 
 @pytest.mark.parametrize(("evenness", "expected"), [
-    (0.5, HUMAN_PLAUSIBILITY),  # the disagreements gather on a few classes: people's mistakes
-    (PEOPLE_S_EVENNESS, HUMAN_PLAUSIBILITY),
-    (0.75 * PEOPLE_S_EVENNESS + 0.25 * WRONG_AT_RANDOM_EVENNESS, 0.25 * PLAUSIBILITY + 0.75 * HUMAN_PLAUSIBILITY),
-    (WRONG_AT_RANDOM_EVENNESS, PLAUSIBILITY),  # spread evenly: labels wrong at random
-    (0.99, PLAUSIBILITY),
-    (float("nan"), (PLAUSIBILITY + HUMAN_PLAUSIBILITY) / 2),  # not known: the decoy share's half way stands
+    (0.5, 1.0),  # the disagreements gather on a few classes: people's mistakes
+    (PEOPLE_S_EVENNESS, 1.0),
+    (0.75 * PEOPLE_S_EVENNESS + 0.25 * WRONG_AT_RANDOM_EVENNESS, 0.75),
+    (WRONG_AT_RANDOM_EVENNESS, 0.0),  # spread evenly: labels wrong at random
+    (0.99, 0.0),
 ])
-def test_where_the_decoy_share_does_not_tell_where_the_disagreements_go_decides(evenness, expected):
-    # the decoys see 0.6 of the count
-    assert plausibility_for(*decoys_seeing(0.6), evenness) == pytest.approx(expected)
+@pytest.mark.parametrize("decoy_share", [0.3, 0.6, 0.75])
+def test_where_the_disagreements_go_tells_people_s_mistakes_whatever_the_decoys_see(evenness, expected, decoy_share):
+    assert towards_people(*decoys_seeing(decoy_share), evenness) == pytest.approx(expected)
 
 
-def test_beyond_the_decoy_share_s_two_ends_the_share_decides_however_the_disagreements_go():
-    assert plausibility_for(*decoys_seeing(0.75), 0.5) == PLAUSIBILITY
-    assert plausibility_for(*decoys_seeing(0.3), 0.99) == HUMAN_PLAUSIBILITY
-
-
-def test_where_the_count_is_not_used_the_reference_stays_at_its_usual_exponent():
-    count = MistakeEstimate(np.array([0.4, 0.2, 0.1]), 16)
-    sizes = np.full(3, 100)
-    clean_looking = NoiseEstimate(0.002, np.full(3, 0.002), 5)
-    near_chance = NoiseEstimate(0.05, np.full(3, 0.05), 5, doubt="near chance", uncapped=0.5)
-    unread = MistakeEstimate(np.full(3, np.nan), 16)
-    some_random = NoiseEstimate(0.02, np.full(3, 0.02), 5)
-    assert plausibility_for(clean_looking, count, sizes) == PLAUSIBILITY
-    assert plausibility_for(near_chance, count, sizes) == PLAUSIBILITY
-    assert plausibility_for(some_random, unread, sizes) == PLAUSIBILITY
-    assert plausibility_for(some_random, count, sizes) == HUMAN_PLAUSIBILITY
+def test_where_the_count_is_not_used_it_is_read_at_its_usual_exponent_as_it_is():
+    log_probs, given, _ = annotated(0.3)
+    usable = np.ones(len(given), bool)
+    first = estimate_mistakes(log_probs, given, usable, CLASSES, epoch=16)
+    clean_looking = NoiseEstimate(0.002, np.full(CLASSES, 0.002), 5)
+    near_chance = NoiseEstimate(0.05, np.full(CLASSES, 0.05), 5, doubt="near chance", uncapped=0.5)
+    for noise in (clean_looking, near_chance):
+        counted = count_mistakes(log_probs, given, usable, CLASSES, noise, epoch=16)
+        assert counted.plausibility == PLAUSIBILITY
+        np.testing.assert_array_equal(counted.per_class, first.per_class)
 
 
 def test_people_s_mistakes_the_decoys_barely_see_are_counted_closer_to_their_number():
@@ -225,11 +218,21 @@ def test_people_s_mistakes_the_decoys_barely_see_are_counted_closer_to_their_num
     counted = count_mistakes(log_probs, given, usable, CLASSES, few_at_random, epoch=16)
     assert counted.plausibility == HUMAN_PLAUSIBILITY and counted.epoch == 16
     assert overall(first, given) < overall(counted, given) <= wrong.mean() + 0.02
-    # where the decoys see about as many as the count, the mistakes look random and the first reading stands
-    mostly_random = NoiseEstimate(overall(first, given), first.per_class, 5)
-    again = count_mistakes(log_probs, given, usable, CLASSES, mostly_random, epoch=16)
-    assert again.plausibility == PLAUSIBILITY
-    np.testing.assert_array_equal(again.per_class, first.per_class)
+    # however many of them the decoys see: the disagreements gather on look-alike classes
+    seeing_most = NoiseEstimate(overall(first, given), first.per_class * 0.9, 5)
+    assert count_mistakes(log_probs, given, usable, CLASSES, seeing_most, epoch=16).plausibility == HUMAN_PLAUSIBILITY
+
+
+def test_labels_wrong_at_random_are_counted_half_way_between_the_decoys_and_the_plausible_count():
+    # the decoys read labels wrong at random short and the count reads them over: the mean of the two stands
+    log_probs, _, _ = annotated(0.3)
+    usable = np.ones(len(log_probs), bool)
+    at_random = mislabelled(0.2, look_alike_share=0.0)
+    first = estimate_mistakes(log_probs, at_random, usable, CLASSES, epoch=16)
+    decoys = NoiseEstimate(0.15, np.full(CLASSES, 0.15), 5)
+    counted = count_mistakes(log_probs, at_random, usable, CLASSES, decoys, epoch=16)
+    assert counted.evenness >= WRONG_AT_RANDOM_EVENNESS and counted.plausibility == PLAUSIBILITY
+    np.testing.assert_allclose(counted.per_class, (np.fmax(first.per_class, 0.15) + 0.15) / 2)
 
 
 def test_unit_weights_give_the_unweighted_tail_ratio():
