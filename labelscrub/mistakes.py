@@ -147,8 +147,9 @@ def disagreement_evenness(log_probs, labels: np.ndarray, usable: np.ndarray, num
     best = read.argmax(axis=1)
     every = isinstance(log_probs, np.ndarray)
     likeliest = best if every else np.take_along_axis(log_probs.classes, best[:, None], axis=1)[:, 0]
-    confident = read.max(axis=1) >= np.log(CONFIDENT_DISAGREEMENT)
-    disagree = usable & (labels >= 0) & (read.max(axis=1) > label_log_probs) & (likeliest != labels) & confident
+    most = read.max(axis=1)
+    confident = most >= np.log(CONFIDENT_DISAGREEMENT)
+    disagree = usable & (labels >= 0) & (most > label_log_probs) & (likeliest != labels) & confident
     if num_classes < 3 or disagree.sum() < MIN_DECOYS:
         return float("nan")
     cells = np.zeros((num_classes, num_classes))
