@@ -28,6 +28,31 @@ from labelscrub.sources import LabeledImages
 
 COPY_BATCH_ROWS = 1024  # Parquet rows copied at a time
 MANIFEST_NAMES = tuple(f"manifest.{fmt}" for fmt in MANIFEST_FORMATS)  # retrain looks for them in this order
+# What `clean` and `apply` leave beside a CSV or JSONL manifest (apply.RECORD_NAME; apply imports this module).
+RUN_RECORDS = ("run.json", "decisions.json")
+
+
+def cleaned_again_note(data: Path) -> str | None:
+    """A note for the summary when DATA is a manifest labelscrub wrote, else None.
+
+    Cleaning such a set again reads it as nearly clean: the wrong labels the first run kept are ones its network
+    believed, and a second network believes them too (cleaning again the manifest of CIFAR-10N `worst`, 20% of its
+    labels still wrong, estimated 0%: BENCHMARKS.md, "What was tried and rejected"). A Parquet manifest carries its
+    run's `labelscrub` metadata wherever it is moved; a CSV or JSONL one is known by its name beside the record of
+    the `clean` or `apply` that wrote it."""
+    if not data.is_file():
+        return None
+    if data.suffix.lower() == ".parquet":
+        try:
+            written = METADATA_KEY in (pq.read_schema(data).metadata or {})
+        except (OSError, pa.ArrowException):  # not readable as Parquet: the reader says so, naming the file
+            written = False
+    else:
+        written = data.name in MANIFEST_NAMES and any((data.parent / record).exists() for record in RUN_RECORDS)
+    if not written:
+        return None
+    return (f"{data} is a manifest labelscrub wrote: the wrong labels it still holds are ones the first run's network "
+            "believed, and this run's estimate cannot count them either; read it as a lower bound")
 
 
 def manifest_format_for(images: LabeledImages, requested: str | None) -> str:

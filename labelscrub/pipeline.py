@@ -31,7 +31,7 @@ from labelscrub.distributed import Processes
 from labelscrub.errors import LabelscrubError
 from labelscrub.failures import watching
 from labelscrub.images import typical_side
-from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
+from labelscrub.manifest import cleaned_again_note, manifest_format_for, remove_other_manifests, write_manifest
 from labelscrub.measurement import TrainingOutcome
 from labelscrub.methods import train_with_method
 from labelscrub.model import cpu_state_dict, save_model
@@ -154,6 +154,9 @@ def _open(data_path: Path, config: CleanConfig) -> tuple[LabeledImages, LabeledI
     manifest format."""
     split = open_data(data_path, image_column=config.image_column, label_column=config.label_column,
                       id_column=config.id_column, allow_outside_root=config.allow_outside_root)
+    note = cleaned_again_note(data_path)
+    if note:
+        split.train.notes.append(note)
     heldout = split.heldout
     if config.holdout is not None:
         heldout = read_heldout(config.holdout, split.train.class_names, image_column=config.image_column,

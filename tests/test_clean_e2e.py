@@ -124,3 +124,20 @@ def test_parquet_input_gives_a_parquet_manifest_with_the_input_schema(tmp_path):
     assert manifest.num_rows == len(kept_rows) == len(report) - int(np.ceil(0.1 * len(report)))
     assert manifest.column("id").to_pylist() == source.take(pa.array(kept_rows)).column("id").to_pylist()
     assert result.output == ""
+
+
+def test_cleaning_a_manifest_again_says_its_estimate_is_a_lower_bound(tmp_path):
+    """The wrong labels a manifest still holds are ones the first network believed, so a second run reads the set as
+    cleaner than it is: its summary and run.json say so."""
+    data = tmp_path / "digits.parquet"
+    pq.write_table(pq.read_table(DIGITS_PARQUET / "train.parquet").slice(0, 120), data)
+    options = ["--epochs", "2", "--warmup", "1", "--ramp", "1", "--rho-max", "0.1", "--no-audit"]
+    first = CliRunner().invoke(cli, ["clean", str(data), "--out", str(tmp_path / "first"), *options, "--quiet"])
+    assert first.exit_code == 0, first.output
+    assert json.loads((tmp_path / "first" / "run.json").read_text())["notes"] == []
+    manifest = tmp_path / "first" / "manifest.parquet"
+    again = CliRunner().invoke(cli, ["clean", str(manifest), "--out", str(tmp_path / "again"), *options])
+    assert again.exit_code == 0, again.output
+    note = f"{manifest} is a manifest labelscrub wrote"
+    assert any(line.startswith(f"note: {note}") for line in again.output.splitlines())
+    assert json.loads((tmp_path / "again" / "run.json").read_text())["notes"][0].startswith(note)

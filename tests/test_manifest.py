@@ -11,7 +11,7 @@ from runfolders import tiny_digits
 
 import labelscrub
 from labelscrub.errors import LabelscrubError
-from labelscrub.manifest import manifest_format_for, write_manifest
+from labelscrub.manifest import cleaned_again_note, manifest_format_for, write_manifest
 from labelscrub.sources import open_data
 
 KEEP = np.array([True, False, True, True, False, True])
@@ -52,6 +52,31 @@ def test_parquet_manifest_keeps_the_input_rows_schema_and_metadata(tmp_path):
     assert again.class_names == ["a", "b", "c"]
     assert again.labels.tolist() == [index % 3 for index in range(6) if KEEP[index]]
     assert [data for _, data, _ in again.iter_encoded()] == [encode(colour_for(i)) for i in range(6) if KEEP[i]]
+
+
+@pytest.mark.parametrize("record", ["run.json", "decisions.json"])
+def test_a_csv_manifest_beside_the_record_of_its_run_is_noted_as_cleaned_before(tmp_path, record):
+    images = image_folder(tmp_path / "data")
+    manifest = write_manifest(images, KEEP, tmp_path, "csv", metadata={})
+    assert cleaned_again_note(manifest) is None  # a file called manifest.csv alone may be anyone's
+    (tmp_path / record).write_text("{}")
+    assert cleaned_again_note(manifest).startswith(f"{manifest} is a manifest labelscrub wrote")
+    assert "lower bound" in cleaned_again_note(manifest)
+    renamed = manifest.rename(tmp_path / "labels.csv")
+    assert cleaned_again_note(renamed) is None
+    assert cleaned_again_note(tmp_path / "data") is None  # the image folder it came from
+
+
+def test_a_parquet_manifest_is_noted_as_cleaned_before_wherever_it_is_moved(tmp_path):
+    source = write_parquet(tmp_path / "data.parquet", {"image": [encode(colour_for(i)) for i in range(6)],
+                                                        "label": [index % 3 for index in range(6)]})
+    (tmp_path / "out").mkdir()
+    manifest = write_manifest(open_data(source).train, KEEP, tmp_path / "out", "parquet", metadata={"note": "test"})
+    moved = manifest.rename(tmp_path / "cleaned.parquet")
+    assert "cleaned.parquet is a manifest labelscrub wrote" in cleaned_again_note(moved)
+    assert cleaned_again_note(source) is None
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    assert cleaned_again_note(tmp_path / "broken.parquet") is None  # the reader reports it, naming the file
 
 
 def test_a_parquet_input_cannot_get_a_csv_manifest(tmp_path):
