@@ -28,13 +28,12 @@ from labelscrub.atomic import outputs_together, write_text
 from labelscrub.config import CleanConfig
 from labelscrub.decisions import Decision, read_decisions
 from labelscrub.errors import LabelscrubError
-from labelscrub.manifest import manifest_format_for, remove_other_manifests, write_manifest
+from labelscrub.manifest import REVIEW_RECORD, manifest_format_for, remove_other_manifests, write_manifest
 from labelscrub.outfolder import prepare_out_dir
 from labelscrub.report import read_report_metadata
 from labelscrub.sources import LabeledImages, open_data
 from labelscrub.version import __version__
 
-RECORD_NAME = "decisions.json"
 DEFAULT_OUT = "applied"  # inside the run folder, beside the run's own manifest
 
 
@@ -93,7 +92,7 @@ def apply_decisions(run_dir: str | Path, decisions: str | Path, *, out: str | Pa
               "manifest_samples": int(in_manifest.sum())}
     review = {"labelscrub_version": __version__, "source_run": str(run_dir.resolve()),
               "decisions_file": str(decisions_path.resolve()), "counts": counts}
-    record_path = out_dir / RECORD_NAME
+    record_path = out_dir / REVIEW_RECORD
     with outputs_together():  # the manifest and its record appear together or not at all
         # A Parquet manifest carries the run's metadata, so it stays usable on its own, plus where it came from.
         manifest_path = write_manifest(images, in_manifest[rows], out_dir, manifest_format,
@@ -140,7 +139,7 @@ def with_decisions(in_manifest: np.ndarray, labels: np.ndarray, given: np.ndarra
 
 def source_report(folder: Path) -> Path | None:
     """For an apply output folder, the report of the clean run it came from; None for any other folder."""
-    record = folder / RECORD_NAME
+    record = folder / REVIEW_RECORD
     if not record.exists():
         return None
     try:

@@ -28,8 +28,8 @@ from labelscrub.sources import LabeledImages
 
 COPY_BATCH_ROWS = 1024  # Parquet rows copied at a time
 MANIFEST_NAMES = tuple(f"manifest.{fmt}" for fmt in MANIFEST_FORMATS)  # retrain looks for them in this order
-# What `clean` and `apply` leave beside a CSV or JSONL manifest (apply.RECORD_NAME; apply imports this module).
-RUN_RECORDS = ("run.json", "decisions.json")
+REVIEW_RECORD = "decisions.json"  # what `apply` writes beside the manifest of a person's decisions
+RUN_RECORDS = ("run.json", REVIEW_RECORD)  # what `clean` or `apply` leaves beside a CSV or JSONL manifest it wrote
 
 
 def cleaned_again_note(data: Path) -> str | None:
