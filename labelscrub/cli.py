@@ -194,10 +194,13 @@ def clean(data: str, out: str, overwrite: bool, resume: bool, quiet: bool, **opt
 @click.option("--equal-steps", is_flag=True, default=False,
               help="Train the kept samples for as many SGD steps as all samples get in the recipe's epochs "
               "(more epochs when many were dropped).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeat every training with this many seeds (--seed, --seed+1, ...) and print the mean and "
+              "range: one training moves by about a point from seed to seed.")
 @training_options(from_run=True)
 @click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors and the accuracy.")
 def retrain(source: str, test: str | None, out: str | None, overwrite: bool, resume: bool, compare: bool,
-            equal_steps: bool, quiet: bool, **options) -> None:
+            equal_steps: bool, seeds: int, quiet: bool, **options) -> None:
     """Train a fresh ResNet-18 on the samples a clean run kept and measure it on held-out data.
 
     SOURCE is the --out folder of `labelscrub clean`, or its manifest. The recipe is the clean run's unless
@@ -209,7 +212,8 @@ def retrain(source: str, test: str | None, out: str | None, overwrite: bool, res
     """
     progress = None if quiet else ConsoleProgress()
     result = _library_call(lambda: retrain_data(source, test=test, out=out, compare=compare, equal_steps=equal_steps,
-                                                overwrite=overwrite, resume=resume, progress=progress, **options),
+                                                seeds=seeds, overwrite=overwrite, resume=resume, progress=progress,
+                                                **options),
                            out or str(default_out_dir(source)))
     if result is not None:
         click.echo(retrain_summary(result))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -180,8 +181,35 @@ def retrain_summary(result) -> str:
         baseline = result.metrics["noisy_baseline"]
         lines.append(f"noisy baseline on all {baseline['train_samples']} samples: {result.baseline_accuracy:.2%}")
         lines.append(f"difference: {100 * result.difference:+.2f} points")
+    if result.by_seed:
+        lines.extend(_over_seeds(result.by_seed))
     lines.append(f"metrics: {result.metrics_path}")
     return "\n".join(lines)
+
+
+def _over_seeds(outcomes) -> list[str]:
+    """The lines of a retrain repeated over seeds: mean and range of each accuracy, and what the difference says."""
+    def spread(values: list[float], unit: str = "%") -> str:
+        mean, low, high = (100 * value for value in (statistics.fmean(values), min(values), max(values)))
+        if unit == "%":
+            return f"{mean:.2f}% ({low:.2f}% to {high:.2f}%)"
+        return f"{mean:+.2f} points ({low:+.2f} to {high:+.2f})"
+
+    seeds = [outcome.seed for outcome in outcomes]
+    lines = [f"over {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}): kept samples "
+             f"{spread([outcome.accuracy for outcome in outcomes])}"]
+    if outcomes[0].baseline_accuracy is None:
+        return lines
+    lines[0] += f", all samples {spread([outcome.baseline_accuracy for outcome in outcomes])}"
+    differences = [outcome.difference for outcome in outcomes]
+    if min(differences) > 0:
+        verdict = "the kept samples train better with every seed"
+    elif max(differences) < 0:
+        verdict = "the kept samples train worse with every seed"
+    else:
+        verdict = "its sign changes from seed to seed: within the luck of a training"
+    lines.append(f"difference over the seeds: {spread(differences, 'points')}: {verdict}")
+    return lines
 
 
 def applied_summary(result) -> str:

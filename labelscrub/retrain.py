@@ -5,6 +5,8 @@ run's report when the manifest is an `apply` output, or of a manifest.parquet) w
 it; training is plain cross-entropy on every kept sample.
 Test data is `test` (any input form, labels taken as true) or the held-out data the clean run found. With
 `compare=True` the same recipe and seed also train on every sample of the original input (the noisy baseline).
+With `seeds=N` every training is repeated with the seeds seed .. seed+N-1 and the mean and range are reported: one
+training moves by about a point from seed to seed, as much as cleaning gains where few labels are wrong.
 A checkpoint after every epoch lets `resume=True` continue an interrupted retrain.
 
 Under torchrun (distributed.py) every process trains its share through DistributedDataParallel and measures its
@@ -58,6 +60,19 @@ class RetrainResult:
     accuracy: float
     baseline_accuracy: float | None  # with compare=True: the same recipe on every original sample
     metrics: dict[str, Any] = field(repr=False)
+    # with seeds > 1: per seed its accuracies (and difference), first the seed the saved model trained with
+    by_seed: list[SeedOutcome] = field(default_factory=list)
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.baseline_accuracy is None else self.accuracy - self.baseline_accuracy
+
+
+@dataclass(frozen=True)
+class SeedOutcome:
+    seed: int
+    accuracy: float
+    baseline_accuracy: float | None
 
     @property
     def difference(self) -> float | None:
@@ -77,15 +92,29 @@ class _Plan:
     given: CleanConfig  # the recipe before resolving: its lr None when the default (which follows the processes)
     cleaned_config: CleanConfig  # the recipe for the kept samples: with --equal-steps, more epochs
     compare: bool  # also train the recipe on every original sample (the noisy baseline)
+    seeds: int = 1  # each training repeated with the seeds config.seed .. config.seed + seeds - 1
 
     @property
-    def phases(self) -> tuple[str, ...]:
-        return ("cleaned", "baseline") if self.compare else ("cleaned",)
+    def phases(self) -> list[_Phase]:
+        """The trainings in order: per seed the cleaned one, then its baseline, so that an interrupted run has
+        finished whole pairs."""
+        kinds = ("cleaned", "baseline") if self.compare else ("cleaned",)
+        return [_Phase(kind, self.config.seed + offset) for offset in range(self.seeds) for kind in kinds]
+
+
+@dataclass(frozen=True)
+class _Phase:
+    kind: str  # "cleaned" or "baseline"
+    seed: int
+
+    def name(self, first_seed: int) -> str:
+        """Its key in the checkpoint: the kind alone for the recipe's own seed, as before --seeds existed."""
+        return self.kind if self.seed == first_seed else f"{self.kind} seed {self.seed}"
 
 
 def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Path | None = None,
-            compare: bool = False, equal_steps: bool = False, overwrite: bool = False, resume: bool = False,
-            progress: Progress | None = None, **training_options: Any) -> RetrainResult | None:
+            compare: bool = False, equal_steps: bool = False, seeds: int = 1, overwrite: bool = False,
+            resume: bool = False, progress: Progress | None = None, **training_options: Any) -> RetrainResult | None:
     """Train on the kept samples of a clean run (its folder, or its manifest) and measure held-out accuracy.
     Under torchrun, processes other than rank 0 return None.
 
@@ -93,6 +122,8 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
         result = labelscrub.retrain("runs/digits", compare=True, epochs=15)
         print(result.accuracy, result.baseline_accuracy)
     """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise LabelscrubError(f"seeds must be a whole number of at least 1, not {seeds!r}")
     started = time.perf_counter()
     with distributed.start(training_options.get("device") or "auto") as processes, watching(processes):
         # rank 0 checks first: an error in the options, the run or the data is reported once, not by every process
@@ -102,7 +133,7 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
                                                              restarted=processes.restarts > 0))
         config = with_precision(config, processes.device)
         plan = processes.first_on_main(lambda: _plan(manifest, metadata, config, test=test, equal_steps=equal_steps,
-                                                     compare=compare, processes=processes.size))
+                                                     compare=compare, seeds=seeds, processes=processes.size))
         progress = (progress or Progress()) if processes.is_main else Progress()
         if note := restart_note(processes.restarts, resume, out_dir):
             progress.note(note)
@@ -121,6 +152,9 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     if baseline is not None:
         metrics["noisy_baseline"] = baseline
         metrics["accuracy_difference"] = cleaned["accuracy"] - baseline["accuracy"]
+    by_seed = _by_seed(plan, finished) if plan.seeds > 1 else []
+    if by_seed:
+        metrics["seeds"] = _over_seeds(by_seed)
     model_path, metrics_path = out_dir / "model.pt", out_dir / "metrics.json"
     with outputs_together():
         save_model(finished["cleaned"]["model"], model_path, plan.class_names, plan.config,
@@ -129,7 +163,31 @@ def retrain(source: str | Path, *, test: str | Path | None = None, out: str | Pa
     checkpoint.remove(out_dir)
     return RetrainResult(out_dir=out_dir, metrics_path=metrics_path, model_path=model_path,
                          accuracy=cleaned["accuracy"], baseline_accuracy=baseline["accuracy"] if baseline else None,
-                         metrics=metrics)
+                         metrics=metrics, by_seed=by_seed)
+
+
+def _by_seed(plan: _Plan, finished: dict[str, Any]) -> list[SeedOutcome]:
+    first = plan.config.seed
+    outcomes = []
+    for offset in range(plan.seeds):
+        seed = first + offset
+        cleaned = finished[_Phase("cleaned", seed).name(first)]["metrics"]["accuracy"]
+        baseline = finished[_Phase("baseline", seed).name(first)]["metrics"]["accuracy"] if plan.compare else None
+        outcomes.append(SeedOutcome(seed, cleaned, baseline))
+    return outcomes
+
+
+def _over_seeds(outcomes: list[SeedOutcome]) -> dict[str, Any]:
+    """metrics.json's "seeds": every seed's accuracies, and their mean and range."""
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
+
+    summary: dict[str, Any] = {"per_seed": [dataclasses.asdict(outcome) for outcome in outcomes],
+                               "accuracy": spread([outcome.accuracy for outcome in outcomes])}
+    if outcomes[0].baseline_accuracy is not None:
+        summary["baseline_accuracy"] = spread([outcome.baseline_accuracy for outcome in outcomes])
+        summary["difference"] = spread([outcome.difference for outcome in outcomes])
+    return summary
 
 
 def _source(source: str | Path, out: str | Path | None,
@@ -150,7 +208,7 @@ def default_out_dir(source: str | Path) -> Path:
 
 
 def _plan(manifest: Path, metadata: dict[str, Any], config: CleanConfig, *, test: str | Path | None,
-          equal_steps: bool, compare: bool, processes: int = 1) -> _Plan:
+          equal_steps: bool, compare: bool, seeds: int = 1, processes: int = 1) -> _Plan:
     kept = open_data(manifest, image_column=config.image_column, label_column=config.label_column,
                      id_column=config.id_column).train
     class_names = metadata.get("class_names") or kept.class_names
@@ -161,7 +219,7 @@ def _plan(manifest: Path, metadata: dict[str, Any], config: CleanConfig, *, test
         config = config.resolve(typical_side(kept), processes=processes)
     cleaned_config = _with_equal_steps(config, metadata, kept) if equal_steps else config
     return _Plan(manifest=manifest, metadata=metadata, kept=kept, test=test_set, class_names=class_names,
-                 config=config, given=given, cleaned_config=cleaned_config, compare=compare)
+                 config=config, given=given, cleaned_config=cleaned_config, compare=compare, seeds=seeds)
 
 
 def _fingerprint(plan: _Plan) -> dict[str, Any]:
@@ -169,7 +227,8 @@ def _fingerprint(plan: _Plan) -> dict[str, Any]:
     return checkpoint.fingerprint(
         data=str(plan.manifest.resolve()), sample_ids=plan.kept.sample_ids, labels=plan.kept.labels,
         config={**checkpoint.as_given(plan.config, plan.given), "test": str(plan.test.location),
-                "compare": plan.compare, "cleaned_epochs": plan.cleaned_config.epochs})
+                "compare": plan.compare, "cleaned_epochs": plan.cleaned_config.epochs,
+                **({"seeds": plan.seeds} if plan.seeds > 1 else {})})
 
 
 def _resumed(plan: _Plan, saved: dict | None, processes: int) -> _Plan:
@@ -181,29 +240,32 @@ def _resumed(plan: _Plan, saved: dict | None, processes: int) -> _Plan:
 
 def _train_phases(plan: _Plan, out_dir: Path, current: dict[str, Any], saved: dict | None, *, progress: Progress,
                   processes: Processes) -> dict[str, dict[str, Any]]:
-    """Each training of the plan ("cleaned", then "baseline"): its metrics, weights and normalisation. Each
-    finished one is kept in the checkpoint (written by rank 0), so a resumed --compare run does not train it
-    again."""
+    """Each training of the plan, by its phase name: its metrics, and for the first cleaned one (the model saved)
+    its weights and normalisation. Each finished one is kept in the checkpoint (written by rank 0), so a resumed
+    --compare or --seeds run does not train it again."""
     config = plan.config
     finished: dict[str, Any] = saved["finished"] if saved else {}
     with spill_folder(out_dir) as cache:
         test = decode_to_device(plan.test, config, cache, "test.npy", processes.device,
                                 on_progress=decoding(progress, "test"), processes=processes)[:2]
         for phase in plan.phases:
-            if phase in finished:
+            name = phase.name(config.seed)
+            if name in finished:
                 continue
-            images = plan.kept if phase == "cleaned" else processes.first_on_main(
+            images = plan.kept if phase.kind == "cleaned" else processes.first_on_main(
                 lambda: _original_data(plan.metadata, config, plan.class_names))
 
-            def on_epoch(epoch: int, setup: Setup, phase: str = phase) -> None:
+            def on_epoch(epoch: int, setup: Setup, name: str = name) -> None:
                 if processes.is_main:
-                    checkpoint.save(out_dir, {**checkpoint.pack_training(phase=phase, epoch=epoch, setup=setup,
+                    checkpoint.save(out_dir, {**checkpoint.pack_training(phase=name, epoch=epoch, setup=setup,
                                                                          fingerprint=current), "finished": finished})
 
-            phase_config = plan.cleaned_config if phase == "cleaned" else config
-            resume_from = saved if saved is not None and saved["phase"] == phase else None
-            finished[phase] = _fit_and_measure(images, phase_config, processes, test, plan.class_names, cache,
-                                               progress, resume_from=resume_from, on_epoch=on_epoch)
+            recipe = plan.cleaned_config if phase.kind == "cleaned" else config
+            resume_from = saved if saved is not None and saved["phase"] == name else None
+            outcome = _fit_and_measure(images, dataclasses.replace(recipe, seed=phase.seed), processes, test,
+                                       plan.class_names, cache, progress, resume_from=resume_from, on_epoch=on_epoch)
+            # only the first cleaned model is saved: the checkpoint need not carry every seed's weights
+            finished[name] = outcome if name == "cleaned" else {"metrics": outcome["metrics"]}
     return finished
 
 

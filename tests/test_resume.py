@@ -94,8 +94,9 @@ def test_resume_without_a_checkpoint_says_so(digits, tmp_path):
 
 
 def test_a_killed_retrain_resumes_to_the_same_metrics(tiny_run, tmp_path):
+    """Killed in the second seed's cleaned training: the first seed's pair is not trained again."""
     run = tiny_run.out_dir
-    options = ["--compare", "--epochs", "3", "--seed", "5"]
+    options = ["--compare", "--epochs", "3", "--seed", "5", "--seeds", "2"]
     complete = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(tmp_path / "a"), "--quiet", *options])
     assert complete.exit_code == 0, complete.output
 
@@ -105,7 +106,7 @@ def test_a_killed_retrain_resumes_to_the_same_metrics(tiny_run, tmp_path):
     finished_epochs = 0
     for line in process.stderr:
         finished_epochs += line.startswith("epoch ")
-        if finished_epochs == 4:  # the cleaned training is done, the baseline has 2 epochs to go
+        if finished_epochs == 7:  # seed 5's pair is done, seed 6's cleaned training has 2 epochs to go
             os.kill(process.pid, signal.SIGKILL)
             break
     process.wait()
@@ -118,6 +119,7 @@ def test_a_killed_retrain_resumes_to_the_same_metrics(tiny_run, tmp_path):
     for part in ("cleaned", "noisy_baseline"):
         assert got[part]["accuracy"] == pytest.approx(expected[part]["accuracy"], abs=1e-9)
         assert got[part]["confusion_matrix"] == expected[part]["confusion_matrix"]
+    assert got["seeds"]["per_seed"] == expected["seeds"]["per_seed"]
 
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(digits, tmp_path):

@@ -64,6 +64,33 @@ def test_equal_steps_gives_the_kept_samples_as_many_steps_as_all_samples(tiny_ru
     assert result.exit_code != 0 and "--equal-steps needs" in result.output and "Traceback" not in result.output
 
 
+def test_seeds_repeat_both_trainings_and_report_their_mean_and_range(tiny_run, tmp_path):
+    """One training moves by about a point from seed to seed: --seeds repeats the cleaned and the baseline
+    training, and its first seed is exactly a plain --compare run of that seed (the model it saves)."""
+    run = tiny_run.out_dir
+    options = ["--compare", "--epochs", "2", "--seed", "3", "--quiet"]
+    single = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(tmp_path / "one"), *options])
+    repeated = CliRunner().invoke(cli, ["retrain", str(run), "--out", str(tmp_path / "three"), "--seeds", "3",
+                                        *options])
+    assert single.exit_code == 0 and repeated.exit_code == 0, single.output + repeated.output
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    three = json.loads((tmp_path / "three" / "metrics.json").read_text())
+    assert "seeds" not in one
+    per_seed = three["seeds"]["per_seed"]
+    assert [entry["seed"] for entry in per_seed] == [3, 4, 5]
+    assert per_seed[0]["accuracy"] == one["cleaned"]["accuracy"] == three["cleaned"]["accuracy"]
+    assert per_seed[0]["baseline_accuracy"] == one["noisy_baseline"]["accuracy"]
+    differences = [entry["accuracy"] - entry["baseline_accuracy"] for entry in per_seed]
+    assert three["seeds"]["difference"]["mean"] == pytest.approx(sum(differences) / 3)
+    assert three["seeds"]["difference"]["min"] == pytest.approx(min(differences))
+    assert three["seeds"]["accuracy"]["max"] == max(entry["accuracy"] for entry in per_seed)
+    assert "over 3 seeds (3-5): kept samples" in repeated.output and "difference over the seeds" in repeated.output
+    # the saved model is the first seed's, the only one the checkpoint carried weights of
+    assert torch.load(tmp_path / "three" / "model.pt", weights_only=True)["config"]["seed"] == 3
+    bad = CliRunner().invoke(cli, ["retrain", str(run), "--seeds", "0"])
+    assert bad.exit_code != 0 and "--seeds" in bad.output and "Traceback" not in bad.output
+
+
 def test_retrain_without_a_manifest_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["retrain", str(tmp_path)])
     assert result.exit_code != 0 and "no manifest" in result.output and "Traceback" not in result.output
