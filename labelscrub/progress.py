@@ -180,7 +180,8 @@ def retrain_summary(result) -> str:
     if result.baseline_accuracy is not None:
         baseline = result.metrics["noisy_baseline"]
         lines.append(f"noisy baseline on all {baseline['train_samples']} samples: {result.baseline_accuracy:.2%}")
-        lines.append(f"difference: {100 * result.difference:+.2f} points")
+        lines.append(f"difference: {100 * result.difference:+.2f} points"
+                     + ("" if result.by_seed else " (one seed; --seeds 3 repeats both trainings for the spread)"))
     if result.by_seed:
         lines.extend(_over_seeds(result.by_seed))
     lines.append(f"metrics: {result.metrics_path}")

@@ -75,7 +75,7 @@ def test_seeds_repeat_both_trainings_and_report_their_mean_and_range(tiny_run, t
     assert single.exit_code == 0 and repeated.exit_code == 0, single.output + repeated.output
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     three = json.loads((tmp_path / "three" / "metrics.json").read_text())
-    assert "seeds" not in one
+    assert "seeds" not in one and "--seeds 3 repeats both trainings" in single.output
     per_seed = three["seeds"]["per_seed"]
     assert [entry["seed"] for entry in per_seed] == [3, 4, 5]
     assert per_seed[0]["accuracy"] == one["cleaned"]["accuracy"] == three["cleaned"]["accuracy"]
