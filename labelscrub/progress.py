@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import shlex
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -183,33 +182,33 @@ def retrain_summary(result) -> str:
         lines.append(f"difference: {100 * result.difference:+.2f} points"
                      + ("" if result.by_seed else " (one seed; --seeds 3 repeats both trainings for the spread)"))
     if result.by_seed:
-        lines.extend(_over_seeds(result.by_seed))
+        lines.extend(_over_seeds(result.metrics["seeds"]))
     lines.append(f"metrics: {result.metrics_path}")
     return "\n".join(lines)
 
 
-def _over_seeds(outcomes) -> list[str]:
-    """The lines of a retrain repeated over seeds: mean and range of each accuracy, and what the difference says."""
-    def spread(values: list[float], unit: str = "%") -> str:
-        mean, low, high = (100 * value for value in (statistics.fmean(values), min(values), max(values)))
+def _over_seeds(seeds: dict) -> list[str]:
+    """The lines of a retrain repeated over seeds (metrics.json's "seeds"): mean and range of each accuracy, and
+    what the difference says."""
+    def spread(values: dict, unit: str = "%") -> str:
+        mean, low, high = (100 * values[key] for key in ("mean", "min", "max"))
         if unit == "%":
             return f"{mean:.2f}% ({low:.2f}% to {high:.2f}%)"
         return f"{mean:+.2f} points ({low:+.2f} to {high:+.2f})"
 
-    seeds = [outcome.seed for outcome in outcomes]
-    lines = [f"over {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}): kept samples "
-             f"{spread([outcome.accuracy for outcome in outcomes])}"]
-    if outcomes[0].baseline_accuracy is None:
+    numbers = [entry["seed"] for entry in seeds["per_seed"]]
+    lines = [f"over {len(numbers)} seeds ({numbers[0]}-{numbers[-1]}): kept samples {spread(seeds['accuracy'])}"]
+    if "difference" not in seeds:
         return lines
-    lines[0] += f", all samples {spread([outcome.baseline_accuracy for outcome in outcomes])}"
-    differences = [outcome.difference for outcome in outcomes]
-    if min(differences) > 0:
+    lines[0] += f", all samples {spread(seeds['baseline_accuracy'])}"
+    difference = seeds["difference"]
+    if difference["min"] > 0:
         verdict = "the kept samples train better with every seed"
-    elif max(differences) < 0:
+    elif difference["max"] < 0:
         verdict = "the kept samples train worse with every seed"
     else:
         verdict = "its sign changes from seed to seed: within the luck of a training"
-    lines.append(f"difference over the seeds: {spread(differences, 'points')}: {verdict}")
+    lines.append(f"difference over the seeds: {spread(difference, 'points')}: {verdict}")
     return lines
 
 
